@@ -1,0 +1,114 @@
+//! [`DatagramRequest`]: one packet of a UDP or Unix datagram server.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use socket2::SockAddr;
+
+use crate::endpoint::{Endpoint, Job};
+use crate::transport::private;
+use crate::{Address, Options, ServerHandle};
+
+/// One packet of a UDP or Unix datagram server: Python's
+/// `DatagramRequestHandler`, with the packet, its sender, and a way to answer.
+///
+/// ```
+/// use std::io;
+/// use socketserver::{DatagramRequest, RequestHandler};
+///
+/// struct Upper;
+///
+/// impl RequestHandler<DatagramRequest> for Upper {
+///     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
+///         let answer = req.packet().to_ascii_uppercase();
+///         req.reply(&answer)
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct DatagramRequest {
+    packet: Vec<u8>,
+    peer: Address,
+    reply_to: SockAddr,
+    endpoint: Arc<Endpoint>,
+    server: ServerHandle,
+}
+
+impl DatagramRequest {
+    /// The packet's bytes.
+    pub fn packet(&self) -> &[u8] {
+        &self.packet
+    }
+
+    /// The sender's address.
+    pub fn peer_addr(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The server's own address.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        self.endpoint.local_addr()
+    }
+
+    /// Sends one datagram back to the sender, from the server's socket. A
+    /// Unix client that never bound its socket to a path cannot be answered:
+    /// that is an error of kind [`io::ErrorKind::AddrNotAvailable`].
+    pub fn reply(&self, data: &[u8]) -> io::Result<()> {
+        if self.peer == Address::Unix(None) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                "the client's socket has no address to reply to",
+            ));
+        }
+        let sent = self.endpoint.socket.send_to(data, &self.reply_to)?;
+        if sent == data.len() {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("sent {sent} of {} bytes", data.len()),
+            ))
+        }
+    }
+
+    /// The server this request belongs to: ask it to shut down, or read its
+    /// counters.
+    pub fn server(&self) -> &ServerHandle {
+        &self.server
+    }
+}
+
+impl Drop for DatagramRequest {
+    fn drop(&mut self) {
+        self.endpoint.recycle(std::mem::take(&mut self.packet));
+    }
+}
+
+impl private::Request for DatagramRequest {
+    fn from_job(job: Job, handle: &ServerHandle, _options: &Options) -> io::Result<Self> {
+        match job {
+            Job::Datagram {
+                packet,
+                peer,
+                reply_to,
+                endpoint,
+            } => Ok(DatagramRequest {
+                packet,
+                peer,
+                reply_to,
+                endpoint,
+                server: handle.clone(),
+            }),
+            Job::Connection { .. } => Err(io::Error::other("a connection reached a datagram server")),
+        }
+    }
+
+    fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    fn connection(&self) -> Option<RawFd> {
+        None
+    }
+}

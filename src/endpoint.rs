@@ -1,0 +1,235 @@
+//! The bound socket of a server, and the work it produces: accepted
+//! connections and received datagrams.
+
+use std::fs;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::{Address, Options};
+
+/// Work for a handler: an accepted connection or a received packet.
+#[derive(Debug)]
+pub enum Job {
+    Connection {
+        socket: Socket,
+        peer: Address,
+    },
+    Datagram {
+        packet: Vec<u8>,
+        peer: Address,
+        reply_to: SockAddr,
+        endpoint: Arc<Endpoint>,
+    },
+}
+
+impl Job {
+    pub fn peer(&self) -> &Address {
+        match self {
+            Job::Connection { peer, .. } | Job::Datagram { peer, .. } => peer,
+        }
+    }
+}
+
+/// The bound socket of a server; for a datagram server it is shared with the
+/// requests that reply through it, with a store of packet buffers to reuse.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub socket: Socket,
+    unix_path: Option<PathBuf>,
+    spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+}
+
+/// The largest datagram a server receives whole.
+const MAX_DATAGRAM: usize = 65_536;
+/// How many spare packet buffers a datagram server keeps for reuse.
+const SPARE_BUFFERS: usize = 256;
+
+impl Endpoint {
+    fn new(socket: Socket, unix_path: Option<PathBuf>) -> Self {
+        Endpoint {
+            socket,
+            unix_path,
+            spare: bounded(SPARE_BUFFERS),
+        }
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        Ok(match &self.unix_path {
+            Some(path) => Address::Unix(Some(path.clone())),
+            None => Address::from_sockaddr(&self.socket.local_addr()?),
+        })
+    }
+
+    /// Accepts one connection; `None` when none is waiting.
+    pub fn accept(&self) -> io::Result<Option<Job>> {
+        match self.socket.accept() {
+            Ok((socket, peer)) => Ok(Some(Job::Connection {
+                socket,
+                peer: Address::from_sockaddr(&peer),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives one datagram into a reused buffer; `None` when none is waiting.
+    pub fn receive(self: &Arc<Self>, scratch: &mut [MaybeUninit<u8>]) -> io::Result<Option<Job>> {
+        match self
+            .socket
+            .recv_from_with_flags(scratch, libc::MSG_DONTWAIT)
+        {
+            Ok((n, from)) => {
+                // SAFETY: recvfrom initialised the first `n` bytes.
+                let data = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
+                let mut packet = self.spare.1.try_recv().unwrap_or_default();
+                packet.extend_from_slice(data);
+                Ok(Some(Job::Datagram {
+                    packet,
+                    peer: Address::from_sockaddr(&from),
+                    reply_to: from,
+                    endpoint: Arc::clone(self),
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives a packet buffer back for reuse.
+    pub fn recycle(&self, mut packet: Vec<u8>) {
+        if packet.capacity() <= MAX_DATAGRAM {
+            packet.clear();
+            let _ = self.spare.0.try_send(packet);
+        }
+    }
+
+    /// A receive buffer for [`Endpoint::receive`].
+    pub fn scratch() -> Box<[MaybeUninit<u8>]> {
+        vec![MaybeUninit::uninit(); MAX_DATAGRAM].into_boxed_slice()
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(path) = &self.unix_path {
+            if let Err(e) = fs::remove_file(path) {
+                log::debug!("cannot remove {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Binds an IP socket of type `ty` to the first of `addrs` that accepts it.
+pub(crate) fn bind_inet(addrs: impl ToSocketAddrs, ty: Type, options: &Options) -> io::Result<Endpoint> {
+    let mut last = None;
+    for addr in addrs.to_socket_addrs()? {
+        match bind_one_inet(addr, ty, options) {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")
+    }))
+}
+
+fn bind_one_inet(addr: SocketAddr, ty: Type, options: &Options) -> io::Result<Endpoint> {
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    if addr.is_ipv6() {
+        if let Some(only_v6) = options.only_v6 {
+            socket.set_only_v6(only_v6)?;
+        }
+    }
+    // SO_REUSEADDR lets a restarted stream server bind while old connections
+    // linger in TIME_WAIT. On a datagram socket it would let a second server
+    // share the port without an error, so it is never set there.
+    if ty == Type::STREAM && options.reuse_address {
+        socket.set_reuse_address(true)?;
+    }
+    if options.reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    finish_bind(socket, ty, None, options)
+}
+
+/// Binds a Unix socket of type `ty` at `path`, replacing a stale socket file
+/// that no server listens on; a live one is an `AddrInUse` error.
+pub(crate) fn bind_unix(path: &Path, ty: Type, options: &Options) -> io::Result<Endpoint> {
+    let addr = SockAddr::unix(path)?;
+    let socket = Socket::new(Domain::UNIX, ty, None)?;
+    if let Err(e) = socket.bind(&addr) {
+        if e.kind() != io::ErrorKind::AddrInUse || !is_stale_socket(path, &addr, ty) {
+            return Err(e);
+        }
+        log::info!("replacing stale socket file {}", path.display());
+        fs::remove_file(path)?;
+        socket.bind(&addr)?;
+    }
+    finish_bind(socket, ty, Some(path.to_path_buf()), options)
+}
+
+/// True when `path` is a socket file that nobody listens on.
+fn is_stale_socket(path: &Path, addr: &SockAddr, ty: Type) -> bool {
+    let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket
+        && Socket::new(Domain::UNIX, ty, None)
+            .and_then(|probe| probe.connect(addr))
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+}
+
+fn finish_bind(socket: Socket, ty: Type, unix_path: Option<PathBuf>, options: &Options) -> io::Result<Endpoint> {
+    let endpoint = Endpoint::new(socket, unix_path);
+    if ty == Type::STREAM {
+        endpoint.socket.listen(options.backlog)?;
+        // The accept loop waits in `poll`; accepted sockets are blocking.
+        endpoint.socket.set_nonblocking(true)?;
+    }
+    // A datagram socket stays blocking for replies; the receive loop passes
+    // MSG_DONTWAIT instead.
+    Ok(endpoint)
+}
+
+impl Job {
+    pub(crate) fn into_connection(self) -> Option<(Socket, Address)> {
+        match self {
+            Job::Connection { socket, peer } => Some((socket, peer)),
+            Job::Datagram { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_unix_socket_is_replaced_and_live_one_refused() {
+        let dir = std::env::temp_dir().join(format!("socketserver-stale-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let options = Options::new();
+        // A socket closed without cleanup leaves its file behind: stale.
+        let raw = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        raw.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        raw.listen(1).unwrap();
+        drop(raw);
+        assert!(path.exists());
+        let live = bind_unix(&path, Type::STREAM, &options).unwrap();
+        // Live: a second bind fails and leaves the first alone.
+        let err = bind_unix(&path, Type::STREAM, &options).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(path.exists());
+        drop(live);
+        assert!(!path.exists(), "the socket file is removed on close");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,358 @@
+//! The elastic thread pool behind the threading servers.
+//!
+//! Core threads start at once and stay; more start on demand up to a maximum
+//! and retire after an idle keep-alive; work waits in a bounded
+//! `crossbeam-channel` queue. Handing over a job takes no lock and allocates
+//! nothing: the queue holds jobs by value, and the counters are atomics.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::{Condvar, Mutex};
+
+/// Sizes and names of a pool.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolConfig {
+    pub core: usize,
+    pub max: usize,
+    pub queue: usize,
+    pub keep_alive: Duration,
+    pub name: String,
+    pub stack_size: Option<usize>,
+}
+
+/// Thread counts that the owner of a pool can read at any time.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    pub threads: AtomicUsize,
+    pub idle: AtomicUsize,
+}
+
+/// A bounded, elastic pool of threads that run `J`s with one function.
+pub(crate) struct Pool<J: Send + 'static> {
+    sender: Option<Sender<J>>,
+    shared: Arc<Shared<J>>,
+}
+
+struct Shared<J> {
+    receiver: Receiver<J>,
+    gauges: Arc<Gauges>,
+    config: PoolConfig,
+    run: Box<dyn Fn(J) + Send + Sync>,
+    /// Called when a thread becomes free or takes a job off the queue: room
+    /// for one more submission.
+    on_room: Box<dyn Fn() + Send + Sync>,
+    exited: Mutex<()>,
+    exited_cv: Condvar,
+}
+
+impl<J: Send + 'static> Pool<J> {
+    /// Starts the core threads. `run` is called on a worker thread for every
+    /// job; `on_room` whenever a submission that failed might now succeed.
+    pub fn start(
+        config: PoolConfig,
+        gauges: Arc<Gauges>,
+        run: impl Fn(J) + Send + Sync + 'static,
+        on_room: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let (sender, receiver) = bounded(config.queue);
+        let pool = Pool {
+            sender: Some(sender),
+            shared: Arc::new(Shared {
+                receiver,
+                gauges,
+                config,
+                run: Box::new(run),
+                on_room: Box::new(on_room),
+                exited: Mutex::new(()),
+                exited_cv: Condvar::new(),
+            }),
+        };
+        for _ in 0..pool.shared.config.core {
+            pool.shared.gauges.threads.fetch_add(1, SeqCst);
+            spawn_worker(&pool.shared)?;
+        }
+        Ok(pool)
+    }
+
+    /// Hands `job` to a free thread, or to a new thread while fewer than the
+    /// maximum run, or to the queue. Gives it back when all are full.
+    pub fn submit(&self, job: J) -> Result<(), J> {
+        let Some(sender) = &self.sender else {
+            return Err(job);
+        };
+        let gauges = &self.shared.gauges;
+        let job = if gauges.idle.load(SeqCst) > sender.len() {
+            match sender.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
+            }
+        } else {
+            job
+        };
+        self.grow();
+        sender.try_send(job).map_err(|e| e.into_inner())
+    }
+
+    /// Starts one more thread if fewer than the maximum run.
+    fn grow(&self) {
+        let shared = &self.shared;
+        let added = shared
+            .gauges
+            .threads
+            .fetch_update(SeqCst, SeqCst, |n| (n < shared.config.max).then_some(n + 1));
+        if added.is_ok() {
+            if let Err(e) = spawn_worker(shared) {
+                log::error!("cannot start a worker thread: {e}");
+            }
+        }
+    }
+
+    /// Jobs waiting in the queue.
+    #[cfg(test)]
+    pub fn queued(&self) -> usize {
+        self.shared.receiver.len()
+    }
+
+    /// Stops taking jobs: threads finish the queue, then exit.
+    pub fn close(&mut self) {
+        self.sender = None;
+    }
+
+    /// Waits until every thread has exited, or `deadline` passes; true when
+    /// none is left.
+    pub fn join(&self, deadline: Instant) -> bool {
+        let shared = &self.shared;
+        let mut guard = shared.exited.lock();
+        while shared.gauges.threads.load(SeqCst) > 0 {
+            if shared.exited_cv.wait_until(&mut guard, deadline).timed_out() {
+                return shared.gauges.threads.load(SeqCst) == 0;
+            }
+        }
+        true
+    }
+}
+
+impl<J: Send + 'static> Drop for Pool<J> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Starts a worker; the caller has already counted it in `gauges.threads`.
+fn spawn_worker<J: Send + 'static>(shared: &Arc<Shared<J>>) -> std::io::Result<()> {
+    let mut builder = thread::Builder::new().name(shared.config.name.clone());
+    if let Some(size) = shared.config.stack_size {
+        builder = builder.stack_size(size);
+    }
+    let worker = Arc::clone(shared);
+    builder.spawn(move || work(&worker)).map(drop).inspect_err(|_| {
+        shared.gauges.threads.fetch_sub(1, SeqCst);
+    })
+}
+
+fn work<J: Send + 'static>(shared: &Shared<J>) {
+    let gauges = &shared.gauges;
+    loop {
+        gauges.idle.fetch_add(1, SeqCst);
+        announce_room(shared);
+        let next = shared.receiver.recv_timeout(shared.config.keep_alive);
+        gauges.idle.fetch_sub(1, SeqCst);
+        match next {
+            Ok(job) => {
+                announce_room(shared);
+                if catch_unwind(AssertUnwindSafe(|| (shared.run)(job))).is_err() {
+                    log::error!("a job panicked outside its handler");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if retire(shared) {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                gauges.threads.fetch_sub(1, SeqCst);
+                break;
+            }
+        }
+    }
+    let _guard = shared.exited.lock();
+    shared.exited_cv.notify_all();
+}
+
+/// After an idle keep-alive: leaves the pool if more than the core run and no
+/// job was queued meanwhile. True when the thread has left the count.
+fn retire<J>(shared: &Shared<J>) -> bool {
+    let threads = &shared.gauges.threads;
+    let core = shared.config.core;
+    if threads
+        .fetch_update(SeqCst, SeqCst, |n| (n > core).then(|| n - 1))
+        .is_err()
+    {
+        return false;
+    }
+    // A job queued while this thread decided to go must not be stranded.
+    if !shared.receiver.is_empty()
+        && threads
+            .fetch_update(SeqCst, SeqCst, |n| (n < shared.config.max).then_some(n + 1))
+            .is_ok()
+    {
+        return false;
+    }
+    true
+}
+
+fn announce_room<J>(shared: &Shared<J>) {
+    fence(SeqCst);
+    (shared.on_room)();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::unbounded;
+
+    fn config(core: usize, max: usize, queue: usize, keep_alive_ms: u64) -> PoolConfig {
+        PoolConfig {
+            core,
+            max,
+            queue,
+            keep_alive: Duration::from_millis(keep_alive_ms),
+            name: "pool-test".into(),
+            stack_size: None,
+        }
+    }
+
+    fn wait_for(what: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if what() {
+                return true;
+            }
+            thread::yield_now();
+            thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    #[test]
+    fn runs_every_job_and_joins() {
+        let (done_tx, done_rx) = unbounded();
+        let gauges = Arc::new(Gauges::default());
+        let mut pool = Pool::start(
+            config(2, 4, 16, 1000),
+            gauges.clone(),
+            move |n: u32| done_tx.send(n).unwrap(),
+            || {},
+        )
+        .unwrap();
+        for n in 0..100 {
+            let mut job = n;
+            while let Err(back) = pool.submit(job) {
+                job = back;
+                thread::yield_now();
+            }
+        }
+        let mut seen: Vec<u32> = (0..100)
+            .map(|_| done_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        pool.close();
+        assert!(pool.join(Instant::now() + Duration::from_secs(10)));
+        assert_eq!(gauges.threads.load(SeqCst), 0);
+    }
+
+    #[test]
+    fn grows_to_max_then_queues_then_refuses() {
+        let (release_tx, release_rx) = unbounded::<()>();
+        let (started_tx, started_rx) = unbounded::<()>();
+        let gauges = Arc::new(Gauges::default());
+        let mut pool = Pool::start(
+            config(1, 3, 2, 60_000),
+            gauges.clone(),
+            move |_: u32| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            },
+            || {},
+        )
+        .unwrap();
+        // Three jobs start on three threads (one core, two grown).
+        for n in 0..3 {
+            pool.submit(n).unwrap();
+            started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        assert_eq!(gauges.threads.load(SeqCst), 3);
+        // Two more wait in the queue; the sixth is refused.
+        pool.submit(3).unwrap();
+        pool.submit(4).unwrap();
+        assert_eq!(pool.queued(), 2);
+        assert_eq!(pool.submit(5), Err(5));
+        assert_eq!(gauges.threads.load(SeqCst), 3);
+        for _ in 0..5 {
+            release_tx.send(()).unwrap();
+        }
+        pool.close();
+        assert!(pool.join(Instant::now() + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn extra_threads_retire_to_the_core() {
+        let (release_tx, release_rx) = unbounded::<()>();
+        let (started_tx, started_rx) = unbounded::<()>();
+        let gauges = Arc::new(Gauges::default());
+        let pool = Pool::start(
+            config(1, 8, 0, 50),
+            gauges.clone(),
+            move |_: u32| {
+                started_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            },
+            || {},
+        )
+        .unwrap();
+        for n in 0..8 {
+            let mut job = n;
+            while let Err(back) = pool.submit(job) {
+                job = back;
+                thread::yield_now();
+            }
+        }
+        for _ in 0..8 {
+            started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        assert_eq!(gauges.threads.load(SeqCst), 8);
+        for _ in 0..8 {
+            release_tx.send(()).unwrap();
+        }
+        assert!(wait_for(|| gauges.threads.load(SeqCst) == 1));
+        assert!(wait_for(|| gauges.idle.load(SeqCst) == 1));
+    }
+
+    #[test]
+    fn a_panicking_job_keeps_the_thread() {
+        let (done_tx, done_rx) = unbounded();
+        let gauges = Arc::new(Gauges::default());
+        let pool = Pool::start(
+            config(1, 1, 4, 60_000),
+            gauges.clone(),
+            move |n: u32| {
+                if n == 0 {
+                    panic!("job 0 panics on purpose");
+                }
+                done_tx.send(n).unwrap();
+            },
+            || {},
+        )
+        .unwrap();
+        pool.submit(0).unwrap();
+        pool.submit(1).unwrap();
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(10)), Ok(1));
+        assert_eq!(gauges.threads.load(SeqCst), 1);
+    }
+}

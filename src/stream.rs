@@ -1,0 +1,280 @@
+//! [`StreamRequest`]: one connection of a TCP or Unix stream server.
+
+use std::io::{self, BufRead, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use socket2::Socket;
+
+use crate::endpoint::Job;
+use crate::transport::private;
+use crate::{Address, Options, ServerHandle};
+
+/// One connection of a TCP or Unix stream server: Python's
+/// `StreamRequestHandler` with its `rfile` and `wfile`.
+///
+/// Reading is buffered ([`BufRead`]: `read_line`, `lines`, `fill_buf`);
+/// writing is not, as in Python (`wfile` is unbuffered), so a reply is on the
+/// wire when `write_all` returns and there is nothing to flush. To batch many
+/// small writes, wrap the writer half of [`split`](StreamRequest::split) in a
+/// [`std::io::BufWriter`].
+///
+/// ```
+/// use std::io::{self, BufRead, Write};
+/// use socketserver::{RequestHandler, StreamRequest};
+///
+/// struct Greeter;
+///
+/// impl RequestHandler<StreamRequest> for Greeter {
+///     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+///         let mut name = String::new();
+///         req.read_line(&mut name)?;
+///         writeln!(req, "hello, {} from {}", name.trim(), req.peer_addr())
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct StreamRequest {
+    socket: Socket,
+    buffer: ReadBuffer,
+    peer: Address,
+    server: ServerHandle,
+}
+
+impl StreamRequest {
+    /// The client's address.
+    pub fn peer_addr(&self) -> &Address {
+        &self.peer
+    }
+
+    /// The server-side address of this connection.
+    pub fn local_addr(&self) -> io::Result<Address> {
+        Ok(Address::from_sockaddr(&self.socket().local_addr()?))
+    }
+
+    /// The server this request belongs to: ask it to shut down, or read its
+    /// counters.
+    pub fn server(&self) -> &ServerHandle {
+        &self.server
+    }
+
+    /// Limits each blocking read to `timeout` (`None`: wait for ever); a read
+    /// that times out fails with [`io::ErrorKind::WouldBlock`] or
+    /// [`io::ErrorKind::TimedOut`]. Starts as the server's
+    /// [`idle_timeout`](crate::Options::idle_timeout).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_read_timeout(timeout.filter(|t| !t.is_zero()))
+    }
+
+    /// Limits each blocking write to `timeout` (`None`: wait for ever). Starts
+    /// as the server's [`write_timeout`](crate::Options::write_timeout).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.socket().set_write_timeout(timeout.filter(|t| !t.is_zero()))
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on, on a TCP connection. Starts
+    /// as the server's [`nodelay`](crate::Options::nodelay). A no-op on Unix
+    /// sockets.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        match self.peer {
+            Address::Inet(_) => self.socket().set_tcp_nodelay(nodelay),
+            Address::Unix(_) => Ok(()),
+        }
+    }
+
+    /// Tells the client that no more data will come (a half close), while the
+    /// request can still read.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        self.socket().shutdown(Shutdown::Write)
+    }
+
+    /// The buffered reader and the writer as two halves, to use both at once
+    /// (say, copy from one to the other, or wrap the writer in a `BufWriter`).
+    pub fn split(&mut self) -> (impl BufRead + '_, impl Write + '_) {
+        let reader = Reader {
+            socket: &self.socket,
+            buffer: &mut self.buffer,
+        };
+        (reader, Writer(&self.socket))
+    }
+
+    /// A writer for this connection that can move to another thread: for a
+    /// handler that must send while it blocks in a read (a chat room).
+    pub fn try_clone_writer(&self) -> io::Result<StreamWriter> {
+        Ok(StreamWriter(self.socket().try_clone()?))
+    }
+
+    fn socket(&self) -> &Socket {
+        &self.socket
+    }
+}
+
+impl Read for StreamRequest {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.buffer.read(&self.socket, buf)
+    }
+}
+
+impl BufRead for StreamRequest {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.buffer.fill(&self.socket)
+    }
+    fn consume(&mut self, amount: usize) {
+        self.buffer.consume(amount)
+    }
+}
+
+/// The read buffer of a connection, kept apart from its socket so that the
+/// reader and the writer can be borrowed at once.
+#[derive(Debug)]
+struct ReadBuffer {
+    bytes: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuffer {
+    fn new(capacity: usize) -> Self {
+        ReadBuffer {
+            bytes: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn fill(&mut self, mut socket: &Socket) -> io::Result<&[u8]> {
+        if self.start >= self.end {
+            self.end = socket.read(&mut self.bytes)?;
+            self.start = 0;
+        }
+        Ok(&self.bytes[self.start..self.end])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.start = (self.start + amount).min(self.end);
+    }
+
+    fn read(&mut self, mut socket: &Socket, out: &mut [u8]) -> io::Result<usize> {
+        // A large read with nothing buffered skips the copy.
+        if self.start >= self.end && out.len() >= self.bytes.len() {
+            return socket.read(out);
+        }
+        let available = self.fill(socket)?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The reading half of a [`StreamRequest`], from [`StreamRequest::split`].
+struct Reader<'a> {
+    socket: &'a Socket,
+    buffer: &'a mut ReadBuffer,
+}
+
+impl Read for Reader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.buffer.read(self.socket, buf)
+    }
+}
+
+impl BufRead for Reader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.buffer.fill(self.socket)
+    }
+    fn consume(&mut self, amount: usize) {
+        self.buffer.consume(amount)
+    }
+}
+
+impl Write for StreamRequest {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.socket().write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.socket().write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The writing half of a [`StreamRequest`], from [`StreamRequest::split`].
+struct Writer<'a>(&'a Socket);
+
+impl Write for Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A writer for a connection that another thread owns, from
+/// [`StreamRequest::try_clone_writer`]. Unbuffered, like the request itself.
+#[derive(Debug)]
+pub struct StreamWriter(Socket);
+
+impl StreamWriter {
+    /// Shuts the whole connection down, which also ends the owner's blocking
+    /// read: the way to disconnect a client from another thread.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Both)
+    }
+
+    /// Limits each blocking write to `timeout` (`None`: wait for ever).
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.0.set_write_timeout(timeout.filter(|t| !t.is_zero()))
+    }
+}
+
+impl Write for StreamWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&self.0).write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&self.0).write_vectored(bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl private::Request for StreamRequest {
+    fn from_job(job: Job, handle: &ServerHandle, options: &Options) -> io::Result<Self> {
+        let (socket, peer) = job
+            .into_connection()
+            .ok_or_else(|| io::Error::other("a datagram reached a stream server"))?;
+        #[cfg(not(target_os = "linux"))]
+        socket.set_nonblocking(false)?;
+        if options.nodelay && matches!(peer, Address::Inet(_)) {
+            socket.set_tcp_nodelay(true)?;
+        }
+        if options.idle_timeout.is_some() {
+            socket.set_read_timeout(options.idle_timeout)?;
+        }
+        if options.write_timeout.is_some() {
+            socket.set_write_timeout(options.write_timeout)?;
+        }
+        Ok(StreamRequest {
+            socket,
+            buffer: ReadBuffer::new(options.read_buffer),
+            peer,
+            server: handle.clone(),
+        })
+    }
+
+    fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    fn connection(&self) -> Option<RawFd> {
+        Some(self.socket().as_raw_fd())
+    }
+}
