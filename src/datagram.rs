@@ -41,6 +41,12 @@ impl DatagramRequest {
         &self.packet
     }
 
+    /// The packet's bytes, to change in place (say, to build the answer
+    /// without allocating).
+    pub fn packet_mut(&mut self) -> &mut [u8] {
+        &mut self.packet
+    }
+
     /// The sender's address.
     pub fn peer_addr(&self) -> &Address {
         &self.peer

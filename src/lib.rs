@@ -86,28 +86,34 @@
 #![warn(missing_docs)]
 
 mod address;
+pub mod client;
 mod control;
 pub mod dispatch;
 mod datagram;
 mod endpoint;
+mod group;
 mod handler;
 mod options;
 mod pool;
 mod registry;
 mod server;
+pub mod services;
 mod signal;
 mod stats;
 mod stream;
 pub mod transport;
+mod url;
 
 pub use address::Address;
 pub use control::ServerHandle;
 pub use datagram::DatagramRequest;
+pub use group::ServerGroup;
 pub use handler::{handler_fn, log_request_error, HandlerFn, RequestHandler};
 pub use options::Options;
 pub use server::{BindAddress, Server, Summary};
 pub use stats::Stats;
 pub use stream::{StreamRequest, StreamWriter};
+pub use url::{ParseUrlError, SocketUrl};
 
 use dispatch::{Synchronous, Threading};
 use transport::{Tcp, Udp, UnixDatagram, UnixStream};

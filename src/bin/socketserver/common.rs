@@ -1,0 +1,241 @@
+//! What every command shares: errors and exit codes, pool and bind options,
+//! size and duration parsing, and running a group of servers.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use socketserver::{
+    DatagramRequest, Options, RequestHandler, ServerGroup, SocketUrl, StreamRequest, ThreadingTcpServer,
+    ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
+};
+
+/// How a command failed: a usage error exits 2, anything else 1.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad arguments: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Failed(String),
+}
+
+impl CliError {
+    pub fn report(self) -> ExitCode {
+        match self {
+            CliError::Usage(why) => {
+                eprintln!("error: {why}\n\nFor more information, try '--help'.");
+                ExitCode::from(2)
+            }
+            CliError::Failed(why) => {
+                eprintln!("error: {why}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+/// Options of the thread pool and the limits, shared by every `serve`.
+#[derive(Args, Debug)]
+pub struct PoolArgs {
+    /// Worker threads kept warm [default: number of CPUs]
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Most worker threads
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_threads: usize,
+    /// Connections waiting for a thread
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    queue: usize,
+    /// Most connections open at once
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Close a connection that sends nothing for SECS
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// On shutdown, let requests finish for SECS, then cut them
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    shutdown_timeout: Duration,
+    /// When full, close new connections at once instead of leaving them in the backlog
+    #[arg(long)]
+    reject_when_full: bool,
+}
+
+impl PoolArgs {
+    /// The server options these arguments ask for; `default_idle` applies when
+    /// `--idle-timeout` is not given.
+    pub fn options(&self, default_idle: Option<Duration>) -> Options {
+        let mut options = Options::new()
+            .max_threads(self.max_threads)
+            .queue(self.queue)
+            .max_connections(self.max_connections)
+            .idle_timeout(self.idle_timeout.or(default_idle))
+            .shutdown_timeout(self.shutdown_timeout)
+            .reject_when_full(self.reject_when_full);
+        if let Some(threads) = self.threads {
+            options = options.threads(threads);
+        }
+        options
+    }
+}
+
+/// The `--bind` option, repeatable.
+#[derive(Args, Debug)]
+pub struct BindArgs {
+    /// Listen on URL: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH (repeatable)
+    #[arg(long = "bind", value_name = "URL")]
+    urls: Vec<SocketUrl>,
+}
+
+impl BindArgs {
+    /// The URLs to bind, or `default` when none was given; every one must use
+    /// one of `schemes`.
+    pub fn urls(&self, default: &str, schemes: &[&str]) -> Result<Vec<SocketUrl>, CliError> {
+        if self.urls.is_empty() {
+            return Ok(vec![default.parse().expect("default URLs parse")]);
+        }
+        for url in &self.urls {
+            if !schemes.contains(&url.scheme()) {
+                return Err(CliError::Usage(format!(
+                    "this service does not speak {} (--bind {url}); it speaks {}",
+                    url.scheme(),
+                    schemes.join(", ")
+                )));
+            }
+        }
+        Ok(self.urls.clone())
+    }
+}
+
+/// Binds servers for a service and runs them together.
+pub struct Launcher {
+    group: ServerGroup,
+    options: Options,
+}
+
+impl Launcher {
+    pub fn new(options: Options) -> Self {
+        Launcher {
+            group: ServerGroup::new(),
+            options,
+        }
+    }
+
+    /// Binds a threading stream server (TCP or Unix) at `url`.
+    pub fn stream<H: RequestHandler<StreamRequest>>(&mut self, url: &SocketUrl, handler: H) -> Result<(), CliError> {
+        let options = self.options.clone();
+        match url {
+            SocketUrl::Tcp(addr) => self.group.add(
+                ThreadingTcpServer::bind_with(addr.as_str(), handler, options).map_err(|e| cannot_bind(url, e))?,
+            ),
+            SocketUrl::Unix(path) => self.group.add(
+                ThreadingUnixStreamServer::bind_with(path, handler, options).map_err(|e| cannot_bind(url, e))?,
+            ),
+            _ => return Err(CliError::Usage(format!("{url} is not a stream URL"))),
+        }
+        Ok(())
+    }
+
+    /// Binds a threading datagram server (UDP or Unix) at `url`.
+    pub fn datagram<H: RequestHandler<DatagramRequest>>(
+        &mut self,
+        url: &SocketUrl,
+        handler: H,
+    ) -> Result<(), CliError> {
+        let options = self.options.clone();
+        match url {
+            SocketUrl::Udp(addr) => self.group.add(
+                ThreadingUdpServer::bind_with(addr.as_str(), handler, options).map_err(|e| cannot_bind(url, e))?,
+            ),
+            SocketUrl::Unixgram(path) => self.group.add(
+                ThreadingUnixDatagramServer::bind_with(path, handler, options)
+                    .map_err(|e| cannot_bind(url, e))?,
+            ),
+            _ => return Err(CliError::Usage(format!("{url} is not a datagram URL"))),
+        }
+        Ok(())
+    }
+
+    /// Announces every address on standard output, then serves until
+    /// SIGINT/SIGTERM, drains, and logs a summary per server.
+    pub fn run(self) -> Result<(), CliError> {
+        self.group.shutdown_on_ctrl_c()?;
+        let mut stdout = io::stdout().lock();
+        for url in self.group.urls() {
+            writeln!(stdout, "listening on {url}")?;
+        }
+        stdout.flush()?;
+        drop(stdout);
+        let urls = self.group.urls();
+        let summaries = self.group.serve_forever()?;
+        for (url, summary) in urls.iter().zip(summaries) {
+            log::info!("{url}: {summary}");
+        }
+        Ok(())
+    }
+}
+
+fn cannot_bind(url: &SocketUrl, e: io::Error) -> CliError {
+    CliError::Failed(format!("cannot bind {url}: {e}"))
+}
+
+#[allow(dead_code)] // used by the services that take sizes
+/// Parses a byte count with an optional KiB, MiB or GiB suffix (also K, M, G,
+/// KB, MB, GB, all meaning powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (like 1024, 64KiB, 16MiB)"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use KiB, MiB or GiB)")),
+    };
+    number.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses a duration in seconds, fractions allowed (`0.5`, `10`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a valid number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! `serve echo-upper` and `client echo-upper`.
+
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use socketserver::client::{pipe, Connection, DatagramClient};
+use socketserver::services::EchoUpper;
+use socketserver::SocketUrl;
+
+use crate::common::{parse_duration, BindArgs, CliError, Launcher, PoolArgs};
+
+const DEFAULT_URL: &str = "tcp://127.0.0.1:9000";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
+    let mut launcher = Launcher::new(args.pool.options(None));
+    let echo = Arc::new(EchoUpper);
+    for url in &urls {
+        if url.is_stream() {
+            launcher.stream(url, Arc::clone(&echo))?;
+        } else {
+            launcher.datagram(url, Arc::clone(&echo))?;
+        }
+    }
+    launcher.run()
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The server's URL
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    connect: SocketUrl,
+    /// Give up waiting for an answer after SECS
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    timeout: Duration,
+    /// Messages to send, one line (or one datagram) each; standard input when none
+    args: Vec<String>,
+}
+
+pub fn client(args: ClientArgs) -> Result<(), CliError> {
+    let mut stdout = io::stdout().lock();
+    if args.connect.is_stream() {
+        let connection = Connection::connect(&args.connect, Some(args.timeout))
+            .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
+        connection.set_read_timeout(Some(args.timeout))?;
+        if args.args.is_empty() {
+            pipe(connection, io::stdin(), &mut stdout)?;
+        } else {
+            let lines: String = args.args.iter().map(|a| format!("{a}\n")).collect();
+            pipe(connection, lines.as_bytes(), &mut stdout)?;
+        }
+        return Ok(());
+    }
+    let client = DatagramClient::connect(&args.connect, args.timeout)
+        .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
+    let mut ask = |message: &[u8]| -> Result<(), CliError> {
+        let answer = client
+            .request(message)
+            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+        stdout.write_all(&answer)?;
+        stdout.write_all(b"\n")?;
+        Ok(stdout.flush()?)
+    };
+    if args.args.is_empty() {
+        for line in io::stdin().lock().lines() {
+            ask(line?.as_bytes())?;
+        }
+    } else {
+        for message in &args.args {
+            ask(message.as_bytes())?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,55 @@
+//! The `socketserver` program: `serve` and `client` for each built-in service.
+//! It parses arguments and wires library types; everything else lives in the
+//! library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod common;
+mod echo_upper;
+
+
+/// Python's socketserver model in Rust: the socket-programming course's
+/// services, served on a thread pool, and their clients.
+#[derive(Parser)]
+#[command(name = "socketserver", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a service's server until Ctrl-C or SIGTERM.
+    #[command(subcommand)]
+    Serve(Serve),
+    /// Talk to a service (reads standard input when no ARGS are given).
+    #[command(subcommand)]
+    Client(Client),
+}
+
+#[derive(Subcommand)]
+enum Serve {
+    /// Sends every byte back uppercased (tcp, udp, unix, unixgram).
+    EchoUpper(echo_upper::ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum Client {
+    /// Sends ARGS (or standard input) and prints the uppercased answer.
+    EchoUpper(echo_upper::ClientArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
+        Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}

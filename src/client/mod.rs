@@ -1,0 +1,210 @@
+//! The client side: connecting to a [`SocketUrl`], and a blocking client per
+//! service.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::SocketUrl;
+
+/// A connected stream to a server: TCP or Unix.
+#[derive(Debug)]
+pub enum Connection {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix stream connection.
+    Unix(UnixStream),
+}
+
+impl Connection {
+    /// Connects to a `tcp://` or `unix:` URL, giving up after `timeout` (TCP
+    /// only; `None`: the system's limit).
+    pub fn connect(url: &SocketUrl, timeout: Option<Duration>) -> io::Result<Self> {
+        match url {
+            SocketUrl::Tcp(addr) => {
+                let mut last = None;
+                for addr in addr.to_socket_addrs()? {
+                    let attempt = match timeout {
+                        Some(t) => TcpStream::connect_timeout(&addr, t),
+                        None => TcpStream::connect(addr),
+                    };
+                    match attempt {
+                        Ok(stream) => {
+                            stream.set_nodelay(true)?;
+                            return Ok(Connection::Tcp(stream));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")))
+            }
+            SocketUrl::Unix(path) => Ok(Connection::Unix(UnixStream::connect(path)?)),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{other} is not a stream URL (tcp:// or unix:)"),
+            )),
+        }
+    }
+
+    /// Limits each blocking read (`None`: wait for ever).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.set_read_timeout(timeout),
+            Connection::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Closes the sending direction: the server reads end of input.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.shutdown(Shutdown::Write),
+            Connection::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+
+    /// Another handle to the same connection (for a reader thread).
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Connection::Tcp(s) => Connection::Tcp(s.try_clone()?),
+            Connection::Unix(s) => Connection::Unix(s.try_clone()?),
+        })
+    }
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Connection::Tcp(s) => s.read(buf),
+            Connection::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Connection::Tcp(s) => s.write(buf),
+            Connection::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies `input` to the server and the server's answer to `output` at the
+/// same time, until both are done: the client of unframed stream services
+/// (`nc`, in short). The sending direction closes when `input` ends.
+pub fn pipe(connection: Connection, mut input: impl Read + Send, output: &mut impl Write) -> io::Result<()> {
+    let mut sender = connection.try_clone()?;
+    let mut receiver = connection;
+    std::thread::scope(|scope| {
+        let sending = scope.spawn(move || -> io::Result<()> {
+            io::copy(&mut input, &mut sender)?;
+            sender.shutdown_write()
+        });
+        let received = io::copy(&mut receiver, output).map(drop);
+        let sent = sending.join().unwrap_or_else(|_| Err(io::Error::other("the sending thread panicked")));
+        received.and(output.flush()).and(sent)
+    })
+}
+
+/// A datagram socket talking to one server: UDP, or a Unix datagram socket
+/// bound to a temporary path (removed on drop) so that the server can answer.
+#[derive(Debug)]
+pub struct DatagramClient {
+    socket: DatagramSocket,
+    bound_path: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+enum DatagramSocket {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl DatagramClient {
+    /// Connects to a `udp://` or `unixgram:` URL; each answer is awaited for
+    /// at most `timeout`.
+    pub fn connect(url: &SocketUrl, timeout: Duration) -> io::Result<Self> {
+        let client = match url {
+            SocketUrl::Udp(addr) => {
+                let target = addr
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing"))?;
+                let local = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+                let socket = UdpSocket::bind(local)?;
+                socket.connect(target)?;
+                socket.set_read_timeout(Some(timeout))?;
+                DatagramClient {
+                    socket: DatagramSocket::Udp(socket),
+                    bound_path: None,
+                }
+            }
+            SocketUrl::Unixgram(path) => {
+                static NEXT: AtomicUsize = AtomicUsize::new(0);
+                let own = std::env::temp_dir().join(format!(
+                    "socketserver-client-{}-{}.sock",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Relaxed)
+                ));
+                let _ = std::fs::remove_file(&own);
+                let socket = UnixDatagram::bind(&own)?;
+                let client = DatagramClient {
+                    socket: DatagramSocket::Unix(socket),
+                    bound_path: Some(own),
+                };
+                if let DatagramSocket::Unix(socket) = &client.socket {
+                    socket.connect(path)?;
+                    socket.set_read_timeout(Some(timeout))?;
+                }
+                client
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{other} is not a datagram URL (udp:// or unixgram:)"),
+                ))
+            }
+        };
+        Ok(client)
+    }
+
+    /// Sends one datagram.
+    pub fn send(&self, data: &[u8]) -> io::Result<()> {
+        match &self.socket {
+            DatagramSocket::Udp(s) => s.send(data).map(drop),
+            DatagramSocket::Unix(s) => s.send(data).map(drop),
+        }
+    }
+
+    /// Receives one datagram into `buf`, returning its length; fails with
+    /// `WouldBlock`/`TimedOut` after the timeout.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.socket {
+            DatagramSocket::Udp(s) => s.recv(buf),
+            DatagramSocket::Unix(s) => s.recv(buf),
+        }
+    }
+
+    /// Sends `data` and returns the answer.
+    pub fn request(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+        self.send(data)?;
+        let mut buf = vec![0u8; 65_536];
+        let n = self.recv(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+impl Drop for DatagramClient {
+    fn drop(&mut self) {
+        if let Some(path) = &self.bound_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
