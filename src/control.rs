@@ -2,7 +2,10 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, Ordering::{Relaxed, SeqCst}};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +29,8 @@ pub struct ServerHandle(pub(crate) Arc<Control>);
 /// What a server shares between its accept loop, its workers and its handles.
 pub struct Control {
     pub(crate) shutdown: AtomicBool,
+    /// Requests in flight when the shutdown began.
+    pub(crate) in_flight_at_shutdown: AtomicUsize,
     /// Set at the shutdown deadline: queued work is dropped unstarted.
     pub(crate) cancelled: AtomicBool,
     /// Set while the accept loop waits for room in the pool or under the
@@ -52,6 +57,7 @@ impl Control {
     ) -> Self {
         Control {
             shutdown: AtomicBool::new(false),
+            in_flight_at_shutdown: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             waker,
@@ -63,6 +69,18 @@ impl Control {
             idle: Mutex::new(()),
             idle_cv: Condvar::new(),
         }
+    }
+
+    /// Marks the shutdown and wakes the accept loop; false when it was
+    /// already marked.
+    pub(crate) fn begin_shutdown(&self) -> bool {
+        if self.shutdown.swap(true, SeqCst) {
+            return false;
+        }
+        self.in_flight_at_shutdown
+            .store(self.counters.in_flight.load(SeqCst), SeqCst);
+        self.wake();
+        true
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -128,10 +146,9 @@ impl ServerHandle {
     /// rest down.
     pub fn shutdown(&self) {
         let control = &self.0;
-        if control.shutdown.swap(true, SeqCst) {
+        if !control.begin_shutdown() {
             return;
         }
-        control.wake();
         if control.needs_watchdog && control.counters.in_flight.load(SeqCst) > 0 {
             let watched = Arc::clone(control);
             let deadline = Instant::now() + control.shutdown_timeout;

@@ -30,7 +30,6 @@ use crate::{Address, Options, ServerHandle};
 pub struct DatagramRequest {
     packet: Vec<u8>,
     peer: Address,
-    reply_to: SockAddr,
     endpoint: Arc<Endpoint>,
     server: ServerHandle,
 }
@@ -48,8 +47,8 @@ impl DatagramRequest {
     }
 
     /// The sender's address.
-    pub fn peer_addr(&self) -> &Address {
-        &self.peer
+    pub fn peer_addr(&self) -> Address {
+        self.peer.clone()
     }
 
     /// The server's own address.
@@ -61,13 +60,17 @@ impl DatagramRequest {
     /// Unix client that never bound its socket to a path cannot be answered:
     /// that is an error of kind [`io::ErrorKind::AddrNotAvailable`].
     pub fn reply(&self, data: &[u8]) -> io::Result<()> {
-        if self.peer == Address::Unix(None) {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrNotAvailable,
-                "the client's socket has no address to reply to",
-            ));
-        }
-        let sent = self.endpoint.socket.send_to(data, &self.reply_to)?;
+        let to = match &self.peer {
+            Address::Inet(addr) => SockAddr::from(*addr),
+            Address::Unix(Some(path)) => SockAddr::unix(path)?,
+            Address::Unix(None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    "the client's socket has no address to reply to",
+                ))
+            }
+        };
+        let sent = self.endpoint.socket.send_to(data, &to)?;
         if sent == data.len() {
             Ok(())
         } else {
@@ -97,16 +100,16 @@ impl private::Request for DatagramRequest {
             Job::Datagram {
                 packet,
                 peer,
-                reply_to,
                 endpoint,
             } => Ok(DatagramRequest {
                 packet,
                 peer,
-                reply_to,
                 endpoint,
                 server: handle.clone(),
             }),
-            Job::Connection { .. } => Err(io::Error::other("a connection reached a datagram server")),
+            Job::Connection { .. } => {
+                Err(io::Error::other("a connection reached a datagram server"))
+            }
         }
     }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::control::Control;
-use crate::pool::{Pool, PoolConfig};
 use crate::endpoint::Job;
+use crate::pool::{Pool, PoolConfig};
 use crate::Options;
 
 /// A way of running requests; the third type parameter of

@@ -24,7 +24,6 @@ pub enum Job {
     Datagram {
         packet: Vec<u8>,
         peer: Address,
-        reply_to: SockAddr,
         endpoint: Arc<Endpoint>,
     },
 }
@@ -94,7 +93,6 @@ impl Endpoint {
                 Ok(Some(Job::Datagram {
                     packet,
                     peer: Address::from_sockaddr(&from),
-                    reply_to: from,
                     endpoint: Arc::clone(self),
                 }))
             }
@@ -128,7 +126,11 @@ impl Drop for Endpoint {
 }
 
 /// Binds an IP socket of type `ty` to the first of `addrs` that accepts it.
-pub(crate) fn bind_inet(addrs: impl ToSocketAddrs, ty: Type, options: &Options) -> io::Result<Endpoint> {
+pub(crate) fn bind_inet(
+    addrs: impl ToSocketAddrs,
+    ty: Type,
+    options: &Options,
+) -> io::Result<Endpoint> {
     let mut last = None;
     for addr in addrs.to_socket_addrs()? {
         match bind_one_inet(addr, ty, options) {
@@ -137,7 +139,10 @@ pub(crate) fn bind_inet(addrs: impl ToSocketAddrs, ty: Type, options: &Options) 
         }
     }
     Err(last.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the address resolved to nothing",
+        )
     }))
 }
 
@@ -186,7 +191,12 @@ fn is_stale_socket(path: &Path, addr: &SockAddr, ty: Type) -> bool {
             .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
 }
 
-fn finish_bind(socket: Socket, ty: Type, unix_path: Option<PathBuf>, options: &Options) -> io::Result<Endpoint> {
+fn finish_bind(
+    socket: Socket,
+    ty: Type,
+    unix_path: Option<PathBuf>,
+    options: &Options,
+) -> io::Result<Endpoint> {
     let endpoint = Endpoint::new(socket, unix_path);
     if ty == Type::STREAM {
         endpoint.socket.listen(options.backlog)?;

@@ -109,7 +109,10 @@ impl ServerGroup {
                 .collect();
             running
                 .into_iter()
-                .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("a server thread panicked"))))
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a server thread panicked")))
+                })
                 .collect()
         });
         results.into_iter().collect()

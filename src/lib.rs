@@ -88,8 +88,8 @@
 mod address;
 pub mod client;
 mod control;
-pub mod dispatch;
 mod datagram;
+pub mod dispatch;
 mod endpoint;
 mod group;
 mod handler;

@@ -105,7 +105,9 @@ impl Options {
     }
 
     /// Places for requests waiting for a thread (0: hand over only to a free
-    /// thread). Default 1024.
+    /// thread). Default 1024. A request handed to a thread that is just waking
+    /// up may briefly hold a place too, so the queue can exceed this by at most
+    /// the number of threads; memory stays bounded by `queue + max_threads`.
     pub fn queue(mut self, queue: usize) -> Self {
         self.queue = queue;
         self

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
 /// Sizes and names of a pool.
@@ -59,7 +59,7 @@ impl<J: Send + 'static> Pool<J> {
         run: impl Fn(J) + Send + Sync + 'static,
         on_room: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
-        let (sender, receiver) = bounded(config.queue);
+        let (sender, receiver) = bounded(config.queue + config.max);
         let pool = Pool {
             sender: Some(sender),
             shared: Arc::new(Shared {
@@ -85,29 +85,33 @@ impl<J: Send + 'static> Pool<J> {
         let Some(sender) = &self.sender else {
             return Err(job);
         };
-        let gauges = &self.shared.gauges;
-        let job = if gauges.idle.load(SeqCst) > sender.len() {
-            match sender.try_send(job) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
-            }
-        } else {
-            job
-        };
-        self.grow();
+        // The channel also carries jobs on their way to idle threads, so it
+        // holds `queue + max` at most; the queue proper is what waits beyond
+        // the idle threads.
+        let waiting = sender.len();
+        let idle = self.shared.gauges.idle.load(SeqCst);
+        let room = idle > waiting || self.grow() || waiting < self.shared.config.queue + idle;
+        if !room {
+            return Err(job);
+        }
         sender.try_send(job).map_err(|e| e.into_inner())
     }
 
-    /// Starts one more thread if fewer than the maximum run.
-    fn grow(&self) {
+    /// Starts one more thread if fewer than the maximum run; true if it did.
+    fn grow(&self) -> bool {
         let shared = &self.shared;
         let added = shared
             .gauges
             .threads
             .fetch_update(SeqCst, SeqCst, |n| (n < shared.config.max).then_some(n + 1));
-        if added.is_ok() {
-            if let Err(e) = spawn_worker(shared) {
+        if added.is_err() {
+            return false;
+        }
+        match spawn_worker(shared) {
+            Ok(()) => true,
+            Err(e) => {
                 log::error!("cannot start a worker thread: {e}");
+                false
             }
         }
     }
@@ -129,7 +133,11 @@ impl<J: Send + 'static> Pool<J> {
         let shared = &self.shared;
         let mut guard = shared.exited.lock();
         while shared.gauges.threads.load(SeqCst) > 0 {
-            if shared.exited_cv.wait_until(&mut guard, deadline).timed_out() {
+            if shared
+                .exited_cv
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
                 return shared.gauges.threads.load(SeqCst) == 0;
             }
         }
@@ -150,9 +158,12 @@ fn spawn_worker<J: Send + 'static>(shared: &Arc<Shared<J>>) -> std::io::Result<(
         builder = builder.stack_size(size);
     }
     let worker = Arc::clone(shared);
-    builder.spawn(move || work(&worker)).map(drop).inspect_err(|_| {
-        shared.gauges.threads.fetch_sub(1, SeqCst);
-    })
+    builder
+        .spawn(move || work(&worker))
+        .map(drop)
+        .inspect_err(|_| {
+            shared.gauges.threads.fetch_sub(1, SeqCst);
+        })
 }
 
 fn work<J: Send + 'static>(shared: &Shared<J>) {

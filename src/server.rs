@@ -28,9 +28,9 @@ use socket2::Type;
 
 use crate::control::Control;
 use crate::dispatch::{Dispatch, Threading};
+use crate::endpoint::{bind_inet, bind_unix, Endpoint, Job};
 use crate::pool::Gauges;
 use crate::stats::Counters;
-use crate::endpoint::{bind_inet, bind_unix, Endpoint, Job};
 use crate::transport::{Tcp, Transport, Udp, UnixDatagram, UnixStream};
 use crate::{Address, Options, RequestHandler, ServerHandle, Stats};
 
@@ -311,9 +311,12 @@ impl<T: Transport, H, D: Dispatch> Server<T, H, D> {
     }
 
     fn lock_serving(&self) -> io::Result<parking_lot::MutexGuard<'_, Option<Serving<D>>>> {
-        self.serving
-            .try_lock()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::ResourceBusy, "the server is already serving on another thread"))
+        self.serving.try_lock().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                "the server is already serving on another thread",
+            )
+        })
     }
 
     /// Stops accepting, drains, cuts at the deadline, joins; the end of
@@ -321,8 +324,8 @@ impl<T: Transport, H, D: Dispatch> Server<T, H, D> {
     fn close(&self, serving: Serving<D>) -> Summary {
         let started = Instant::now();
         let control = &self.shared.handle.0;
-        control.shutdown.store(true, SeqCst);
-        let in_flight = control.counters.in_flight.load(SeqCst);
+        control.begin_shutdown();
+        let in_flight = control.in_flight_at_shutdown.load(SeqCst);
         let Serving {
             endpoint,
             poll,
@@ -337,7 +340,9 @@ impl<T: Transport, H, D: Dispatch> Server<T, H, D> {
         control.drain(deadline);
         let grace = Instant::now().max(deadline) + CUT_GRACE;
         if !dispatch.join(grace) || !control.wait_idle(grace) {
-            log::error!("some handlers ignored the shutdown deadline; leaving their threads behind");
+            log::error!(
+                "some handlers ignored the shutdown deadline; leaving their threads behind"
+            );
         }
         let stats = self.stats();
         let summary = Summary {
@@ -530,7 +535,11 @@ impl<H> Shared<H> {
             }
             Err(panic) => {
                 Counters::bump(&counters.panicked);
-                log::error!("{}: handler panicked: {}", request.peer(), panic_message(&panic));
+                log::error!(
+                    "{}: handler panicked: {}",
+                    request.peer(),
+                    panic_message(&panic)
+                );
             }
         }
         if let Some(fd) = connection {

@@ -22,7 +22,8 @@ pub(crate) fn shutdown_on_signal(handle: ServerHandle) -> io::Result<()> {
     });
     servers.lock().push(handle);
     if first {
-        ctrlc::set_handler(on_signal).map_err(|e| io::Error::other(format!("cannot install the signal handler: {e}")))?;
+        ctrlc::set_handler(on_signal)
+            .map_err(|e| io::Error::other(format!("cannot install the signal handler: {e}")))?;
     }
     Ok(())
 }

@@ -44,8 +44,8 @@ pub struct StreamRequest {
 
 impl StreamRequest {
     /// The client's address.
-    pub fn peer_addr(&self) -> &Address {
-        &self.peer
+    pub fn peer_addr(&self) -> Address {
+        self.peer.clone()
     }
 
     /// The server-side address of this connection.
@@ -64,13 +64,15 @@ impl StreamRequest {
     /// [`io::ErrorKind::TimedOut`]. Starts as the server's
     /// [`idle_timeout`](crate::Options::idle_timeout).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket().set_read_timeout(timeout.filter(|t| !t.is_zero()))
+        self.socket()
+            .set_read_timeout(timeout.filter(|t| !t.is_zero()))
     }
 
     /// Limits each blocking write to `timeout` (`None`: wait for ever). Starts
     /// as the server's [`write_timeout`](crate::Options::write_timeout).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.socket().set_write_timeout(timeout.filter(|t| !t.is_zero()))
+        self.socket()
+            .set_write_timeout(timeout.filter(|t| !t.is_zero()))
     }
 
     /// Turns Nagle's algorithm off (`true`) or on, on a TCP connection. Starts

@@ -66,7 +66,6 @@ pub(crate) mod private {
     use super::*;
     use crate::ServerHandle;
 
-
     pub trait Transport: Send + Sync + 'static {
         const SCHEME: &'static str;
         const TYPE: Type;

@@ -63,10 +63,14 @@ impl FromStr for SocketUrl {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let error = |why: &str| ParseUrlError(format!("invalid URL {text:?}: {why}"));
         if let Some(rest) = text.strip_prefix("tcp://") {
-            return host_port(rest).map(SocketUrl::Tcp).map_err(|why| error(&why));
+            return host_port(rest)
+                .map(SocketUrl::Tcp)
+                .map_err(|why| error(&why));
         }
         if let Some(rest) = text.strip_prefix("udp://") {
-            return host_port(rest).map(SocketUrl::Udp).map_err(|why| error(&why));
+            return host_port(rest)
+                .map(SocketUrl::Udp)
+                .map_err(|why| error(&why));
         }
         for (scheme, make) in [
             ("unixgram:", SocketUrl::Unixgram as fn(PathBuf) -> SocketUrl),
@@ -80,7 +84,9 @@ impl FromStr for SocketUrl {
                 return Ok(make(PathBuf::from(path)));
             }
         }
-        Err(error("expected tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH"))
+        Err(error(
+            "expected tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH",
+        ))
     }
 }
 
@@ -127,12 +133,30 @@ mod tests {
 
     #[test]
     fn parses_every_scheme() {
-        assert_eq!("tcp://127.0.0.1:0".parse(), Ok(SocketUrl::Tcp("127.0.0.1:0".into())));
-        assert_eq!("udp://localhost:9002".parse(), Ok(SocketUrl::Udp("localhost:9002".into())));
-        assert_eq!("udp://[::1]:53".parse(), Ok(SocketUrl::Udp("[::1]:53".into())));
-        assert_eq!("unix:/tmp/a.sock".parse(), Ok(SocketUrl::Unix("/tmp/a.sock".into())));
-        assert_eq!("unix:rel.sock".parse(), Ok(SocketUrl::Unix("rel.sock".into())));
-        assert_eq!("unixgram:/tmp/d.sock".parse(), Ok(SocketUrl::Unixgram("/tmp/d.sock".into())));
+        assert_eq!(
+            "tcp://127.0.0.1:0".parse(),
+            Ok(SocketUrl::Tcp("127.0.0.1:0".into()))
+        );
+        assert_eq!(
+            "udp://localhost:9002".parse(),
+            Ok(SocketUrl::Udp("localhost:9002".into()))
+        );
+        assert_eq!(
+            "udp://[::1]:53".parse(),
+            Ok(SocketUrl::Udp("[::1]:53".into()))
+        );
+        assert_eq!(
+            "unix:/tmp/a.sock".parse(),
+            Ok(SocketUrl::Unix("/tmp/a.sock".into()))
+        );
+        assert_eq!(
+            "unix:rel.sock".parse(),
+            Ok(SocketUrl::Unix("rel.sock".into()))
+        );
+        assert_eq!(
+            "unixgram:/tmp/d.sock".parse(),
+            Ok(SocketUrl::Unixgram("/tmp/d.sock".into()))
+        );
     }
 
     #[test]
@@ -156,7 +180,12 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for text in ["tcp://[::1]:9000", "udp://127.0.0.1:1", "unix:/x", "unixgram:/y"] {
+        for text in [
+            "tcp://[::1]:9000",
+            "udp://127.0.0.1:1",
+            "unix:/x",
+            "unixgram:/y",
+        ] {
             assert_eq!(text.parse::<SocketUrl>().unwrap().to_string(), text);
         }
     }

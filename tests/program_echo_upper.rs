@@ -39,13 +39,23 @@ fn serves_tcp_udp_and_unix_at_once() {
     assert_eq!(out, b"HELLO, WORLD 123\n");
 
     let (status, out, _) = run_with_input(
-        program().args(["client", "echo-upper", "--connect", &server.urls[1], "abc", "dEf"]),
+        program().args([
+            "client",
+            "echo-upper",
+            "--connect",
+            &server.urls[1],
+            "abc",
+            "dEf",
+        ]),
         b"",
     );
     assert!(status.success());
     assert_eq!(out, b"ABC\nDEF\n");
 
-    let (status, out, _) = run_with_input(program().args(["client", "echo-upper", "--connect", &unix]), b"unix\n");
+    let (status, out, _) = run_with_input(
+        program().args(["client", "echo-upper", "--connect", &unix]),
+        b"unix\n",
+    );
     assert!(status.success());
     assert_eq!(out, b"UNIX\n");
 }
@@ -56,7 +66,14 @@ fn sigterm_drains_and_exits_zero_and_removes_the_socket_file() {
     let sock = dir.join("e.sock");
     let unix = format!("unix:{}", sock.display());
     let mut server = ServerProcess::start(
-        &["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0", "--bind", &unix],
+        &[
+            "serve",
+            "echo-upper",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--bind",
+            &unix,
+        ],
         2,
     );
     let addr = server.addr();
@@ -71,7 +88,10 @@ fn sigterm_drains_and_exits_zero_and_removes_the_socket_file() {
     // New connections are refused once the listener is closed.
     let deadline = std::time::Instant::now() + STEP;
     while TcpStream::connect(&addr).is_ok() {
-        assert!(std::time::Instant::now() < deadline, "still accepting after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // The in-flight client is still served, then ends its input.
@@ -88,7 +108,14 @@ fn sigterm_drains_and_exits_zero_and_removes_the_socket_file() {
 #[test]
 fn second_interrupt_exits_130() {
     let mut server = ServerProcess::start(
-        &["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0", "--shutdown-timeout", "30"],
+        &[
+            "serve",
+            "echo-upper",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--shutdown-timeout",
+            "30",
+        ],
         1,
     );
     // A connection that never ends keeps the drain waiting.
@@ -144,9 +171,14 @@ fn usage_errors_exit_2_and_bind_errors_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("tcp://{}", taken.local_addr().unwrap());
     let (status, _, err) = run_with_input(
-        program().args(["serve", "echo-upper", "--bind", &url]).env("RUST_LOG", "off"),
+        program()
+            .args(["serve", "echo-upper", "--bind", &url])
+            .env("RUST_LOG", "off"),
         b"",
     );
     assert_eq!(status.code(), Some(1));
-    assert!(err.starts_with(&format!("error: cannot bind {url}: ")), "{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot bind {url}: ")),
+        "{err}"
+    );
 }

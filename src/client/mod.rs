@@ -39,7 +39,12 @@ impl Connection {
                         Err(e) => last = Some(e),
                     }
                 }
-                Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")))
+                Err(last.unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the address resolved to nothing",
+                    )
+                }))
             }
             SocketUrl::Unix(path) => Ok(Connection::Unix(UnixStream::connect(path)?)),
             other => Err(io::Error::new(
@@ -98,7 +103,11 @@ impl Write for Connection {
 /// Copies `input` to the server and the server's answer to `output` at the
 /// same time, until both are done: the client of unframed stream services
 /// (`nc`, in short). The sending direction closes when `input` ends.
-pub fn pipe(connection: Connection, mut input: impl Read + Send, output: &mut impl Write) -> io::Result<()> {
+pub fn pipe(
+    connection: Connection,
+    mut input: impl Read + Send,
+    output: &mut impl Write,
+) -> io::Result<()> {
     let mut sender = connection.try_clone()?;
     let mut receiver = connection;
     std::thread::scope(|scope| {
@@ -107,7 +116,9 @@ pub fn pipe(connection: Connection, mut input: impl Read + Send, output: &mut im
             sender.shutdown_write()
         });
         let received = io::copy(&mut receiver, output).map(drop);
-        let sent = sending.join().unwrap_or_else(|_| Err(io::Error::other("the sending thread panicked")));
+        let sent = sending
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the sending thread panicked")));
         received.and(output.flush()).and(sent)
     })
 }
@@ -132,11 +143,17 @@ impl DatagramClient {
     pub fn connect(url: &SocketUrl, timeout: Duration) -> io::Result<Self> {
         let client = match url {
             SocketUrl::Udp(addr) => {
-                let target = addr
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing"))?;
-                let local = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+                let target = addr.to_socket_addrs()?.next().ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "the address resolved to nothing",
+                    )
+                })?;
+                let local = if target.is_ipv6() {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                };
                 let socket = UdpSocket::bind(local)?;
                 socket.connect(target)?;
                 socket.set_read_timeout(Some(timeout))?;

@@ -56,7 +56,10 @@ impl ServerProcess {
         process.urls = read_urls(stdout, binds).unwrap_or_else(|| {
             let _ = process.child.kill();
             let _ = process.child.wait();
-            panic!("the server announced no address; stderr:\n{}", process.stderr_text())
+            panic!(
+                "the server announced no address; stderr:\n{}",
+                process.stderr_text()
+            )
         });
         process
     }
@@ -68,7 +71,11 @@ impl ServerProcess {
 
     /// The `HOST:PORT` of the first announced URL (for tcp:// and udp://).
     pub fn addr(&self) -> String {
-        self.url().split_once("://").expect("an IP URL").1.to_string()
+        self.url()
+            .split_once("://")
+            .expect("an IP URL")
+            .1
+            .to_string()
     }
 
     /// The process id.
@@ -138,7 +145,10 @@ impl TempDir {
     pub fn new(name: &str) -> TempDir {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("socketserver-test-{name}-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!(
+            "socketserver-test-{name}-{}-{n}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create a temporary directory");
         TempDir(path)
@@ -178,7 +188,9 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> (ExitStatus, Vec<u
         output
     });
     if rx.recv_timeout(STEP).is_err() {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
         panic!("the command did not finish within {STEP:?}");
     }
     let _ = writer.join();
@@ -188,4 +200,78 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> (ExitStatus, Vec<u
         output.stdout,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A library server running `serve_forever` on its own thread.
+pub struct Running {
+    pub handle: socketserver::ServerHandle,
+    pub addr: socketserver::Address,
+    thread: Option<thread::JoinHandle<std::io::Result<socketserver::Summary>>>,
+}
+
+impl Running {
+    /// Starts `serve_forever` on a new thread.
+    pub fn start<T, H, D>(server: socketserver::Server<T, H, D>) -> Running
+    where
+        T: socketserver::transport::Transport,
+        H: socketserver::RequestHandler<T::Request>,
+        D: socketserver::dispatch::Dispatch,
+    {
+        let handle = server.handle();
+        let addr = server.local_addr().clone();
+        let thread = thread::spawn(move || server.serve_forever());
+        Running {
+            handle,
+            addr,
+            thread: Some(thread),
+        }
+    }
+
+    /// The IP address the server listens on.
+    pub fn inet(&self) -> std::net::SocketAddr {
+        self.addr.as_inet().expect("an IP server")
+    }
+
+    /// Asks for a shutdown and waits (at most [`STEP`]) for `serve_forever`'s
+    /// summary.
+    pub fn stop(mut self) -> socketserver::Summary {
+        self.handle.shutdown();
+        self.join()
+    }
+
+    /// Waits (at most [`STEP`]) for `serve_forever` to return by itself.
+    pub fn join(&mut self) -> socketserver::Summary {
+        let thread = self.thread.take().expect("joined once");
+        let deadline = Instant::now() + STEP;
+        while !thread.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "serve_forever did not return within {STEP:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread
+            .join()
+            .expect("serve_forever panicked")
+            .expect("serve_forever failed")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Polls `condition` until it holds, failing after [`STEP`]: for states that
+/// nothing announces (a thread retiring, a counter moving).
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
 }

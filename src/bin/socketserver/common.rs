@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 use socketserver::{
-    DatagramRequest, Options, RequestHandler, ServerGroup, SocketUrl, StreamRequest, ThreadingTcpServer,
-    ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
+    DatagramRequest, Options, RequestHandler, ServerGroup, SocketUrl, StreamRequest,
+    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
 };
 
 /// How a command failed: a usage error exits 2, anything else 1.
@@ -128,14 +128,20 @@ impl Launcher {
     }
 
     /// Binds a threading stream server (TCP or Unix) at `url`.
-    pub fn stream<H: RequestHandler<StreamRequest>>(&mut self, url: &SocketUrl, handler: H) -> Result<(), CliError> {
+    pub fn stream<H: RequestHandler<StreamRequest>>(
+        &mut self,
+        url: &SocketUrl,
+        handler: H,
+    ) -> Result<(), CliError> {
         let options = self.options.clone();
         match url {
             SocketUrl::Tcp(addr) => self.group.add(
-                ThreadingTcpServer::bind_with(addr.as_str(), handler, options).map_err(|e| cannot_bind(url, e))?,
+                ThreadingTcpServer::bind_with(addr.as_str(), handler, options)
+                    .map_err(|e| cannot_bind(url, e))?,
             ),
             SocketUrl::Unix(path) => self.group.add(
-                ThreadingUnixStreamServer::bind_with(path, handler, options).map_err(|e| cannot_bind(url, e))?,
+                ThreadingUnixStreamServer::bind_with(path, handler, options)
+                    .map_err(|e| cannot_bind(url, e))?,
             ),
             _ => return Err(CliError::Usage(format!("{url} is not a stream URL"))),
         }
@@ -151,7 +157,8 @@ impl Launcher {
         let options = self.options.clone();
         match url {
             SocketUrl::Udp(addr) => self.group.add(
-                ThreadingUdpServer::bind_with(addr.as_str(), handler, options).map_err(|e| cannot_bind(url, e))?,
+                ThreadingUdpServer::bind_with(addr.as_str(), handler, options)
+                    .map_err(|e| cannot_bind(url, e))?,
             ),
             SocketUrl::Unixgram(path) => self.group.add(
                 ThreadingUnixDatagramServer::bind_with(path, handler, options)
@@ -190,17 +197,27 @@ fn cannot_bind(url: &SocketUrl, e: io::Error) -> CliError {
 /// KB, MB, GB, all meaning powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size (like 1024, 64KiB, 16MiB)"))?;
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (like 1024, 64KiB, 16MiB)"))?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use KiB, MiB or GiB)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use KiB, MiB or GiB)"
+            ))
+        }
     };
-    number.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"))
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// Parses a duration in seconds, fractions allowed (`0.5`, `10`).
@@ -210,7 +227,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .trim_end_matches('s')
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a valid number of seconds"))
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} is not a valid number of seconds"))
 }
 
 #[cfg(test)]

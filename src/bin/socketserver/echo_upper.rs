@@ -22,7 +22,9 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
+    let urls = args
+        .bind
+        .urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
     let mut launcher = Launcher::new(args.pool.options(None));
     let echo = Arc::new(EchoUpper);
     for url in &urls {

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 mod common;
 mod echo_upper;
 
-
 /// Python's socketserver model in Rust: the socket-programming course's
 /// services, served on a thread pool, and their clients.
 #[derive(Parser)]

@@ -1,0 +1,34 @@
+//! A threaded Unix-socket server: answers each line reversed.
+//!
+//! Run: `cargo run --example unix_socket [PATH]` (default ./reverse.sock),
+//! then `nc -U reverse.sock`. The socket file is removed on exit; a stale one
+//! left by a crash is replaced at start.
+
+use std::io::{self, BufRead, Write};
+
+use socketserver::{RequestHandler, StreamRequest, ThreadingUnixStreamServer};
+
+struct Reverse;
+
+impl RequestHandler<StreamRequest> for Reverse {
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        let mut line = String::new();
+        while req.read_line(&mut line)? > 0 {
+            let reversed: String = line.trim_end().chars().rev().collect();
+            writeln!(req, "{reversed}")?;
+            line.clear();
+        }
+        Ok(())
+    }
+}
+
+fn main() -> io::Result<()> {
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "reverse.sock".into());
+    let server = ThreadingUnixStreamServer::bind(&path, Reverse)?;
+    println!("listening on {}", server.url());
+    server.shutdown_on_ctrl_c()?;
+    server.serve_forever()?;
+    Ok(())
+}
