@@ -212,11 +212,25 @@ where
         let serving = guard.as_mut().ok_or_else(closed)?;
         let control = &self.shared.handle.0;
         let handler = &self.shared.handler;
+        let mut failing = false;
         while !control.is_shutdown() {
             let wait = match serving.pump(&self.shared, false) {
-                Ok(_) => self.shared.options.poll_interval,
+                Ok(_) => {
+                    if std::mem::take(&mut failing) {
+                        log::warn!("{}: accepting again", self.url());
+                    }
+                    self.shared.options.poll_interval
+                }
                 Err(e) => {
-                    log::error!("cannot accept on {}: {e}", self.url());
+                    // Out of descriptors, say: retry later, without spinning
+                    // a core or flooding the log.
+                    if !std::mem::replace(&mut failing, true) {
+                        log::error!(
+                            "cannot accept on {}: {e}; retrying every {} ms",
+                            self.url(),
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
                     ACCEPT_BACKOFF.min(self.shared.options.poll_interval)
                 }
             };
