@@ -275,3 +275,21 @@ fn udp_overflow_drops_and_counts_then_recovers() {
     let n = socket.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"again");
 }
+
+#[test]
+fn write_timeout_frees_a_worker_from_a_client_that_never_reads() {
+    let handler = handler_fn(|req: &mut StreamRequest| {
+        let chunk = [b'x'; 64 * 1024];
+        loop {
+            req.write_all(&chunk)?; // the client never reads: the buffers fill
+        }
+    });
+    let options = Options::new().write_timeout(Some(Duration::from_millis(200)));
+    let running =
+        Running::start(ThreadingTcpServer::bind_with("127.0.0.1:0", handler, options).unwrap());
+    let _silent = connect(running.inet(), STEP);
+    eventually("the stuck write gives up", || {
+        let s = running.handle.stats();
+        s.failed == 1 && s.active == 0
+    });
+}

@@ -187,3 +187,19 @@ fn stream_request_accessors() {
         format!("who {} {}\n", stream.local_addr().unwrap(), running.inet())
     );
 }
+
+#[test]
+fn reuse_port_lets_two_servers_share_a_port() {
+    let first = ThreadingTcpServer::bind_with(
+        "127.0.0.1:0",
+        upper_stream(),
+        Options::new().reuse_port(true),
+    )
+    .unwrap();
+    let addr = first.local_addr().as_inet().unwrap();
+    let second =
+        ThreadingTcpServer::bind_with(addr, upper_stream(), Options::new().reuse_port(true));
+    assert!(second.is_ok(), "{:?}", second.err());
+    let refused = ThreadingTcpServer::bind(addr, upper_stream()).unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AddrInUse);
+}
