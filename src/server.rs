@@ -82,6 +82,11 @@ struct Serving<D> {
 pub struct Summary {
     /// Requests handled to the end over the server's life.
     pub served: u64,
+    /// Connections closed unserved over the server's life (see
+    /// [`Stats::rejected`]).
+    pub rejected: u64,
+    /// Datagrams dropped over the server's life (see [`Stats::dropped`]).
+    pub dropped: u64,
     /// Requests running or queued when the shutdown began.
     pub in_flight: usize,
     /// Requests cut at the shutdown deadline, running or queued.
@@ -95,10 +100,16 @@ pub struct Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "served {} request(s)", self.served)?;
+        if self.rejected > 0 {
+            write!(f, ", rejected {}", self.rejected)?;
+        }
+        if self.dropped > 0 {
+            write!(f, ", dropped {} datagram(s)", self.dropped)?;
+        }
         write!(
             f,
-            "served {} request(s); {} in flight at shutdown, {} cut at the deadline; stopped in {:.3} s",
-            self.served,
+            "; {} in flight at shutdown, {} cut at the deadline; stopped in {:.3} s",
             self.in_flight,
             self.cut,
             self.elapsed.as_secs_f64()
@@ -361,6 +372,8 @@ impl<T: Transport, H, D: Dispatch> Server<T, H, D> {
         let stats = self.stats();
         let summary = Summary {
             served: stats.served,
+            rejected: stats.rejected,
+            dropped: stats.dropped,
             in_flight,
             cut: stats.cut,
             threads_left: stats.threads,

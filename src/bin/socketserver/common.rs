@@ -179,11 +179,8 @@ impl Launcher {
         }
         stdout.flush()?;
         drop(stdout);
-        let urls = self.group.urls();
-        let summaries = self.group.serve_forever()?;
-        for (url, summary) in urls.iter().zip(summaries) {
-            log::info!("{url}: {summary}");
-        }
+        // Each server logs its own one-line summary as it shuts down.
+        self.group.serve_forever()?;
         Ok(())
     }
 }
