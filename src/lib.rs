@@ -86,11 +86,13 @@
 #![warn(missing_docs)]
 
 mod address;
+pub mod auth;
 pub mod client;
 mod control;
 pub mod dispatch;
 mod datagram;
 mod endpoint;
+pub mod framing;
 mod group;
 mod handler;
 mod options;
