@@ -71,7 +71,8 @@ impl Setup {
     }
 
     fn client_with(&self, framing: Framing) -> ExecClient {
-        ExecClient::connect(&self.url(), &Key::new(KEY).unwrap(), framing, Some(STEP)).expect("authenticate")
+        ExecClient::connect(&self.url(), &Key::new(KEY).unwrap(), framing, Some(STEP))
+            .expect("authenticate")
     }
 
     /// A raw connection with timeouts.
@@ -98,7 +99,9 @@ impl Setup {
 }
 
 fn python(script: &str, args: &[&str]) -> (String, String) {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "python", script].iter().collect();
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "python", script]
+        .iter()
+        .collect();
     let (status, out, err) = run_with_input(Command::new("python3").arg(path).args(args), b"");
     assert!(status.success(), "{script} failed: {err}");
     (String::from_utf8(out).unwrap(), err)
@@ -126,7 +129,12 @@ fn assert_closed(stream: &mut TcpStream) {
 fn the_course_python_client_runs_commands() {
     let setup = Setup::start("exec-python", &[]);
     let key = setup.key_path();
-    let (host, port) = setup.server.addr().rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    let (host, port) = setup
+        .server
+        .addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
     let (out, _) = python(
         "exec_client.py",
         &[
@@ -139,7 +147,10 @@ fn the_course_python_client_runs_commands() {
             "echo 'still here'",
         ],
     );
-    let answers: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let answers: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(answers.len(), 4, "{out}");
     // The header exactly as the spec writes it, key order included.
     assert_eq!(
@@ -163,8 +174,16 @@ fn the_course_python_client_runs_commands() {
 fn big_endian_frames_everything_including_the_verdict() {
     let setup = Setup::start("exec-big", &["--frame-endian", "big"]);
     let key = setup.key_path();
-    let (host, port) = setup.server.addr().rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
-    let (out, _) = python("exec_client.py", &[&host, &port, &key, "--big", "echo network order"]);
+    let (host, port) = setup
+        .server
+        .addr()
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    let (out, _) = python(
+        "exec_client.py",
+        &[&host, &port, &key, "--big", "echo network order"],
+    );
     let answer: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(answer["stdout"], "network order\n");
 
@@ -175,7 +194,8 @@ fn big_endian_frames_everything_including_the_verdict() {
     let mut raw = setup.raw();
     let mut challenge = [0u8; 32];
     raw.read_exact(&mut challenge).unwrap();
-    raw.write_all(&Key::new(KEY).unwrap().answer(&challenge)).unwrap();
+    raw.write_all(&Key::new(KEY).unwrap().answer(&challenge))
+        .unwrap();
     let mut len = [0u8; 4];
     raw.read_exact(&mut len).unwrap();
     assert_eq!(len, [0, 0, 0, 15]);
@@ -187,14 +207,23 @@ fn a_wrong_key_is_denied_and_the_connection_closed() {
     let mut raw = setup.raw();
     let mut challenge = [0u8; 32];
     raw.read_exact(&mut challenge).unwrap();
-    raw.write_all(&Key::new(&b"not the key"[..]).unwrap().answer(&challenge)).unwrap();
+    raw.write_all(&Key::new(&b"not the key"[..]).unwrap().answer(&challenge))
+        .unwrap();
     // A command sent right away must not run.
-    Framing::new().write_frame(&mut raw, b"echo sneaky").unwrap();
+    Framing::new()
+        .write_frame(&mut raw, b"echo sneaky")
+        .unwrap();
     assert_eq!(read_header_text(&mut raw), r#"{"status":"denied"}"#);
     assert_closed(&mut raw);
 
     // The library client reports it as a permission error.
-    let e = ExecClient::connect(&setup.url(), &Key::new(&b"wrong"[..]).unwrap(), Framing::new(), Some(STEP)).unwrap_err();
+    let e = ExecClient::connect(
+        &setup.url(),
+        &Key::new(&b"wrong"[..]).unwrap(),
+        Framing::new(),
+        Some(STEP),
+    )
+    .unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
 
     // Each connection gets its own challenge.
@@ -227,7 +256,9 @@ fn truncated_silent_and_garbage_handshakes_cost_only_their_connection() {
     // Garbage instead of an answer: denied.
     let mut garbage = setup.raw();
     garbage.read_exact(&mut challenge).unwrap();
-    garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\0\0\0\0\0").unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\0\0\0\0\0")
+        .unwrap();
     assert_eq!(read_header_text(&mut garbage), r#"{"status":"denied"}"#);
     assert_closed(&mut garbage);
     setup.assert_serves();
@@ -242,7 +273,10 @@ fn refused_commands_are_answered_and_the_connection_goes_on() {
         ("/bin/echo hi", "not allowed: /bin/echo"),
         ("echo 'unbalanced", "unbalanced quotes in the command line"),
         ("echo \"also", "unbalanced quotes in the command line"),
-        ("no-such-program-xyz --flag", "no such program: no-such-program-xyz"),
+        (
+            "no-such-program-xyz --flag",
+            "no such program: no-such-program-xyz",
+        ),
         ("", "empty command"),
         ("   ", "empty command"),
     ] {
@@ -253,7 +287,9 @@ fn refused_commands_are_answered_and_the_connection_goes_on() {
 
     // A command line that is not UTF-8.
     let mut raw = setup.raw_authenticated();
-    Framing::new().write_frame(&mut raw, b"echo \xff\xfe").unwrap();
+    Framing::new()
+        .write_frame(&mut raw, b"echo \xff\xfe")
+        .unwrap();
     assert_eq!(
         read_header_text(&mut raw),
         r#"{"status":"error","error":"the command line is not UTF-8","stdout_size":0,"stderr_size":0}"#
@@ -270,17 +306,26 @@ fn refused_commands_are_answered_and_the_connection_goes_on() {
 fn commands_run_without_a_shell_in_the_workdir_with_stdin_closed() {
     let setup = Setup::start("exec-direct", &["--allow", "pwd", "--allow", "cat"]);
     let mut client = setup.client();
-    let output = client.run("echo $HOME '*' \"a  b\" c\\ d; ls").unwrap().unwrap();
+    let output = client
+        .run("echo $HOME '*' \"a  b\" c\\ d; ls")
+        .unwrap()
+        .unwrap();
     assert_eq!(output.stdout, b"$HOME * a  b c d; ls\n");
     let output = client.run("pwd").unwrap().unwrap();
     let expected = std::fs::canonicalize(setup.dir.join("work")).unwrap();
-    assert_eq!(String::from_utf8(output.stdout).unwrap().trim_end(), expected.to_str().unwrap());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap().trim_end(),
+        expected.to_str().unwrap()
+    );
     // stdin is /dev/null: cat ends at once.
     let output = client.run("cat").unwrap().unwrap();
     assert_eq!((output.status.exit_code, output.stdout.len()), (Some(0), 0));
     // A signal is reported as such.
     let output = client.run("sh -c 'kill -TERM $$'").unwrap().unwrap();
-    assert_eq!((output.status.exit_code, output.status.signal), (None, Some(15)));
+    assert_eq!(
+        (output.status.exit_code, output.status.signal),
+        (None, Some(15))
+    );
 }
 
 #[test]
@@ -294,22 +339,79 @@ fn the_timeout_kills_the_whole_process_group() {
         .unwrap()
         .unwrap();
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert!(output.status.timed_out);
     assert_eq!(output.status.exit_code, None);
     assert_eq!(output.status.signal, Some(9));
-    assert_eq!(output.stdout, b"started\n", "the output until the kill is kept");
+    assert_eq!(
+        output.stdout, b"started\n",
+        "the output until the kill is kept"
+    );
     let pid = std::fs::read_to_string(setup.dir.join("work").join("grandchild.pid")).unwrap();
     let pid = pid.trim();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-    // Gone, or a zombie waiting for init to reap it.
-    if let Ok(stat) = stat {
-        let state = stat.rsplit_once(')').unwrap().1.split_whitespace().next().unwrap();
-        assert_eq!(state, "Z", "the grandchild {pid} is still alive: {stat}");
-    }
+    assert_dead(pid);
     // The same connection goes on.
     assert_eq!(client.run("echo next").unwrap().unwrap().stdout, b"next\n");
     setup.assert_serves();
+}
+
+/// Gone, or a zombie waiting for init to reap it.
+fn assert_dead(pid: &str) {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        let state = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert_eq!(state, "Z", "process {pid} is still alive: {stat}");
+    }
+}
+
+#[test]
+fn a_command_cut_at_the_shutdown_deadline_is_killed_with_its_group() {
+    let mut setup = Setup::start(
+        "exec-shutdown",
+        &["--timeout", "60", "--shutdown-timeout", "0.3"],
+    );
+    let url = setup.url();
+    let runner = std::thread::spawn(move || {
+        let mut client =
+            ExecClient::connect(&url, &Key::new(KEY).unwrap(), Framing::new(), Some(STEP)).unwrap();
+        client.run("sh -c 'sleep 30 & echo $! > bg.pid; sleep 30'")
+    });
+    // Wait until the command runs (nothing on the wire says so).
+    let pid_file = setup.dir.join("work").join("bg.pid");
+    let deadline = Instant::now() + STEP;
+    let pid = loop {
+        match std::fs::read_to_string(&pid_file) {
+            Ok(text) if text.ends_with('\n') => break text.trim().to_string(),
+            _ => {
+                assert!(Instant::now() < deadline, "the command did not start");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    let started = Instant::now();
+    setup.server.signal("TERM");
+    let status = setup.server.wait(STEP).expect("the server exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_dead(&pid);
+    assert!(
+        runner.join().unwrap().is_err(),
+        "the cut client gets no answer"
+    );
+    let log = setup.server.stderr_text();
+    assert!(!log.contains("ERROR"), "{log}");
 }
 
 #[test]
@@ -321,7 +423,11 @@ fn output_over_the_limit_is_truncated_and_flagged() {
     assert_eq!(output.stdout, vec![0u8; 1000]);
     assert!(output.status.truncated);
     assert!(!output.status.timed_out);
-    assert_eq!(output.status.exit_code, Some(0), "the pipe kept draining past the limit");
+    assert_eq!(
+        output.status.exit_code,
+        Some(0),
+        "the pipe kept draining past the limit"
+    );
     let output = client.run("echo small").unwrap().unwrap();
     assert!(!output.status.truncated);
     setup.assert_serves();
@@ -382,7 +488,10 @@ fn shell_mode_checks_only_the_first_word_and_warns() {
     let mut client = setup.client();
     let output = client.run("echo abc | tr a-z A-Z").unwrap().unwrap();
     assert_eq!(output.stdout, b"ABC\n");
-    assert_eq!(client.run("tr a b").unwrap(), Err("not allowed: tr".to_string()));
+    assert_eq!(
+        client.run("tr a b").unwrap(),
+        Err("not allowed: tr".to_string())
+    );
     drop(client);
     setup.server.signal("TERM");
     assert_eq!(setup.server.wait(STEP).and_then(|s| s.code()), Some(0));
@@ -396,11 +505,24 @@ fn serves_on_a_unix_socket() {
     std::fs::write(dir.join("key"), KEY).unwrap();
     let sock = format!("unix:{}", dir.join("exec.sock").display());
     let key = dir.join("key").display().to_string();
-    let server = ServerProcess::start(&["serve", "exec", "--bind", &sock, "--key-file", &key, "--allow", "echo"], 1);
+    let server = ServerProcess::start(
+        &[
+            "serve",
+            "exec",
+            "--bind",
+            &sock,
+            "--key-file",
+            &key,
+            "--allow",
+            "echo",
+        ],
+        1,
+    );
     assert_eq!(server.url(), sock);
     let connection = Connection::connect(&sock.parse().unwrap(), Some(STEP)).unwrap();
     connection.set_read_timeout(Some(STEP)).unwrap();
-    let mut client = ExecClient::handshake(connection, &Key::new(KEY).unwrap(), Framing::new()).unwrap();
+    let mut client =
+        ExecClient::handshake(connection, &Key::new(KEY).unwrap(), Framing::new()).unwrap();
     assert_eq!(client.run("echo unix").unwrap().unwrap().stdout, b"unix\n");
 }
 
@@ -414,7 +536,8 @@ fn the_client_command_prints_streams_and_exits_with_the_status() {
         command.args(["client", "exec", "--connect", &url, "--key-file", &key]);
         command
     };
-    let (status, out, err) = run_with_input(client().arg("sh -c 'echo out; echo err >&2; exit 3'"), b"");
+    let (status, out, err) =
+        run_with_input(client().arg("sh -c 'echo out; echo err >&2; exit 3'"), b"");
     assert_eq!(status.code(), Some(3), "{err}");
     assert_eq!(out, b"out\n");
     assert_eq!(err, "err\n");
@@ -423,7 +546,8 @@ fn the_client_command_prints_streams_and_exits_with_the_status() {
     assert!(status.success());
     assert_eq!(out, b"a b");
     // Standard input: one command per line, blank lines skipped; the last status counts.
-    let (status, out, err) = run_with_input(&mut client(), b"echo one\n\nsh -c 'exit 4'\necho two\n");
+    let (status, out, err) =
+        run_with_input(&mut client(), b"echo one\n\nsh -c 'exit 4'\necho two\n");
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(out, b"one\ntwo\n");
     let (status, out, err) = run_with_input(&mut client(), b"echo one\nrm -rf /\n");
@@ -437,7 +561,15 @@ fn the_client_command_prints_streams_and_exits_with_the_status() {
     std::fs::write(setup.dir.join("wrong"), b"wrong").unwrap();
     let wrong = setup.dir.join("wrong").display().to_string();
     let (status, _, err) = run_with_input(
-        program().args(["client", "exec", "--connect", &url, "--key-file", &wrong, "echo"]),
+        program().args([
+            "client",
+            "exec",
+            "--connect",
+            &url,
+            "--key-file",
+            &wrong,
+            "echo",
+        ]),
         b"",
     );
     assert_eq!(status.code(), Some(1));
@@ -452,8 +584,22 @@ fn usage_and_startup_errors() {
     let key = dir.join("key").display().to_string();
     for args in [
         vec!["serve", "exec", "--bind", "tcp://127.0.0.1:0"],
-        vec!["serve", "exec", "--key-file", &key, "--bind", "udp://127.0.0.1:0"],
-        vec!["serve", "exec", "--key-file", &key, "--frame-endian", "middle"],
+        vec![
+            "serve",
+            "exec",
+            "--key-file",
+            &key,
+            "--bind",
+            "udp://127.0.0.1:0",
+        ],
+        vec![
+            "serve",
+            "exec",
+            "--key-file",
+            &key,
+            "--frame-endian",
+            "middle",
+        ],
         vec!["serve", "exec", "--key-file", &key, "--max-frame", "8GiB"],
         vec!["client", "exec", "echo"],
     ] {
@@ -462,15 +608,31 @@ fn usage_and_startup_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
     let missing = dir.join("missing").display().to_string();
-    let (status, _, err) = run_with_input(program().args(["serve", "exec", "--key-file", &missing]), b"");
+    let (status, _, err) = run_with_input(
+        program().args(["serve", "exec", "--key-file", &missing]),
+        b"",
+    );
     assert_eq!(status.code(), Some(1));
-    assert!(err.starts_with(&format!("error: cannot load --key-file {missing}: ")), "{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot load --key-file {missing}: ")),
+        "{err}"
+    );
     let empty = dir.join("empty").display().to_string();
-    let (status, _, err) = run_with_input(program().args(["serve", "exec", "--key-file", &empty]), b"");
+    let (status, _, err) =
+        run_with_input(program().args(["serve", "exec", "--key-file", &empty]), b"");
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("the key is empty"), "{err}");
     let (status, _, err) = run_with_input(
-        program().args(["serve", "exec", "--key-file", &key, "--workdir", &missing, "--bind", "tcp://127.0.0.1:0"]),
+        program().args([
+            "serve",
+            "exec",
+            "--key-file",
+            &key,
+            "--workdir",
+            &missing,
+            "--bind",
+            "tcp://127.0.0.1:0",
+        ]),
         b"",
     );
     assert_eq!(status.code(), Some(1));

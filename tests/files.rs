@@ -31,7 +31,14 @@ impl Setup {
     fn start(name: &str, extra: &[&str]) -> Setup {
         let dir = TempDir::new(name);
         let store = dir.join("store").display().to_string();
-        let mut args = vec!["serve", "files", "--bind", "tcp://127.0.0.1:0", "--dir", &store];
+        let mut args = vec![
+            "serve",
+            "files",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--dir",
+            &store,
+        ];
         args.extend_from_slice(extra);
         let server = ServerProcess::start(&args, 1);
         Setup { dir, server }
@@ -75,7 +82,9 @@ impl Setup {
     /// A new client can still put, get and list.
     fn assert_serves(&self) {
         let mut client = self.client();
-        let stored = client.put("probe.txt", &b"probe"[..], 5, None, &mut |_| {}).unwrap();
+        let stored = client
+            .put("probe.txt", &b"probe"[..], 5, None, &mut |_| {})
+            .unwrap();
         assert_eq!(stored.size, 5);
         let mut back = Vec::new();
         client.get("probe.txt", &mut back, &mut |_, _| {}).unwrap();
@@ -86,11 +95,16 @@ impl Setup {
 }
 
 fn sha256(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn python(script: &str, args: &[&str]) -> String {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "python", script].iter().collect();
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "python", script]
+        .iter()
+        .collect();
     let (status, out, err) = run_with_input(Command::new("python3").arg(path).args(args), b"");
     assert!(status.success(), "{script} failed: {err}");
     String::from_utf8(out).unwrap()
@@ -117,7 +131,10 @@ fn assert_closed(stream: &mut TcpStream) {
 }
 
 fn refusal(error: &std::io::Error) -> String {
-    Refused::from_io(error).unwrap_or_else(|| panic!("not a refusal: {error}")).0.clone()
+    Refused::from_io(error)
+        .unwrap_or_else(|| panic!("not a refusal: {error}"))
+        .0
+        .clone()
 }
 
 #[test]
@@ -128,8 +145,14 @@ fn the_course_client_uploads_and_closes_without_reading() {
     let source = setup.dir.join("photo.jpg");
     std::fs::write(&source, &data).unwrap();
     let (host, port) = setup.host_port();
-    python("files_put_course.py", &[&host, &port, source.to_str().unwrap()]);
-    python("files_put_course.py", &[&host, &port, source.to_str().unwrap(), "copy.jpg"]);
+    python(
+        "files_put_course.py",
+        &[&host, &port, source.to_str().unwrap()],
+    );
+    python(
+        "files_put_course.py",
+        &[&host, &port, source.to_str().unwrap(), "copy.jpg"],
+    );
     let listed = setup.client().list().unwrap();
     assert_eq!(
         listed,
@@ -144,7 +167,10 @@ fn the_course_client_uploads_and_closes_without_reading() {
             }
         ]
     );
-    assert_eq!(std::fs::read(setup.store().join("photo.jpg")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(setup.store().join("photo.jpg")).unwrap(),
+        data
+    );
     assert_eq!(setup.entries(), ["copy.jpg", "photo.jpg"]);
     // A client that closes without reading its answer is normal: nothing
     // worse than info in the log.
@@ -162,7 +188,10 @@ fn a_python_client_reads_every_answer() {
     let digest = sha256("héllo wörld\n".as_bytes());
     let (host, port) = setup.host_port();
     let out = python("files_ops.py", &[&host, &port, source.to_str().unwrap()]);
-    let answers: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let answers: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(
         answers[0],
         json!({"status": "ok", "file_name": "notes.txt", "size": 14, "sha256": digest})
@@ -183,9 +212,18 @@ fn big_endian_frames() {
     let source = setup.dir.join("b.bin");
     std::fs::write(&source, b"big endian").unwrap();
     let (host, port) = setup.host_port();
-    let out = python("files_ops.py", &[&host, &port, source.to_str().unwrap(), "--big"]);
+    let out = python(
+        "files_ops.py",
+        &[&host, &port, source.to_str().unwrap(), "--big"],
+    );
     assert_eq!(out.lines().count(), 3, "{out}");
-    let mut client = FilesClient::connect(&setup.url(), None, Framing::new().endian(Endian::Big), Some(STEP)).unwrap();
+    let mut client = FilesClient::connect(
+        &setup.url(),
+        None,
+        Framing::new().endian(Endian::Big),
+        Some(STEP),
+    )
+    .unwrap();
     assert_eq!(client.list().unwrap().len(), 1);
     // A little-endian header reads as a huge length: refused, closed.
     let mut raw = setup.raw();
@@ -196,7 +234,13 @@ fn big_endian_frames() {
     raw.read_exact(&mut answer).unwrap();
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(answer["status"], "error");
-    assert!(answer["error"].as_str().unwrap().ends_with("over the limit 65536"), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("over the limit 65536"),
+        "{answer}"
+    );
     assert_closed(&mut raw);
 }
 
@@ -210,7 +254,9 @@ fn the_client_command_puts_gets_and_lists() {
     std::fs::write(&b, vec![7u8; 300_000]).unwrap();
     let files = |args: &[&str]| {
         let mut command = program();
-        command.args(["client", "files", "--connect", &url]).args(args);
+        command
+            .args(["client", "files", "--connect", &url])
+            .args(args);
         run_with_input(&mut command, b"")
     };
     let (status, out, err) = files(&["put", a.to_str().unwrap(), b.to_str().unwrap()]);
@@ -224,7 +270,10 @@ fn the_client_command_puts_gets_and_lists() {
             sha256(&vec![7u8; 300_000])
         )
     );
-    assert!(err.is_empty(), "no progress bar when stderr is not a terminal: {err:?}");
+    assert!(
+        err.is_empty(),
+        "no progress bar when stderr is not a terminal: {err:?}"
+    );
     // A put replaces the file.
     std::fs::write(&a, b"second\n").unwrap();
     let (status, _, _) = files(&["put", a.to_str().unwrap()]);
@@ -235,14 +284,19 @@ fn the_client_command_puts_gets_and_lists() {
     let target = setup.dir.join("copy.txt");
     let (status, out, err) = files(&["get", "a.txt", "--output", target.to_str().unwrap()]);
     assert!(status.success(), "{err}");
-    assert!(String::from_utf8(out).unwrap().starts_with("saved a.txt to "));
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .starts_with("saved a.txt to "));
     assert_eq!(std::fs::read(&target).unwrap(), b"second\n");
     let (status, out, _) = files(&["get", "b.bin", "-o", "-"]);
     assert!(status.success());
     assert_eq!(out, vec![7u8; 300_000]);
     let (status, _, err) = files(&["get", "missing.txt"]);
     assert_eq!(status.code(), Some(1));
-    assert_eq!(err, "error: cannot download missing.txt: no such file: missing.txt\n");
+    assert_eq!(
+        err,
+        "error: cannot download missing.txt: no such file: missing.txt\n"
+    );
     let (status, _, err) = files(&["put", "--name", "../escape", a.to_str().unwrap()]);
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("path separator"), "{err}");
@@ -253,7 +307,17 @@ fn the_client_command_puts_gets_and_lists() {
 fn refused_names_are_answered_then_closed_and_nothing_is_stored() {
     let setup = Setup::start("files-names", &[]);
     for name in [
-        "", ".", "..", "../up.txt", "a/b", "/etc/passwd", "a\\b", "nul\0byte", "tab\tname", "line\nbreak", "del\u{7f}",
+        "",
+        ".",
+        "..",
+        "../up.txt",
+        "a/b",
+        "/etc/passwd",
+        "a\\b",
+        "nul\0byte",
+        "tab\tname",
+        "line\nbreak",
+        "del\u{7f}",
         ".socketserver-part-1234",
     ] {
         let mut raw = setup.raw();
@@ -261,14 +325,19 @@ fn refused_names_are_answered_then_closed_and_nothing_is_stored() {
         raw.write_all(b"12345").unwrap();
         let answer = read_answer(&mut raw);
         assert_eq!(answer["status"], "error", "{name:?}");
-        assert!(answer["error"].as_str().unwrap().contains("file name"), "{name:?}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("file name"),
+            "{name:?}: {answer}"
+        );
         assert_closed(&mut raw);
     }
     assert!(setup.entries().is_empty(), "{:?}", setup.entries());
     assert!(!setup.dir.join("up.txt").exists());
     // A get of a bad name is refused too, but the connection stays.
     let mut client = setup.client();
-    let e = client.get("../store/x", &mut Vec::new(), &mut |_, _| {}).unwrap_err();
+    let e = client
+        .get("../store/x", &mut Vec::new(), &mut |_, _| {})
+        .unwrap_err();
     assert!(refusal(&e).contains("path separator"));
     assert!(client.list().unwrap().is_empty());
     setup.assert_serves();
@@ -278,21 +347,39 @@ fn refused_names_are_answered_then_closed_and_nothing_is_stored() {
 fn malformed_headers_are_answered_then_closed() {
     let setup = Setup::start("files-malformed", &[]);
     let cases: [(&[u8], &str); 9] = [
-        (b"hello", "the header is not JSON: expected value at line 1 column 1"),
+        (
+            b"hello",
+            "the header is not JSON: expected value at line 1 column 1",
+        ),
         (b"[1, 2]", "the header is not a JSON object"),
         (b"{\"file_name\": \"a\xff\"}", "the header is not UTF-8"),
         (b"{\"file_name\": \"a\"}", "missing file_size"),
-        (b"{\"file_name\": \"a\", \"file_size\": \"5\"}", "file_size must be a non-negative integer, not \"5\""),
-        (b"{\"file_name\": \"a\", \"file_size\": -5}", "file_size must be a non-negative integer, not -5"),
-        (b"{\"file_name\": \"a\", \"file_size\": 2.5}", "file_size must be a non-negative integer, not 2.5"),
+        (
+            b"{\"file_name\": \"a\", \"file_size\": \"5\"}",
+            "file_size must be a non-negative integer, not \"5\"",
+        ),
+        (
+            b"{\"file_name\": \"a\", \"file_size\": -5}",
+            "file_size must be a non-negative integer, not -5",
+        ),
+        (
+            b"{\"file_name\": \"a\", \"file_size\": 2.5}",
+            "file_size must be a non-negative integer, not 2.5",
+        ),
         (b"{\"file_size\": 5}", "missing file_name"),
-        (b"{\"file_name\": \"a\", \"file_size\": 5, \"sha256\": \"abc\"}", "sha256 must be 64 hex digits, not \"abc\""),
+        (
+            b"{\"file_name\": \"a\", \"file_size\": 5, \"sha256\": \"abc\"}",
+            "sha256 must be 64 hex digits, not \"abc\"",
+        ),
     ];
     for (header, why) in cases {
         let mut raw = setup.raw();
         Framing::new().write_frame(&mut raw, header).unwrap();
         raw.write_all(b"hello").unwrap();
-        assert_eq!(read_answer(&mut raw), json!({"status": "error", "error": why}));
+        assert_eq!(
+            read_answer(&mut raw),
+            json!({"status": "error", "error": why})
+        );
         assert_closed(&mut raw);
     }
     assert!(setup.entries().is_empty());
@@ -309,7 +396,10 @@ fn a_missing_file_and_an_unknown_op_leave_the_connection_open() {
         json!({"status": "error", "error": "no such file: nothing.here"})
     );
     send_header(&mut raw, &json!({"op": "delete", "file_name": "x"}));
-    assert_eq!(read_answer(&mut raw), json!({"status": "error", "error": "unknown op: delete"}));
+    assert_eq!(
+        read_answer(&mut raw),
+        json!({"status": "error", "error": "unknown op: delete"})
+    );
     send_header(&mut raw, &json!({"op": "list"}));
     assert_eq!(read_answer(&mut raw), json!({"status": "ok", "files": []}));
     // op defaults to put; a zero-byte file is fine.
@@ -326,7 +416,9 @@ fn a_sha256_mismatch_stores_nothing_and_a_match_is_case_insensitive() {
     let setup = Setup::start("files-sha", &[]);
     let mut client = setup.client();
     let wrong = sha256(b"something else");
-    let e = client.put("data.bin", &b"payload"[..], 7, Some(&wrong), &mut |_| {}).unwrap_err();
+    let e = client
+        .put("data.bin", &b"payload"[..], 7, Some(&wrong), &mut |_| {})
+        .unwrap_err();
     assert_eq!(
         refusal(&e),
         format!(
@@ -337,7 +429,13 @@ fn a_sha256_mismatch_stores_nothing_and_a_match_is_case_insensitive() {
     assert!(setup.entries().is_empty(), "{:?}", setup.entries());
     // Same connection, the right digest in uppercase.
     let stored = client
-        .put("data.bin", &b"payload"[..], 7, Some(&sha256(b"payload").to_uppercase()), &mut |_| {})
+        .put(
+            "data.bin",
+            &b"payload"[..],
+            7,
+            Some(&sha256(b"payload").to_uppercase()),
+            &mut |_| {},
+        )
         .unwrap();
     assert_eq!(stored.sha256, sha256(b"payload"));
     assert_eq!(setup.entries(), ["data.bin"]);
@@ -347,13 +445,19 @@ fn a_sha256_mismatch_stores_nothing_and_a_match_is_case_insensitive() {
 fn a_transfer_cut_short_leaves_nothing_behind() {
     let setup = Setup::start("files-cut", &["--threads", "1", "--max-threads", "1"]);
     let mut raw = setup.raw();
-    send_header(&mut raw, &json!({"file_name": "big.bin", "file_size": 100_000}));
+    send_header(
+        &mut raw,
+        &json!({"file_name": "big.bin", "file_size": 100_000}),
+    );
     raw.write_all(&[1u8; 50_000]).unwrap();
     raw.shutdown(Shutdown::Write).unwrap();
     assert_closed(&mut raw);
     // And dropped mid-body without a shutdown.
     let mut raw = setup.raw();
-    send_header(&mut raw, &json!({"file_name": "big.bin", "file_size": 100_000}));
+    send_header(
+        &mut raw,
+        &json!({"file_name": "big.bin", "file_size": 100_000}),
+    );
     raw.write_all(&[1u8; 30_000]).unwrap();
     drop(raw);
     // With one worker, this list runs after both uploads were given up.
@@ -366,7 +470,10 @@ fn a_transfer_cut_short_leaves_nothing_behind() {
 fn sizes_over_the_limit_are_refused_before_the_body() {
     let setup = Setup::start("files-max", &["--max-size", "1KiB"]);
     let mut raw = setup.raw();
-    send_header(&mut raw, &json!({"file_name": "huge.bin", "file_size": 2000}));
+    send_header(
+        &mut raw,
+        &json!({"file_name": "huge.bin", "file_size": 2000}),
+    );
     // The answer comes without a byte of body.
     assert_eq!(
         read_answer(&mut raw),
@@ -377,9 +484,15 @@ fn sizes_over_the_limit_are_refused_before_the_body() {
     let source = setup.dir.join("huge.bin");
     std::fs::write(&source, vec![0u8; 2000]).unwrap();
     let (host, port) = setup.host_port();
-    python("files_put_course.py", &[&host, &port, source.to_str().unwrap()]);
+    python(
+        "files_put_course.py",
+        &[&host, &port, source.to_str().unwrap()],
+    );
     // Exactly at the limit is fine.
-    let stored = setup.client().put("ok.bin", &[0u8; 1024][..], 1024, None, &mut |_| {}).unwrap();
+    let stored = setup
+        .client()
+        .put("ok.bin", &[0u8; 1024][..], 1024, None, &mut |_| {})
+        .unwrap();
     assert_eq!(stored.size, 1024);
     assert_eq!(setup.entries(), ["ok.bin"]);
 }
@@ -395,14 +508,16 @@ fn oversized_and_garbage_frames_are_answered_then_closed() {
     );
     assert_closed(&mut raw);
     let mut raw = setup.raw();
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     assert_eq!(
         read_answer(&mut raw),
         json!({"status": "error", "error": "frame of 542393671 bytes over the limit 65536"})
     );
     assert_closed(&mut raw);
     let mut raw = setup.raw();
-    raw.write_all(&[3, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef]).unwrap();
+    raw.write_all(&[3, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef])
+        .unwrap();
     assert_eq!(read_answer(&mut raw)["error"], "the header is not UTF-8");
     assert_closed(&mut raw);
     // A header cut short.
@@ -417,7 +532,10 @@ fn oversized_and_garbage_frames_are_answered_then_closed() {
 fn list_never_shows_an_upload_in_progress() {
     let setup = Setup::start("files-progress", &[]);
     let mut raw = setup.raw();
-    send_header(&mut raw, &json!({"file_name": "slow.bin", "file_size": 10_000}));
+    send_header(
+        &mut raw,
+        &json!({"file_name": "slow.bin", "file_size": 10_000}),
+    );
     raw.write_all(&[5u8; 4_000]).unwrap();
     // Wait until the server has the temporary file (nothing to await on the wire).
     let deadline = Instant::now() + STEP;
@@ -427,7 +545,9 @@ fn list_never_shows_an_upload_in_progress() {
     }
     let mut client = setup.client();
     assert!(client.list().unwrap().is_empty());
-    let e = client.get("slow.bin", &mut Vec::new(), &mut |_, _| {}).unwrap_err();
+    let e = client
+        .get("slow.bin", &mut Vec::new(), &mut |_, _| {})
+        .unwrap_err();
     assert_eq!(refusal(&e), "no such file: slow.bin");
     raw.write_all(&[5u8; 6_000]).unwrap();
     let answer = read_answer(&mut raw);
@@ -445,16 +565,33 @@ fn the_directory_is_created_and_stale_uploads_removed_at_start() {
     std::fs::write(store.join(".kept"), b"x").unwrap();
     let store_arg = store.display().to_string();
     let _server = ServerProcess::start(
-        &["serve", "files", "--bind", "tcp://127.0.0.1:0", "--dir", &store_arg],
+        &[
+            "serve",
+            "files",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--dir",
+            &store_arg,
+        ],
         1,
     );
-    let names: Vec<_> = std::fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, [".kept"]);
 
     let fresh = dir.join("a").join("b");
     let fresh_arg = fresh.display().to_string();
     let _other = ServerProcess::start(
-        &["serve", "files", "--bind", "tcp://127.0.0.1:0", "--dir", &fresh_arg],
+        &[
+            "serve",
+            "files",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--dir",
+            &fresh_arg,
+        ],
         1,
     );
     assert!(fresh.is_dir());
@@ -469,20 +606,46 @@ fn with_a_key_only_authenticated_clients_are_served() {
     let key = dir.join("key").display().to_string();
     let store = dir.join("store").display().to_string();
     let server = ServerProcess::start(
-        &["serve", "files", "--bind", "tcp://127.0.0.1:0", "--dir", &store, "--key-file", &key],
+        &[
+            "serve",
+            "files",
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--dir",
+            &store,
+            "--key-file",
+            &key,
+        ],
         1,
     );
     let url = server.url().to_string();
     let doc = dir.join("doc.txt").display().to_string();
     let (status, out, err) = run_with_input(
-        program().args(["client", "files", "--connect", &url, "--key-file", &key, "put", &doc]),
+        program().args([
+            "client",
+            "files",
+            "--connect",
+            &url,
+            "--key-file",
+            &key,
+            "put",
+            &doc,
+        ]),
         b"",
     );
     assert!(status.success(), "{err}");
     assert!(out.starts_with(b"stored doc.txt (10 bytes"));
     let wrong = dir.join("wrong").display().to_string();
     let (status, _, err) = run_with_input(
-        program().args(["client", "files", "--connect", &url, "--key-file", &wrong, "list"]),
+        program().args([
+            "client",
+            "files",
+            "--connect",
+            &url,
+            "--key-file",
+            &wrong,
+            "list",
+        ]),
         b"",
     );
     assert_eq!(status.code(), Some(1));
@@ -493,14 +656,21 @@ fn with_a_key_only_authenticated_clients_are_served() {
     let mut challenge = [0u8; 32];
     raw.read_exact(&mut challenge).unwrap();
     let mut request = Vec::new();
-    Framing::new().write_header(&mut request, &json!({"op": "list", "pad": "0123456789"})).unwrap();
+    Framing::new()
+        .write_header(&mut request, &json!({"op": "list", "pad": "0123456789"}))
+        .unwrap();
     raw.write_all(&request[..32]).unwrap();
     assert_eq!(read_answer(&mut raw), json!({"status": "denied"}));
     assert_closed(&mut raw);
     // The library client with the key.
     let mut stream = TcpStream::connect(server.addr()).unwrap();
     stream.set_read_timeout(Some(STEP)).unwrap();
-    client_handshake(&mut stream, &Key::new(&b"files key"[..]).unwrap(), &Framing::new()).unwrap();
+    client_handshake(
+        &mut stream,
+        &Key::new(&b"files key"[..]).unwrap(),
+        &Framing::new(),
+    )
+    .unwrap();
     send_header(&mut stream, &json!({"op": "list"}));
     assert_eq!(
         read_answer(&mut stream),
@@ -514,11 +684,29 @@ fn serves_on_a_unix_socket_and_refuses_other_transports() {
     let sock = format!("unix:{}", dir.join("files.sock").display());
     let store = dir.join("store").display().to_string();
     let server = ServerProcess::start(&["serve", "files", "--bind", &sock, "--dir", &store], 1);
-    let mut client = FilesClient::connect(&server.url().parse().unwrap(), None, Framing::new(), Some(STEP)).unwrap();
-    client.put("u.txt", &b"unix"[..], 4, None, &mut |_| {}).unwrap();
-    assert_eq!(std::fs::read(Path::new(&store).join("u.txt")).unwrap(), b"unix");
+    let mut client = FilesClient::connect(
+        &server.url().parse().unwrap(),
+        None,
+        Framing::new(),
+        Some(STEP),
+    )
+    .unwrap();
+    client
+        .put("u.txt", &b"unix"[..], 4, None, &mut |_| {})
+        .unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(&store).join("u.txt")).unwrap(),
+        b"unix"
+    );
     let (status, _, _) = run_with_input(
-        program().args(["serve", "files", "--bind", "udp://127.0.0.1:0", "--dir", &store]),
+        program().args([
+            "serve",
+            "files",
+            "--bind",
+            "udp://127.0.0.1:0",
+            "--dir",
+            &store,
+        ]),
         b"",
     );
     assert_eq!(status.code(), Some(2));

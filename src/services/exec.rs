@@ -45,11 +45,17 @@
 //! The answer comes when the command has exited and its output pipes are
 //! closed; a background process that keeps them open holds the answer until
 //! the timeout. Background processes that close them are left alone.
+//!
+//! A command whose connection hangs up while it runs (cut at the server's
+//! shutdown deadline, reset by the client, or, on a Unix socket, closed by
+//! the client) is killed with its process group: no one is left to read its
+//! answer. [`Exec::kill_running`] does the same for every command, for a
+//! program on its way out.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -230,6 +236,13 @@ impl Exec {
     /// Runs one command line as a client's frame would, and returns what it
     /// did, or why it did not start (the `error` of the answer).
     pub fn run(&self, line: &str) -> Result<Outcome, String> {
+        self.run_watching(line, None)
+    }
+
+    /// Runs a command line for the client on `client` (a connection's
+    /// descriptor): if that connection hangs up meanwhile, the command is
+    /// killed, since no one is left to read its answer.
+    fn run_watching(&self, line: &str, client: Option<RawFd>) -> Result<Outcome, String> {
         let words = shell_words::split(line)
             .map_err(|_| "unbalanced quotes in the command line".to_string())?;
         let Some(program) = words.first() else {
@@ -264,7 +277,7 @@ impl Exec {
             io::ErrorKind::PermissionDenied => format!("permission denied: {program}"),
             _ => format!("cannot run {program}: {e}"),
         })?;
-        self.collect(child)
+        self.collect(child, client)
     }
 
     fn workdir_exists(&self) -> bool {
@@ -273,7 +286,7 @@ impl Exec {
 
     /// Reads a started command's output and waits for it, within the
     /// timeout.
-    fn collect(&self, mut child: Child) -> Result<Outcome, String> {
+    fn collect(&self, mut child: Child, client: Option<RawFd>) -> Result<Outcome, String> {
         let pid = child.id();
         self.running.lock().insert(pid);
         let deadline = Instant::now() + self.timeout;
@@ -282,13 +295,21 @@ impl Exec {
             Capture::new(child.stderr.take().map(OwnedFd::from)),
         ];
         let mut timed_out = false;
-        if !pump(&mut streams, deadline, self.max_output) {
-            timed_out = true;
+        let mut killed = false;
+        let pumped = pump(&mut streams, deadline, self.max_output, client);
+        if pumped != Pumped::Closed {
+            timed_out = pumped == Pumped::Deadline;
+            killed = true;
             // The child is not reaped yet, so its pid still names its group.
             kill_group(pid);
-            pump(&mut streams, Instant::now() + KILL_GRACE, self.max_output);
+            pump(
+                &mut streams,
+                Instant::now() + KILL_GRACE,
+                self.max_output,
+                None,
+            );
         }
-        let status = self.wait(&mut child, pid, deadline, &mut timed_out);
+        let status = self.wait(&mut child, pid, deadline, client, killed, &mut timed_out);
         let [stdout, stderr] = streams;
         let status = status.map_err(|e| format!("cannot wait for the command: {e}"))?;
         Ok(Outcome {
@@ -310,6 +331,8 @@ impl Exec {
         child: &mut Child,
         pid: u32,
         deadline: Instant,
+        client: Option<RawFd>,
+        mut killed: bool,
         timed_out: &mut bool,
     ) -> io::Result<ExitStatus> {
         let mut step = Duration::from_millis(1);
@@ -326,17 +349,24 @@ impl Exec {
                     return Err(e);
                 }
             }
-            if *timed_out || Instant::now() >= deadline {
-                if !*timed_out {
-                    *timed_out = true;
-                    kill_group(pid);
-                }
+            if !killed && Instant::now() >= deadline {
+                *timed_out = true;
+                killed = true;
+                kill_group(pid);
+            }
+            if killed {
                 running.remove(&pid);
                 drop(running);
                 return child.wait(); // killed: returns at once
             }
             drop(running);
-            std::thread::sleep(step.min(deadline.saturating_duration_since(Instant::now())));
+            let pause = step.min(deadline.saturating_duration_since(Instant::now()));
+            if client.is_some_and(|fd| hung_up(fd, pause)) {
+                killed = true;
+                kill_group(pid); // still not reaped: the pid names the group
+            } else if client.is_none() {
+                std::thread::sleep(pause);
+            }
             step = (step * 2).min(MAX_WAIT_STEP);
         }
     }
@@ -415,7 +445,7 @@ impl RequestHandler<StreamRequest> for Exec {
                     log::info!("{peer}: refused a command line that is not UTF-8");
                     self.send_error(req, "the command line is not UTF-8")
                 }
-                Ok(text) => match self.run(text) {
+                Ok(text) => match self.run_watching(text, Some(req.as_fd().as_raw_fd())) {
                     Ok(outcome) => {
                         log::info!(
                             "{peer}: {text:?}: {} in {:.3} s, {} + {} bytes of output{}{}",
@@ -503,16 +533,35 @@ impl Capture {
     }
 }
 
-/// Reads both pipes as data comes, until both are closed (`true`) or the
-/// deadline (`false`).
-fn pump(streams: &mut [Capture; 2], deadline: Instant, limit: usize) -> bool {
+/// How watching a command's output ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pumped {
+    /// Both pipes reached end of file.
+    Closed,
+    /// The deadline came first.
+    Deadline,
+    /// The client's connection hung up (reset, or cut at shutdown).
+    HungUp,
+}
+
+/// Poll flags that say a connection is over.
+const HANGUP: libc::c_short = libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+
+/// Reads both pipes as data comes, until both are closed or the deadline,
+/// watching the client's connection (if given) for a hang-up.
+fn pump(
+    streams: &mut [Capture; 2],
+    deadline: Instant,
+    limit: usize,
+    client: Option<RawFd>,
+) -> Pumped {
     let mut buf = [0u8; 32 * 1024];
     loop {
         let mut fds = [libc::pollfd {
             fd: -1,
             events: libc::POLLIN,
             revents: 0,
-        }; 2];
+        }; 3];
         let mut owners = [0usize; 2];
         let mut count = 0;
         for (i, stream) in streams.iter().enumerate() {
@@ -523,22 +572,35 @@ fn pump(streams: &mut [Capture; 2], deadline: Instant, limit: usize) -> bool {
             }
         }
         if count == 0 {
-            return true;
+            return Pumped::Closed;
+        }
+        let mut watched = count;
+        if let Some(fd) = client {
+            // No events asked: poll still reports a hang-up or an error.
+            fds[count] = libc::pollfd {
+                fd,
+                events: 0,
+                revents: 0,
+            };
+            watched += 1;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return false;
+            return Pumped::Deadline;
         }
-        let millis = (left.as_millis() + 1).min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` holds `count` initialised pollfd structures.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), count as libc::nfds_t, millis) };
+        // SAFETY: `fds` holds `watched` initialised pollfd structures.
+        let ready =
+            unsafe { libc::poll(fds.as_mut_ptr(), watched as libc::nfds_t, poll_millis(left)) };
         if ready < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             log::warn!("cannot watch a command's output: {e}");
-            return false;
+            return Pumped::Deadline;
+        }
+        if watched > count && fds[count].revents & HANGUP != 0 {
+            return Pumped::HungUp;
         }
         for (fd, &owner) in fds[..count].iter().zip(&owners) {
             if fd.revents != 0 {
@@ -546,6 +608,24 @@ fn pump(streams: &mut [Capture; 2], deadline: Instant, limit: usize) -> bool {
             }
         }
     }
+}
+
+/// Waits up to `wait` for the connection `fd` to hang up; true if it did.
+fn hung_up(fd: RawFd, wait: Duration) -> bool {
+    let mut watch = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one initialised pollfd structure.
+    let ready = unsafe { libc::poll(&mut watch, 1, poll_millis(wait)) };
+    ready > 0 && watch.revents & HANGUP != 0
+}
+
+/// A poll timeout in milliseconds, rounded up.
+fn poll_millis(wait: Duration) -> libc::c_int {
+    let millis = wait.as_nanos().div_ceil(1_000_000);
+    libc::c_int::try_from(millis).unwrap_or(libc::c_int::MAX)
 }
 
 #[cfg(test)]
