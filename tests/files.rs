@@ -409,6 +409,25 @@ fn a_missing_file_and_an_unknown_op_leave_the_connection_open() {
         json!({"status": "ok", "file_name": "empty", "size": 0, "sha256": sha256(b"")})
     );
     assert_eq!(std::fs::read(setup.store().join("empty")).unwrap(), b"");
+    // What list does not show is not served: a link out of the directory, a
+    // directory, a FIFO.
+    std::fs::write(setup.dir.join("outside.txt"), b"private").unwrap();
+    std::os::unix::fs::symlink(setup.dir.join("outside.txt"), setup.store().join("link")).unwrap();
+    std::fs::create_dir(setup.store().join("subdir")).unwrap();
+    let fifo = std::ffi::CString::new(setup.store().join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    send_header(&mut raw, &json!({"op": "list"}));
+    assert_eq!(
+        read_answer(&mut raw),
+        json!({"status": "ok", "files": [{"name": "empty", "size": 0}]})
+    );
+    for name in ["link", "subdir", "fifo"] {
+        send_header(&mut raw, &json!({"op": "get", "file_name": name}));
+        assert_eq!(
+            read_answer(&mut raw),
+            json!({"status": "error", "error": format!("no such file: {name}")})
+        );
+    }
 }
 
 #[test]

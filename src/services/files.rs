@@ -41,6 +41,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -408,20 +409,28 @@ impl Files {
 
     fn get(&self, req: &mut StreamRequest, peer: &Address, name: &str) -> io::Result<Next> {
         let path = self.dir.join(name);
-        let opened = File::open(&path).and_then(|file| {
-            let meta = file.metadata()?;
-            if meta.is_file() {
-                Ok((file, meta.len()))
-            } else {
-                Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "not a regular file",
-                ))
-            }
-        });
+        // What `list` does not show (symbolic links, directories, FIFOs) is
+        // not served either; O_NONBLOCK keeps a FIFO from blocking the open.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .and_then(|file| {
+                let meta = file.metadata()?;
+                if meta.is_file() {
+                    Ok((file, meta.len()))
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "not a regular file",
+                    ))
+                }
+            });
         let (mut file, size) = match opened {
             Ok(opened) => opened,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
                 return self.refuse(req, peer, &format!("no such file: {name}"), Next::Continue)
             }
             Err(e) => {
