@@ -30,7 +30,8 @@ use crate::{Address, Options, ServerHandle};
 ///     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
 ///         let mut name = String::new();
 ///         req.read_line(&mut name)?;
-///         writeln!(req, "hello, {} from {}", name.trim(), req.peer_addr())
+///         let peer = req.peer_addr().clone();
+///         writeln!(req, "hello, {} from {peer}", name.trim())
 ///     }
 /// }
 /// ```
