@@ -3,7 +3,7 @@
 //!
 //! # The conversation
 //!
-//! 1. The [`auth`](crate::auth) handshake: the server sends a 32-byte
+//! 1. The [`auth`](crate::auth#the-handshake) handshake: the server sends a 32-byte
 //!    challenge, the client answers HMAC-SHA256(key, challenge), the server
 //!    sends the verdict `{"status":"ok"}` or `{"status":"denied"}` as a
 //!    JSON-header message and closes on denial. Nothing runs before it.

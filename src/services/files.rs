@@ -4,7 +4,7 @@
 //! # The conversation
 //!
 //! With a [key](Files::key), the connection starts with the
-//! [`auth`](crate::auth) handshake, exactly as in `exec`. Then the client
+//! [`auth`](crate::auth#the-handshake) handshake, exactly as in `exec`. Then the client
 //! sends requests, each a JSON-header [message](crate::framing), and gets one
 //! answer per request (a JSON-header message too); `op` defaults to `put`, so
 //! the course's client, which sends `{"file_name":...,"file_size":...}` and
