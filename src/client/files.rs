@@ -130,7 +130,7 @@ impl FilesClient {
         }
         self.framing.write_header(&mut self.connection, &header)?;
         let mut source = body(data, size);
-        let mut buf = vec![0u8; CHUNK.min(size as usize)];
+        let mut buf = vec![0u8; usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK))];
         let mut sent = 0;
         loop {
             let n = match source.read(&mut buf) {
@@ -220,7 +220,7 @@ impl FilesClient {
         let expected = string(&answer, "sha256")?;
         let mut hasher = Sha256::new();
         let mut incoming = body(&mut self.connection, size);
-        let mut buf = vec![0u8; CHUNK.min(size as usize)];
+        let mut buf = vec![0u8; usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK))];
         let mut received = 0;
         progress(0, size);
         loop {

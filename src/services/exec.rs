@@ -555,7 +555,7 @@ fn pump(
     limit: usize,
     client: Option<RawFd>,
 ) -> Pumped {
-    let mut buf = [0u8; 32 * 1024];
+    let mut buf = vec![0u8; 32 * 1024];
     loop {
         let mut fds = [libc::pollfd {
             fd: -1,

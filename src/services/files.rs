@@ -353,7 +353,7 @@ impl Files {
         };
         let mut hasher = Sha256::new();
         let mut incoming = body(&mut *req, size);
-        let mut buf = vec![0u8; CHUNK.min(size as usize)];
+        let mut buf = vec![0u8; usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK))];
         loop {
             let n = match incoming.read(&mut buf) {
                 Ok(0) => break,
