@@ -414,7 +414,14 @@ fn a_missing_file_and_an_unknown_op_leave_the_connection_open() {
     std::fs::write(setup.dir.join("outside.txt"), b"private").unwrap();
     std::os::unix::fs::symlink(setup.dir.join("outside.txt"), setup.store().join("link")).unwrap();
     std::fs::create_dir(setup.store().join("subdir")).unwrap();
-    let fifo = std::ffi::CString::new(setup.store().join("fifo").into_os_string().into_encoded_bytes()).unwrap();
+    let fifo = std::ffi::CString::new(
+        setup
+            .store()
+            .join("fifo")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     send_header(&mut raw, &json!({"op": "list"}));
     assert_eq!(
