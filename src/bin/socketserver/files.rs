@@ -121,17 +121,21 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
                 let size = std::fs::metadata(path)
                     .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?
                     .len();
-                let bar = progress_bar(size, path.display().to_string());
+                // Made at the first bytes sent, after the file was hashed,
+                // so that its rate is the transfer's.
+                let mut bar = None;
                 let stored = client
                     .put_file(path, name.as_deref(), &mut |sent| {
-                        if let Some(bar) = &bar {
+                        let bar = bar
+                            .get_or_insert_with(|| progress_bar(size, path.display().to_string()));
+                        if let Some(bar) = bar {
                             bar.set_position(sent)
                         }
                     })
                     .map_err(|e| {
                         CliError::Failed(format!("cannot upload {}: {e}", path.display()))
                     });
-                if let Some(bar) = bar {
+                if let Some(Some(bar)) = bar {
                     bar.finish_and_clear();
                 }
                 let stored = stored?;
