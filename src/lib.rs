@@ -86,11 +86,13 @@
 #![warn(missing_docs)]
 
 mod address;
+pub mod auth;
 pub mod client;
 mod control;
 mod datagram;
 pub mod dispatch;
 mod endpoint;
+pub mod framing;
 mod group;
 mod handler;
 mod options;

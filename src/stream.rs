@@ -2,7 +2,7 @@
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
 
 use socket2::Socket;
@@ -30,7 +30,8 @@ use crate::{Address, Options, ServerHandle};
 ///     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
 ///         let mut name = String::new();
 ///         req.read_line(&mut name)?;
-///         writeln!(req, "hello, {} from {}", name.trim(), req.peer_addr())
+///         let peer = req.peer_addr().clone();
+///         writeln!(req, "hello, {} from {peer}", name.trim())
 ///     }
 /// }
 /// ```
@@ -188,6 +189,15 @@ impl BufRead for Reader<'_> {
     }
     fn consume(&mut self, amount: usize) {
         self.buffer.consume(amount)
+    }
+}
+
+impl AsFd for StreamRequest {
+    /// The connection's socket, to wait on it with `poll` together with
+    /// other descriptors (a handler watching a child process and its client
+    /// at once). Reading through it would bypass the read buffer.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use crate::SocketUrl;
 
+pub mod exec;
+pub mod files;
+
 /// A connected stream to a server: TCP or Unix.
 #[derive(Debug)]
 pub enum Connection {

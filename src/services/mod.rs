@@ -6,5 +6,10 @@
 //! service speaks, and [`crate::client`] talks to them.
 
 mod echo_upper;
+pub mod exec;
+pub mod files;
+mod wire;
 
 pub use echo_upper::EchoUpper;
+pub use exec::Exec;
+pub use files::Files;

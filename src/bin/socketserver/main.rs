@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 
 mod common;
 mod echo_upper;
+mod exec;
+mod files;
+mod framed;
 
 /// Python's socketserver model in Rust: the socket-programming course's
 /// services, served on a thread pool, and their clients.
@@ -32,12 +35,20 @@ enum Command {
 enum Serve {
     /// Sends every byte back uppercased (tcp, udp, unix, unixgram).
     EchoUpper(echo_upper::ServeArgs),
+    /// Runs allowed commands for clients that know the key (tcp, unix).
+    Exec(exec::ServeArgs),
+    /// Stores, serves and lists the files of a directory (tcp, unix).
+    Files(files::ServeArgs),
 }
 
 #[derive(Subcommand)]
 enum Client {
     /// Sends ARGS (or standard input) and prints the uppercased answer.
     EchoUpper(echo_upper::ClientArgs),
+    /// Runs COMMAND (or each line of standard input) on the server; exits with the last command's status.
+    Exec(exec::ClientArgs),
+    /// Uploads, downloads or lists files.
+    Files(files::ClientArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +57,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
         Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),
+        Command::Serve(Serve::Exec(args)) => exec::serve(args),
+        Command::Client(Client::Exec(args)) => return exec::client(args),
+        Command::Serve(Serve::Files(args)) => files::serve(args),
+        Command::Client(Client::Files(args)) => files::client(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

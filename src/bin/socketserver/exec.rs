@@ -1,0 +1,187 @@
+//! `serve exec` and `client exec`.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use socketserver::client::exec::ExecClient;
+use socketserver::framing::Framing;
+use socketserver::services::Exec;
+use socketserver::SocketUrl;
+
+use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+use crate::framed::{frame_size, load_key, EndianArg};
+
+const DEFAULT_URL: &str = "tcp://127.0.0.1:9003";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// The shared key: this file's bytes, all of them (required)
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// Allow the program PROG, matched exactly against a command's first word (repeatable)
+    #[arg(long = "allow", value_name = "PROG")]
+    allow: Vec<String>,
+    /// Allow every program
+    #[arg(long)]
+    allow_any: bool,
+    /// Run command lines through /bin/sh -c (the allow-list then checks only the first word)
+    #[arg(long)]
+    shell: bool,
+    /// Run commands in DIR
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    workdir: PathBuf,
+    /// Kill a command's whole process group after SECS
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    timeout: Duration,
+    /// Keep at most SIZE bytes of each of stdout and stderr
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
+    max_output: u64,
+    #[command(flatten)]
+    endian: EndianArg,
+    /// Largest command frame
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
+    max_frame: u64,
+    /// Give a client SECS to answer the challenge
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    auth_timeout: Duration,
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let framing = Framing::new()
+        .endian(args.endian.frame_endian)
+        .max_frame(frame_size("--max-frame", args.max_frame)?);
+    let max_output = usize::try_from(args.max_output)
+        .map_err(|_| CliError::Usage(format!("--max-output {} is too large", args.max_output)))?;
+    let key = load_key(&args.key_file)?;
+    if !args.workdir.is_dir() {
+        return Err(CliError::Failed(format!(
+            "cannot use --workdir {}: not a directory",
+            args.workdir.display()
+        )));
+    }
+    let mut exec = Exec::new(key)
+        .allow_any(args.allow_any)
+        .shell(args.shell)
+        .workdir(&args.workdir)
+        .timeout(args.timeout)
+        .max_output(max_output)
+        .framing(framing)
+        .auth_timeout(Some(args.auth_timeout))
+        .idle_timeout(args.pool.idle_timeout());
+    for program in &args.allow {
+        exec = exec.allow(program.as_str());
+    }
+    if args.shell {
+        log::warn!(
+            "--shell: command lines run through /bin/sh -c, and the allow-list checks only their first \
+             word (an allowed `echo` lets `echo; anything` run)"
+        );
+    }
+    if args.allow_any {
+        log::warn!("--allow-any: a client with the key can run any program");
+    } else if args.allow.is_empty() {
+        log::warn!("no --allow given: every command will be refused");
+    }
+    let exec = Arc::new(exec);
+    let mut launcher = Launcher::new(args.pool.options(None));
+    for url in &urls {
+        launcher.stream(url, Arc::clone(&exec))?;
+    }
+    let result = launcher.run();
+    let killed = exec.kill_running();
+    if killed > 0 {
+        log::warn!("killed {killed} command(s) still running at exit");
+    }
+    result
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The server's URL
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    connect: SocketUrl,
+    /// The shared key: this file's bytes, all of them (required)
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    #[command(flatten)]
+    endian: EndianArg,
+    /// Give up after SECS without an answer (leave room for the server's --timeout)
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "60")]
+    timeout: Duration,
+    /// The command line to run (words joined with spaces, as ssh does); without it, each line of standard input
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
+/// Runs the command (or each line of standard input) and exits with the
+/// last command's status: its exit code, 128 + a signal number, or 1 when
+/// the server refused it.
+pub fn client(args: ClientArgs) -> ExitCode {
+    match run_client(args) {
+        Ok(status) => ExitCode::from(status),
+        Err(e) => e.report(),
+    }
+}
+
+fn run_client(args: ClientArgs) -> Result<u8, CliError> {
+    let key = load_key(&args.key_file)?;
+    let framing = Framing::new().endian(args.endian.frame_endian);
+    let mut client = ExecClient::connect(&args.connect, &key, framing, Some(args.timeout))
+        .map_err(|e| {
+            CliError::Failed(format!("cannot start a session with {}: {e}", args.connect))
+        })?;
+    let mut status = 0;
+    if !args.command.is_empty() {
+        status = run_one(&mut client, &args.command.join(" "))?;
+    } else {
+        for line in io::stdin().lock().lines() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            status = run_one(&mut client, &line)?;
+        }
+    }
+    Ok(status)
+}
+
+/// Runs one command line, copies its output, and returns its status.
+fn run_one(client: &mut ExecClient, line: &str) -> Result<u8, CliError> {
+    let mut stdout = io::stdout().lock();
+    let mut stderr = io::stderr().lock();
+    let answer = client
+        .run_to(line, &mut stdout, &mut stderr)
+        .map_err(|e| CliError::Failed(format!("lost the connection: {e}")))?;
+    stdout.flush()?;
+    match answer {
+        Ok(status) => {
+            if status.timed_out {
+                writeln!(stderr, "exec: the command timed out and was killed")?;
+            }
+            if status.truncated {
+                writeln!(
+                    stderr,
+                    "exec: output over the server's --max-output was cut"
+                )?;
+            }
+            Ok(u8::try_from(status.shell_status() & 0xff).unwrap_or(1))
+        }
+        Err(why) => {
+            writeln!(stderr, "error: {why}")?;
+            Ok(1)
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! `serve files` and `client files`.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use socketserver::client::files::FilesClient;
+use socketserver::framing::Framing;
+use socketserver::services::Files;
+use socketserver::SocketUrl;
+
+use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+use crate::framed::{frame_size, load_key, progress_bar, EndianArg};
+
+const DEFAULT_URL: &str = "tcp://127.0.0.1:9004";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// Store and serve the files of DIR (created if missing)
+    #[arg(long, value_name = "DIR", default_value = "received")]
+    dir: PathBuf,
+    /// Refuse uploads over SIZE
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1GiB")]
+    max_size: u64,
+    /// Require the HMAC handshake with the key in FILE (its bytes, all of them)
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    endian: EndianArg,
+    /// Largest JSON header
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64KiB")]
+    max_header: u64,
+    /// Give a client SECS to answer the challenge (with --key-file)
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    auth_timeout: Duration,
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let framing = Framing::new()
+        .endian(args.endian.frame_endian)
+        .max_header(frame_size("--max-header", args.max_header)?);
+    let key = args.key_file.as_deref().map(load_key).transpose()?;
+    let files = Files::new(&args.dir)
+        .max_size(args.max_size)
+        .key(key)
+        .framing(framing)
+        .auth_timeout(Some(args.auth_timeout))
+        .idle_timeout(args.pool.idle_timeout());
+    files
+        .prepare()
+        .map_err(|e| CliError::Failed(format!("cannot use --dir {}: {e}", args.dir.display())))?;
+    let files = Arc::new(files);
+    let mut launcher = Launcher::new(args.pool.options(None));
+    for url in &urls {
+        launcher.stream(url, Arc::clone(&files))?;
+    }
+    launcher.run()
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The server's URL
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    connect: SocketUrl,
+    /// Authenticate with the key in FILE (when the server has --key-file)
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    #[command(flatten)]
+    endian: EndianArg,
+    /// Give up after SECS without progress
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "30")]
+    timeout: Duration,
+    #[command(subcommand)]
+    op: Op,
+}
+
+#[derive(Subcommand, Debug)]
+enum Op {
+    /// Upload files (their digest is sent and checked by the server)
+    Put {
+        /// Store the file under NAME instead of its own name (one file only)
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The files to upload
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Download a file (its digest is checked)
+    Get {
+        /// Write to PATH instead of ./NAME ("-": standard output)
+        #[arg(long, short, value_name = "PATH")]
+        output: Option<PathBuf>,
+        /// The file's name on the server
+        name: String,
+    },
+    /// List the server's files: NAME<TAB>SIZE per line
+    List,
+}
+
+pub fn client(args: ClientArgs) -> Result<(), CliError> {
+    let key = args.key_file.as_deref().map(load_key).transpose()?;
+    let framing = Framing::new().endian(args.endian.frame_endian);
+    let mut client = FilesClient::connect(&args.connect, key.as_ref(), framing, Some(args.timeout))
+        .map_err(|e| {
+            CliError::Failed(format!("cannot start a session with {}: {e}", args.connect))
+        })?;
+    let mut stdout = io::stdout().lock();
+    match args.op {
+        Op::Put { name, files } => {
+            if name.is_some() && files.len() > 1 {
+                return Err(CliError::Usage("--name needs exactly one FILE".to_string()));
+            }
+            for path in &files {
+                let size = std::fs::metadata(path)
+                    .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", path.display())))?
+                    .len();
+                // Made at the first bytes sent, after the file was hashed,
+                // so that its rate is the transfer's.
+                let mut bar = None;
+                let stored = client
+                    .put_file(path, name.as_deref(), &mut |sent| {
+                        let bar = bar
+                            .get_or_insert_with(|| progress_bar(size, path.display().to_string()));
+                        if let Some(bar) = bar {
+                            bar.set_position(sent)
+                        }
+                    })
+                    .map_err(|e| {
+                        CliError::Failed(format!("cannot upload {}: {e}", path.display()))
+                    });
+                if let Some(Some(bar)) = bar {
+                    bar.finish_and_clear();
+                }
+                let stored = stored?;
+                writeln!(
+                    stdout,
+                    "stored {} ({} bytes, sha256 {})",
+                    stored.file_name, stored.size, stored.sha256
+                )?;
+            }
+        }
+        Op::Get { output, name } => {
+            let mut bar = None;
+            let mut progress = |received: u64, total: u64| {
+                let bar = bar.get_or_insert_with(|| progress_bar(total, name.clone()));
+                if let Some(bar) = bar {
+                    bar.set_position(received);
+                }
+            };
+            let to_stdout = output.as_deref() == Some("-".as_ref());
+            let fetched = if to_stdout {
+                client.get(&name, &mut stdout, &mut progress)
+            } else {
+                let path = output.clone().unwrap_or_else(|| PathBuf::from(&name));
+                client.get_to_file(&name, &path, &mut progress)
+            };
+            if let Some(Some(bar)) = bar {
+                bar.finish_and_clear();
+            }
+            let fetched =
+                fetched.map_err(|e| CliError::Failed(format!("cannot download {name}: {e}")))?;
+            if !to_stdout {
+                let path = output.unwrap_or_else(|| PathBuf::from(&name));
+                writeln!(
+                    stdout,
+                    "saved {} to {} ({} bytes, sha256 {})",
+                    fetched.file_name,
+                    path.display(),
+                    fetched.size,
+                    fetched.sha256
+                )?;
+            }
+        }
+        Op::List => {
+            let entries = client
+                .list()
+                .map_err(|e| CliError::Failed(format!("cannot list: {e}")))?;
+            for entry in entries {
+                writeln!(stdout, "{}\t{}", entry.name, entry.size)?;
+            }
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
