@@ -93,6 +93,7 @@ pub mod dispatch;
 mod endpoint;
 mod group;
 mod handler;
+pub mod loadgen;
 mod options;
 mod pool;
 mod registry;

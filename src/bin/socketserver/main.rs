@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod common;
 mod echo_upper;
 
@@ -26,6 +27,8 @@ enum Command {
     /// Talk to a service (reads standard input when no ARGS are given).
     #[command(subcommand)]
     Client(Client),
+    /// Load a server with many clients and measure it (every answer is checked).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
         Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
