@@ -13,7 +13,9 @@
 //!
 //! - [`Mode::PingPong`]: every connection sends a request of
 //!   [`size`](Config::size) bytes, waits for the whole answer, checks it, and
-//!   sends the next. Over TCP the connections are opened first (not timed);
+//!   sends the next. Over TCP the connections are opened first, each counting
+//!   as open once it has answered one request (not timed; the opening gives
+//!   up after a minute, or when none has opened for the timeout);
 //!   over UDP each socket is connected to the server and sends one datagram at
 //!   a time. The run lasts [`warmup`](Config::warmup) (not counted) plus
 //!   [`duration`](Config::duration) (counted).
@@ -21,7 +23,7 @@
 //!   once each connect, send one request, half-close, read the answer and the
 //!   server's close, and start again. The latency of one request is the whole
 //!   cycle, connect to close.
-//! - [`Mode::Hold`]: opens every connection, holds them idle for
+//! - [`Mode::Hold`]: opens every connection (as above), holds them idle for
 //!   [`duration`](Config::duration), then sends one request on each and
 //!   checks that every one answers. With [`watch_pid`](Config::watch_pid) the
 //!   server's memory and thread count are read from `/proc` while all the
@@ -336,7 +338,8 @@ pub struct Report {
     pub mode: &'static str,
     /// Connections (or sockets) asked for.
     pub connections: usize,
-    /// Connections open when the run started (TCP ping-pong and hold).
+    /// Connections open (each answered once) when the run started: TCP
+    /// ping-pong and hold.
     pub connected: usize,
     /// Client threads.
     pub threads: usize,
@@ -630,7 +633,9 @@ pub fn run(config: &Config) -> io::Result<Report> {
 /// Raises the soft limit on open files to the hard limit when `connections`
 /// need more, and fails with a clear message when even that is too low.
 fn ensure_fd_limit(connections: usize) -> io::Result<()> {
-    let needed = connections as u64 + 64;
+    let needed = libc::rlim_t::try_from(connections)
+        .unwrap_or(libc::rlim_t::MAX)
+        .saturating_add(64);
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -639,12 +644,12 @@ fn ensure_fd_limit(connections: usize) -> io::Result<()> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if limit.rlim_cur as u64 >= needed {
+    if limit.rlim_cur >= needed {
         return Ok(());
     }
-    if limit.rlim_max as u64 >= needed {
+    if limit.rlim_max >= needed {
         let raised = libc::rlimit {
-            rlim_cur: needed as libc::rlim_t,
+            rlim_cur: needed,
             rlim_max: limit.rlim_max,
         };
         // SAFETY: setrlimit reads the struct it is given.

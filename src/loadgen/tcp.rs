@@ -17,6 +17,9 @@ const TICK: Duration = Duration::from_millis(20);
 const BACKOFF: Duration = Duration::from_millis(50);
 /// Scratch space for reading answers (they are compared, not kept).
 const SCRATCH: usize = 64 * 1024;
+/// The longest the opening of the connections may take, however slowly they
+/// keep opening.
+const OPENING_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -188,11 +191,16 @@ impl<'a> Client<'a> {
     }
 
     /// Opens every connection, at most [`CONNECT_BURST`] connects at a time,
-    /// retrying failed ones, until all are open or none has opened for the
-    /// timeout. Those still not open then are counted as failed connects.
+    /// retrying failed ones. A connection is open when it has answered one
+    /// request: a server whose accept queue overflowed may have let the
+    /// client's handshake complete long before it takes the connection, and
+    /// that wait belongs to no measurement. Gives up when none has opened for
+    /// the timeout, or after [`OPENING_LIMIT`]; those still not open then are
+    /// counted as errors.
     fn open_all(&mut self, events: &mut Events) {
         self.phase = Phase::Opening;
-        let mut last_progress = Instant::now();
+        let started = Instant::now();
+        let mut last_progress = started;
         let mut opened = 0;
         loop {
             self.top_up();
@@ -206,17 +214,22 @@ impl<'a> Client<'a> {
             } else if now.duration_since(last_progress) >= self.config.timeout {
                 break;
             }
+            if now.duration_since(started) >= OPENING_LIMIT {
+                break;
+            }
             self.wait(events, TICK);
             self.check_timers();
         }
         let hold = self.mode == Mode::Hold;
         for i in 0..self.conns.len() {
             let state = self.conns[i].state;
+            match state {
+                State::Idle | State::Down => {}
+                State::Writing | State::Reading => self.tally.error(ErrorKind::Timeout),
+                _ => self.tally.error(ErrorKind::Connect),
+            }
             if state == State::Idle {
                 continue;
-            }
-            if state != State::Down {
-                self.tally.error(ErrorKind::Connect);
             }
             self.conns[i].stream = None;
             self.set_state(i, if hold { State::Done } else { State::Down });
@@ -341,12 +354,17 @@ impl<'a> Client<'a> {
     }
 
     /// Counts a failure of connection `i` and closes it; it reopens later
-    /// unless the run is holding or verifying.
+    /// unless the run is holding or verifying. A held connection that timed
+    /// out stays open until the end, so that the server is sampled with every
+    /// connection it holds.
     fn fail(&mut self, i: usize, kind: ErrorKind) {
         self.tally.error(kind);
         let now = Instant::now();
+        let holding = matches!(self.phase, Phase::Holding | Phase::Verifying(_));
         let conn = &mut self.conns[i];
-        conn.stream = None;
+        if !(holding && kind == ErrorKind::Timeout) {
+            conn.stream = None;
+        }
         conn.deadline = match kind {
             ErrorKind::Connect => now + BACKOFF,
             _ => now,
@@ -394,24 +412,22 @@ impl<'a> Client<'a> {
                     self.fail(i, kind);
                     return;
                 }
-                Step::Connected => match self.phase {
-                    Phase::Running(_) => {
-                        self.set_state(i, State::Idle);
-                        self.start_request(i, Instant::now());
+                Step::Connected => {
+                    self.set_state(i, State::Idle);
+                    match self.phase {
+                        Phase::Running(_) | Phase::Opening => self.start_request(i, Instant::now()),
+                        Phase::Holding | Phase::Verifying(_) => return,
                     }
-                    _ => {
-                        self.set_state(i, State::Idle);
-                        if matches!(self.phase, Phase::Opening) {
-                            self.tally.connected += 1;
-                        }
-                        return;
-                    }
-                },
+                }
                 Step::Answered { right, at } => {
                     if !right {
                         self.tally.error(ErrorKind::Mismatch);
                     }
                     match (self.mode, self.phase) {
+                        (_, Phase::Opening) => {
+                            self.tally.connected += 1;
+                            return;
+                        }
                         (Mode::PingPong, Phase::Running(window)) => {
                             if right {
                                 self.tally.answered(&window, self.conns[i].started, at);
@@ -427,7 +443,7 @@ impl<'a> Client<'a> {
                                 self.tally.answered += 1;
                                 self.tally.answered(&window, self.conns[i].started, at);
                             }
-                            self.conns[i].stream = None;
+                            // Kept open until the server has been sampled.
                             self.conns[i].state = State::Done;
                             return;
                         }
