@@ -276,6 +276,8 @@ fn a_server_that_hangs_up_is_caught() {
         "0.3",
         "--warmup",
         "0",
+        "--timeout",
+        "1",
     ]);
     stop.store(true, Ordering::SeqCst);
     // Wakes the accept so that the thread sees the flag.

@@ -226,8 +226,11 @@ def measure(commands, server_name, scenario, args):
         except (IndexError, json.JSONDecodeError):
             raise RuntimeError('bench printed no JSON (exit %s): %s %s'
                                % (out.returncode, out.stdout, out.stderr))
-        alive = server.proc.poll() is None
-        result['server_alive'] = alive
+        result['server_alive'] = server.proc.poll() is None
+        server.stop()
+        if result['errors']:
+            # What the server said about it, for the raw results.
+            result['server_stderr'] = ''.join(server.stderr[-20:])
         return result
     finally:
         server.stop()
@@ -485,8 +488,9 @@ def main():
                         help='1 s per point, 1 round: checks the tooling, measures nothing')
     parser.add_argument('--scenarios', help='comma-separated scenario ids (default: all)')
     parser.add_argument('--servers', help='comma-separated servers (default: all)')
-    parser.add_argument('--out', type=Path, default=COMPARE / 'results',
-                        help='where results go (default benches/compare/results)')
+    parser.add_argument('--out', type=Path,
+                        help='where results go (default benches/compare/results, '
+                             'or results-smoke with --smoke)')
     parser.add_argument('--no-doc', action='store_true', help='leave BENCHMARKS.md alone')
     args = parser.parse_args()
     if args.smoke:
@@ -504,6 +508,8 @@ def main():
         if unknown:
             parser.error('unknown server(s): %s' % ', '.join(sorted(unknown)))
         SERVERS = [s for s in SERVERS if s in wanted]
+    if args.out is None:
+        args.out = COMPARE / ('results-smoke' if args.smoke else 'results')
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
 

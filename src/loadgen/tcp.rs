@@ -91,8 +91,6 @@ struct Client<'a> {
     poll: Poll,
     scratch: Box<[u8]>,
     conns: Vec<Conn>,
-    /// Connections in `Connecting`.
-    connecting: usize,
     /// The next `New` connection to open.
     next_new: usize,
     phase: Phase,
@@ -183,7 +181,6 @@ impl<'a> Client<'a> {
             poll: Poll::new()?,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             conns,
-            connecting: 0,
             next_new: 0,
             phase: Phase::Opening,
             tally: Tally::new(),
@@ -236,13 +233,29 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// Opens `New` connections while fewer than [`CONNECT_BURST`] connect.
+    /// Opens `New` connections while fewer than [`CONNECT_BURST`] are on
+    /// their way to open (connecting, or waiting for their first answer), so
+    /// that the server's accept queue does not overflow.
     fn top_up(&mut self) {
-        while self.next_new < self.conns.len() && self.connecting < CONNECT_BURST {
+        if self.next_new == self.conns.len() {
+            return;
+        }
+        let mut opening = self
+            .conns
+            .iter()
+            .filter(|conn| {
+                matches!(
+                    conn.state,
+                    State::Connecting | State::Writing | State::Reading
+                )
+            })
+            .count();
+        while self.next_new < self.conns.len() && opening < CONNECT_BURST {
             let i = self.next_new;
             self.next_new += 1;
             self.open(i);
             self.react(i);
+            opening += 1;
         }
     }
 
@@ -377,14 +390,7 @@ impl<'a> Client<'a> {
     }
 
     fn set_state(&mut self, i: usize, state: State) {
-        let conn = &mut self.conns[i];
-        if conn.state == State::Connecting {
-            self.connecting -= 1;
-        }
-        if state == State::Connecting {
-            self.connecting += 1;
-        }
-        conn.state = state;
+        self.conns[i].state = state;
     }
 
     /// Starts the next request on connection `i` at `now`.
@@ -485,29 +491,35 @@ impl<'a> Client<'a> {
                         Err(_) => Step::Failed(ErrorKind::Connect),
                     };
                 }
-                State::Writing => {
-                    let request = &self.payload.request(conn.seq)[conn.written..];
-                    match stream.write(request) {
-                        Ok(0) => return Step::Failed(ErrorKind::Closed),
-                        Ok(n) => {
-                            conn.written += n;
-                            if conn.written == size {
-                                if half_close {
-                                    if let Err(e) = stream.shutdown(Shutdown::Write) {
-                                        return Step::Failed(ErrorKind::of(&e));
+                // Sending and receiving at once: a server echoes while the
+                // request is still arriving, and a client that only wrote
+                // until it had sent a large request would deadlock with it
+                // once both sides' socket buffers were full.
+                State::Writing | State::Reading => {
+                    let mut write_blocked = true;
+                    if conn.written < size {
+                        let request = &self.payload.request(conn.seq)[conn.written..];
+                        match stream.write(request) {
+                            Ok(0) => return Step::Failed(ErrorKind::Closed),
+                            Ok(n) => {
+                                write_blocked = false;
+                                conn.written += n;
+                                if conn.written == size {
+                                    if half_close {
+                                        if let Err(e) = stream.shutdown(Shutdown::Write) {
+                                            return Step::Failed(ErrorKind::of(&e));
+                                        }
                                     }
+                                    conn.state = State::Reading;
                                 }
-                                conn.state = State::Reading;
                             }
+                            Err(e) => match e.kind() {
+                                io::ErrorKind::WouldBlock => {}
+                                io::ErrorKind::Interrupted => write_blocked = false,
+                                _ => return Step::Failed(ErrorKind::of(&e)),
+                            },
                         }
-                        Err(e) => match e.kind() {
-                            io::ErrorKind::WouldBlock => return Step::Pending,
-                            io::ErrorKind::Interrupted => {}
-                            _ => return Step::Failed(ErrorKind::of(&e)),
-                        },
                     }
-                }
-                State::Reading => {
                     let want = (size - conn.read).min(self.scratch.len());
                     match stream.read(&mut self.scratch[..want]) {
                         Ok(0) => return Step::Failed(ErrorKind::Closed),
@@ -518,6 +530,10 @@ impl<'a> Client<'a> {
                                 conn.wrong = true;
                             }
                             conn.read += n;
+                            if conn.read > conn.written {
+                                // More answer than request: not an echo.
+                                return Step::Failed(ErrorKind::Mismatch);
+                            }
                             if conn.read == size {
                                 conn.state = State::Idle;
                                 return Step::Answered {
@@ -527,8 +543,8 @@ impl<'a> Client<'a> {
                             }
                         }
                         Err(e) => match e.kind() {
-                            io::ErrorKind::WouldBlock => return Step::Pending,
-                            io::ErrorKind::Interrupted => {}
+                            io::ErrorKind::WouldBlock if write_blocked => return Step::Pending,
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {}
                             _ => return Step::Failed(ErrorKind::of(&e)),
                         },
                     }

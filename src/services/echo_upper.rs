@@ -12,8 +12,8 @@ use crate::{DatagramRequest, RequestHandler, StreamRequest};
 /// (an empty one by an empty one). Nothing is allocated per message.
 ///
 /// A connection starts with a small buffer on its thread's stack and moves to
-/// one of [`LARGE_CHUNK`] bytes on the heap, once, the first time a read fills
-/// the small one: an idle or chatty connection costs no more than its
+/// one of 16 KiB on the heap, once, the first time a read fills the small
+/// one: an idle or chatty connection costs no more than its
 /// thread's stack (a server holding 10,000 idle connections stays near
 /// 100 MiB), and bulk traffic moves in large chunks. Its reads never need the
 /// request's own read buffer, so a server that runs only this handler can
@@ -25,7 +25,7 @@ pub struct EchoUpper;
 /// The buffer a connection starts with, on the stack.
 const SMALL_CHUNK: usize = 2 * 1024;
 /// The most a connection reads, uppercases and writes back at once.
-pub const LARGE_CHUNK: usize = 16 * 1024;
+const LARGE_CHUNK: usize = 16 * 1024;
 
 impl RequestHandler<StreamRequest> for EchoUpper {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
