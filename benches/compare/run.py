@@ -437,8 +437,11 @@ for name, label in data['servers']:
     x = [p['connections'] for p in points]
     left.plot(x, [p['rps'] for p in points], marker='o', label=label)
     right.plot(x, [p['p99_us'] / 1000 for p in points], marker='o', label=label)
+ticks = sorted({p['connections'] for p in data['points']})
 for ax, title, unit in [(left, 'Throughput', 'requests/s'), (right, 'p99 latency', 'ms')]:
     ax.set_xscale('log')
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
     ax.set_xlabel('connections')
     ax.set_ylabel(unit)
     ax.set_title(title + ', TCP ping-pong, 64 B')
@@ -492,6 +495,9 @@ def main():
                         help='where results go (default benches/compare/results, '
                              'or results-smoke with --smoke)')
     parser.add_argument('--no-doc', action='store_true', help='leave BENCHMARKS.md alone')
+    parser.add_argument('--report-only', action='store_true',
+                        help='run nothing: regenerate the tables and plot from the results '
+                             'already in --out')
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.hold, args.rounds = 1, 0.3, 1, 1
@@ -512,6 +518,13 @@ def main():
         args.out = COMPARE / ('results-smoke' if args.smoke else 'results')
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.report_only:
+        saved = json.loads((args.out / 'results.json').read_text())
+        args.smoke, args.duration, args.warmup = saved['smoke'], saved['duration'], saved['warmup']
+        args.hold, args.rounds = saved['hold'], saved['rounds']
+        report(saved['runs'], saved['machine'], args)
+        return
 
     raise_fd_limit()
     commands = build(args)
@@ -536,7 +549,11 @@ def main():
                     ', answered %s of %s' % (result['answered'], result['connections'])))
                 runs.append(dict(round=round_no + 1, scenario=scenario['id'], server=name,
                                  result=result))
+    report(runs, info, args)
 
+
+def report(runs, info, args):
+    """Writes results.json, results.csv, plot.png and the generated block."""
     table = aggregate(runs)
     (args.out / 'results.json').write_text(json.dumps(dict(
         machine=info, smoke=args.smoke, duration=args.duration, warmup=args.warmup,
