@@ -350,4 +350,3 @@ fn bad_answer(map: &Map<String, Value>) -> io::Error {
         format!("unexpected answer: {}", Value::Object(map.clone())),
     )
 }
-
