@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use crate::SocketUrl;
 
+pub mod chat;
+pub mod dict;
+pub mod http;
+pub mod qa;
+
 /// A connected stream to a server: TCP or Unix.
 #[derive(Debug)]
 pub enum Connection {

@@ -5,6 +5,15 @@
 //! `socketserver serve SERVICE` program mounts them on the transports that the
 //! service speaks, and [`crate::client`] talks to them.
 
+pub mod chat;
+pub mod dict;
 mod echo_upper;
+pub mod http;
+pub(crate) mod line;
+pub mod qa;
 
+pub use chat::ChatRoom;
+pub use dict::Dictionary;
 pub use echo_upper::EchoUpper;
+pub use http::StaticHttp;
+pub use qa::QaBot;

@@ -6,8 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod chat;
 mod common;
+mod dict;
 mod echo_upper;
+mod http;
+mod qa;
 
 
 /// Python's socketserver model in Rust: the socket-programming course's
@@ -33,12 +37,28 @@ enum Command {
 enum Serve {
     /// Sends every byte back uppercased (tcp, udp, unix, unixgram).
     EchoUpper(echo_upper::ServeArgs),
+    /// The Q&A bot: one answer line per question line (tcp, unix).
+    Qa(qa::ServeArgs),
+    /// Word lookup: `WORD: DEFINITION` (udp, tcp, unix, unixgram).
+    Dict(dict::ServeArgs),
+    /// A chat room: each line goes to every other member (tcp, unix).
+    Chat(chat::ServeArgs),
+    /// Static HTTP/1.1 files under --root, or a built-in page (tcp, unix).
+    Http(http::ServeArgs),
 }
 
 #[derive(Subcommand)]
 enum Client {
     /// Sends ARGS (or standard input) and prints the uppercased answer.
     EchoUpper(echo_upper::ClientArgs),
+    /// Asks ARGS (or each line of standard input) and prints the answers.
+    Qa(qa::ClientArgs),
+    /// Looks up ARGS (or each line of standard input) and prints the definitions.
+    Dict(dict::ClientArgs),
+    /// Joins the room: sends standard input's lines, prints the room's.
+    Chat(chat::ClientArgs),
+    /// Gets PATH and prints the body (the status goes to standard error).
+    Http(http::ClientArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +67,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
         Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),
+        Command::Serve(Serve::Qa(args)) => qa::serve(args),
+        Command::Client(Client::Qa(args)) => qa::client(args),
+        Command::Serve(Serve::Dict(args)) => dict::serve(args),
+        Command::Client(Client::Dict(args)) => dict::client(args),
+        Command::Serve(Serve::Chat(args)) => chat::serve(args),
+        Command::Client(Client::Chat(args)) => chat::client(args),
+        Command::Serve(Serve::Http(args)) => http::serve(args),
+        Command::Client(Client::Http(args)) => http::client(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
