@@ -171,6 +171,9 @@ impl RequestHandler<StreamRequest> for StaticHttp {
                 }
             }
             let response = self.respond(&request);
+            if response.status == 400 {
+                persistence = Persistence::Close;
+            }
             log::info!(
                 "{} \"{} {} {}\" {} {}",
                 req.peer_addr(),
@@ -442,11 +445,7 @@ fn builtin_page(segments: &[&[u8]], wants_directory: bool) -> Response {
 
 /// A file under the root, the index of a directory, or the reason why not.
 fn serve_file(root: &Path, segments: &[&[u8]], wants_directory: bool, raw_path: &str, query: Option<&str>) -> Response {
-    let mut path = root.to_path_buf();
-    for segment in segments {
-        path.push(OsStr::from_bytes(segment));
-    }
-    let mut real = match resolve(root, &path) {
+    let mut real = match resolve(root, root, segments) {
         Ok(real) => real,
         Err(status) => return Response::error(status),
     };
@@ -461,7 +460,7 @@ fn serve_file(root: &Path, segments: &[&[u8]], wants_directory: bool, raw_path: 
             }
             return Response::redirect(location);
         }
-        real = match resolve(root, &real.join("index.html")) {
+        real = match resolve(root, &real, &[b"index.html"]) {
             Ok(real) => real,
             Err(status) => return Response::error(status),
         };
@@ -469,8 +468,8 @@ fn serve_file(root: &Path, segments: &[&[u8]], wants_directory: bool, raw_path: 
     } else if wants_directory {
         return Response::error(404);
     }
-    // The path is canonical, so O_NOFOLLOW only stops a symlink swapped in
-    // since; O_NONBLOCK keeps a FIFO from blocking the open.
+    // Every symlink on the way was resolved, so O_NOFOLLOW only stops one
+    // swapped in since; O_NONBLOCK keeps a FIFO from blocking the open.
     let file = match fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
@@ -493,18 +492,34 @@ fn serve_file(root: &Path, segments: &[&[u8]], wants_directory: bool, raw_path: 
     }
 }
 
-/// The canonical form of `path`, which must be inside `root`: 404 when it
-/// does not exist, 403 when it escapes the root or cannot be searched.
-fn resolve(root: &Path, path: &Path) -> Result<PathBuf, u16> {
-    match fs::canonicalize(path) {
-        Ok(real) if real.starts_with(root) => Ok(real),
-        Ok(real) => {
-            log::info!("refused {}: outside the root", real.display());
-            Err(403)
+/// Walks `segments` down from `start` (a canonical directory inside `root`),
+/// one component at a time, and returns the path it leads to, free of
+/// symlinks. Every symlink met on the way must lead inside the root, or the
+/// answer is 403 (even if later components would come back in); a missing
+/// component is 404. Each component costs one `lstat`, plus a `canonicalize`
+/// for a symlink.
+fn resolve(root: &Path, start: &Path, segments: &[&[u8]]) -> Result<PathBuf, u16> {
+    let mut current = start.to_path_buf();
+    for segment in segments {
+        current.push(OsStr::from_bytes(segment));
+        let metadata = fs::symlink_metadata(&current).map_err(|e| status_of(&e))?;
+        if metadata.file_type().is_symlink() {
+            let target = fs::canonicalize(&current).map_err(|e| status_of(&e))?;
+            if !target.starts_with(root) {
+                log::info!("refused {}: a symlink out of the root", current.display());
+                return Err(403);
+            }
+            current = target;
         }
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => Err(403),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(403),
-        Err(_) => Err(404),
+    }
+    Ok(current)
+}
+
+/// The status for a failure to look a path up.
+fn status_of(error: &io::Error) -> u16 {
+    match error.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM | libc::ELOOP) => 403,
+        _ => 404,
     }
 }
 
