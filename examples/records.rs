@@ -24,7 +24,10 @@ pub struct Records {
 
 impl RequestHandler<StreamRequest> for Records {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
-        let mut file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         let mut count = 0u64;
         let mut line = String::new();
         loop {

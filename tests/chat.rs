@@ -49,7 +49,9 @@ impl<S: Read + Write> Member<S> {
     }
 
     fn say(&mut self, text: &str) {
-        self.writer.write_all(format!("{text}\n").as_bytes()).unwrap();
+        self.writer
+            .write_all(format!("{text}\n").as_bytes())
+            .unwrap();
     }
 
     fn line(&mut self) -> String {
@@ -182,11 +184,20 @@ fn a_member_that_stops_reading_never_stalls_the_room_and_is_dropped() {
         }
     }
     let dropped_after = dropped_after.expect("the slow member was never dropped");
-    eprintln!("slow member dropped after {dropped_after} lines; slowest line {slowest:?}; {:?} in all", started.elapsed());
+    eprintln!(
+        "slow member dropped after {dropped_after} lines; slowest line {slowest:?}; {:?} in all",
+        started.elapsed()
+    );
     // 64 KiB of backlog plus what the kernel buffers (its send buffer grows
     // to a few MiB on its own): far less than the 20 MB the talker could send.
-    assert!(dropped_after < 12_000, "dropped only after {dropped_after} lines");
-    assert!(slowest < Duration::from_secs(2), "a line took {slowest:?} to cross the room");
+    assert!(
+        dropped_after < 12_000,
+        "dropped only after {dropped_after} lines"
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a line took {slowest:?} to cross the room"
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // The slow member's connection is closed: what it buffered, then the end.
@@ -300,12 +311,17 @@ fn client_command_sends_standard_input_and_prints_the_room() {
         .spawn()
         .unwrap();
     let joined = member.line();
-    assert!(joined.starts_with("* 127.0.0.1:") && joined.ends_with(" joined"), "{joined}");
+    assert!(
+        joined.starts_with("* 127.0.0.1:") && joined.ends_with(" joined"),
+        "{joined}"
+    );
     let old = &joined[2..joined.len() - " joined".len()];
     member.expect(&format!("* {old} is now cli"));
 
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all("hello from the command line\n".as_bytes()).unwrap();
+    stdin
+        .write_all("hello from the command line\n".as_bytes())
+        .unwrap();
     member.expect("cli: hello from the command line");
 
     let (tx, rx) = mpsc::channel();
@@ -318,7 +334,10 @@ fn client_command_sends_standard_input_and_prints_the_room() {
         }
     });
     member.say("hi cli");
-    assert_eq!(rx.recv_timeout(STEP).unwrap(), format!("{}: hi cli", member.name));
+    assert_eq!(
+        rx.recv_timeout(STEP).unwrap(),
+        format!("{}: hi cli", member.name)
+    );
 
     // End of input: the client leaves and exits.
     drop(stdin);

@@ -30,15 +30,23 @@ fn udp_lookups_are_trimmed_and_case_insensitive_and_keep_the_query() {
     let server = ServerProcess::start(&["serve", "dict", "--bind", "udp://127.0.0.1:0"], 1);
     assert!(server.url().starts_with("udp://"));
     let socket = udp(&server.addr());
-    for word in ["hello", "world", "socket", "server", "client", "thread", "protocol", "packet"] {
+    for word in [
+        "hello", "world", "socket", "server", "client", "thread", "protocol", "packet",
+    ] {
         let answer = ask_udp(&socket, word.as_bytes());
         let definition = answer
             .strip_prefix(&format!("{word}: "))
             .unwrap_or_else(|| panic!("{answer:?}"));
-        assert!(!definition.is_empty() && definition != "not found", "{word}: {answer:?}");
+        assert!(
+            !definition.is_empty() && definition != "not found",
+            "{word}: {answer:?}"
+        );
         assert!(!answer.ends_with('\n'), "a UDP answer has no newline");
         // Any case, surrounding white space: the same definition, the query's case.
-        let shouted = ask_udp(&socket, format!(" \t{}\r\n", word.to_uppercase()).as_bytes());
+        let shouted = ask_udp(
+            &socket,
+            format!(" \t{}\r\n", word.to_uppercase()).as_bytes(),
+        );
         assert_eq!(shouted, format!("{}: {definition}", word.to_uppercase()));
     }
     assert_eq!(ask_udp(&socket, b"xyzzy"), "xyzzy: not found");
@@ -59,13 +67,21 @@ fn tcp_lines_get_one_line_each() {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     // Pipelined, with \r\n and surrounding blanks.
-    writer.write_all(b"Thread\r\n  PROTOCOL  \nnothing\n\xff\n").unwrap();
+    writer
+        .write_all(b"Thread\r\n  PROTOCOL  \nnothing\n\xff\n")
+        .unwrap();
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("Thread: a path of execution") && line.ends_with("\n"), "{line:?}");
+    assert!(
+        line.starts_with("Thread: a path of execution") && line.ends_with("\n"),
+        "{line:?}"
+    );
     line.clear();
     reader.read_line(&mut line).unwrap();
-    assert!(line.starts_with("PROTOCOL: ") && line.ends_with('\n'), "{line:?}");
+    assert!(
+        line.starts_with("PROTOCOL: ") && line.ends_with('\n'),
+        "{line:?}"
+    );
     line.clear();
     reader.read_line(&mut line).unwrap();
     assert_eq!(line, "nothing: not found\n");
@@ -88,7 +104,9 @@ fn tcp_lines_get_one_line_each() {
         b"",
     );
     assert!(status.success(), "{err}");
-    assert!(String::from_utf8(out).unwrap().starts_with("socket: an endpoint"));
+    assert!(String::from_utf8(out)
+        .unwrap()
+        .starts_with("socket: an endpoint"));
 }
 
 #[test]
@@ -119,7 +137,10 @@ fn every_transport_at_once() {
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("client: ") && answer.ends_with('\n'), "{answer:?}");
+    assert!(
+        answer.starts_with("client: ") && answer.ends_with('\n'),
+        "{answer:?}"
+    );
 
     let own = dir.join("me.sock");
     let gram = UnixDatagram::bind(&own).unwrap();
@@ -128,14 +149,23 @@ fn every_transport_at_once() {
     let mut buf = [0u8; 1024];
     let n = gram.recv(&mut buf).unwrap();
     let answer = std::str::from_utf8(&buf[..n]).unwrap();
-    assert!(answer.starts_with("SERVER: a program") && !answer.ends_with('\n'), "{answer:?}");
+    assert!(
+        answer.starts_with("SERVER: a program") && !answer.ends_with('\n'),
+        "{answer:?}"
+    );
 
     // The client command over each URL.
     for url in &server.urls {
-        let (status, out, err) = run_with_input(program().args(["client", "dict", "--connect", url]), b"World\n");
+        let (status, out, err) = run_with_input(
+            program().args(["client", "dict", "--connect", url]),
+            b"World\n",
+        );
         assert!(status.success(), "{url}: {err}");
         let out = String::from_utf8(out).unwrap();
-        assert!(out.starts_with("World: ") && out.ends_with('\n') && out.lines().count() == 1, "{url}: {out:?}");
+        assert!(
+            out.starts_with("World: ") && out.ends_with('\n') && out.lines().count() == 1,
+            "{url}: {out:?}"
+        );
     }
 }
 
@@ -149,13 +179,28 @@ fn word_files_replace_the_builtin_dictionary() {
     )
     .unwrap();
     let server = ServerProcess::start(
-        &["serve", "dict", "--bind", "udp://127.0.0.1:0", "--words", file.to_str().unwrap()],
+        &[
+            "serve",
+            "dict",
+            "--bind",
+            "udp://127.0.0.1:0",
+            "--words",
+            file.to_str().unwrap(),
+        ],
         1,
     );
     let socket = udp(&server.addr());
-    assert_eq!(ask_udp(&socket, b"rust"), "rust: a fungus, too", "a later duplicate wins");
+    assert_eq!(
+        ask_udp(&socket, b"rust"),
+        "rust: a fungus, too",
+        "a later duplicate wins"
+    );
     assert_eq!(ask_udp(&socket, b"Ferris"), "Ferris: the crab");
-    assert_eq!(ask_udp(&socket, b"hello"), "hello: not found", "the built-in words are gone");
+    assert_eq!(
+        ask_udp(&socket, b"hello"),
+        "hello: not found",
+        "the built-in words are gone"
+    );
     assert_eq!(ask_udp(&socket, b"# my words"), "# my words: not found");
 }
 
@@ -168,7 +213,14 @@ fn word_file_errors_exit_1_naming_the_line() {
     for (path, reason) in [(&bad, "line 4: "), (&missing, "No such file")] {
         let path = path.to_str().unwrap();
         let (status, out, err) = run_with_input(
-            program().args(["serve", "dict", "--bind", "udp://127.0.0.1:0", "--words", path]),
+            program().args([
+                "serve",
+                "dict",
+                "--bind",
+                "udp://127.0.0.1:0",
+                "--words",
+                path,
+            ]),
             b"",
         );
         assert_eq!(status.code(), Some(1), "{err}");

@@ -60,7 +60,10 @@ impl<S: Read + Write> Conn<S> {
     fn response(&mut self, head_only: bool) -> Response {
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with("HTTP/1.1 ") && line.ends_with("\r\n"), "status line {line:?}");
+        assert!(
+            line.starts_with("HTTP/1.1 ") && line.ends_with("\r\n"),
+            "status line {line:?}"
+        );
         let status = line[9..12].parse().unwrap();
         let mut headers = Vec::new();
         loop {
@@ -79,7 +82,11 @@ impl<S: Read + Write> Conn<S> {
             headers,
             body: Vec::new(),
         };
-        let length: usize = response.header("Content-Length").expect("Content-Length").parse().unwrap();
+        let length: usize = response
+            .header("Content-Length")
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
         if !head_only {
             response.body = vec![0; length];
             self.reader.read_exact(&mut response.body).unwrap();
@@ -112,7 +119,9 @@ fn start_root(root: &Path, extra: &[&str]) -> ServerProcess {
 /// A GET on a fresh connection that asks to close.
 fn get(server: &ServerProcess, target: &str) -> Response {
     let mut conn = Conn::open(server);
-    conn.send(format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes());
+    conn.send(
+        format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
     let response = conn.response(false);
     assert_eq!(response.header("Connection"), Some("close"));
     assert!(conn.closed());
@@ -139,8 +148,14 @@ fn builtin_page_links_a_picture_that_is_served() {
     let server = start(&[]);
     let page = get(&server, "/");
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("Content-Type"), Some("text/html; charset=utf-8"));
-    assert_eq!(page.header("Content-Length").unwrap(), page.body.len().to_string());
+    assert_eq!(
+        page.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(
+        page.header("Content-Length").unwrap(),
+        page.body.len().to_string()
+    );
     let date = httpdate::parse_http_date(page.header("Date").unwrap()).unwrap();
     let skew = SystemTime::now().duration_since(date).unwrap_or_default();
     assert!(skew < Duration::from_secs(60));
@@ -148,7 +163,11 @@ fn builtin_page_links_a_picture_that_is_served() {
     assert!(text.contains("hello world"), "{text}");
     assert!(text.contains(r#"src="/hello.png""#), "{text}");
     assert_eq!(get(&server, "/index.html").body, page.body);
-    assert_eq!(get(&server, "/?lang=en#top").body, page.body, "the query is ignored");
+    assert_eq!(
+        get(&server, "/?lang=en#top").body,
+        page.body,
+        "the query is ignored"
+    );
 
     let picture = get(&server, "/hello.png");
     assert_eq!(picture.status, 200);
@@ -166,14 +185,25 @@ fn keep_alive_head_and_pipelining() {
     conn.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = conn.response(true);
     assert_eq!(head.status, 200);
-    assert!(head.header("Connection").is_none(), "HTTP/1.1 stays open by default");
+    assert!(
+        head.header("Connection").is_none(),
+        "HTTP/1.1 stays open by default"
+    );
     conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let get_response = conn.response(false);
     assert_eq!(get_response.status, 200);
-    assert_eq!(head.header("Content-Length").unwrap(), get_response.body.len().to_string());
+    assert_eq!(
+        head.header("Content-Length").unwrap(),
+        get_response.body.len().to_string()
+    );
     // Two requests in one write, answered in order on the same connection.
-    conn.send(b"GET /hello.png HTTP/1.1\r\nHost: t\r\n\r\nGET /missing HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(conn.response(false).header("Content-Type"), Some("image/png"));
+    conn.send(
+        b"GET /hello.png HTTP/1.1\r\nHost: t\r\n\r\nGET /missing HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    assert_eq!(
+        conn.response(false).header("Content-Type"),
+        Some("image/png")
+    );
     assert_eq!(conn.response(false).status, 404);
     // Connection: close ends it after the answer.
     conn.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
@@ -194,7 +224,10 @@ fn http_1_0_closes_unless_asked_to_keep_alive() {
 
     let mut conn = Conn::open(&server);
     conn.send(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
-    assert_eq!(conn.response(false).header("Connection"), Some("keep-alive"));
+    assert_eq!(
+        conn.response(false).header("Connection"),
+        Some("keep-alive")
+    );
     conn.send(b"HEAD /hello.png HTTP/1.0\r\n\r\n");
     let response = conn.response(true);
     assert_eq!(response.header("Content-Type"), Some("image/png"));
@@ -212,7 +245,18 @@ fn site() -> (TempDir, std::path::PathBuf) {
     std::fs::write(root.join("sub/index.html"), "<h1>sub index</h1>").unwrap();
     std::fs::write(root.join("with space.txt"), "spaced").unwrap();
     for name in [
-        "a.txt", "s.css", "app.js", "d.json", "i.png", "p.jpg", "p.jpeg", "g.gif", "v.svg", "f.ico", "data.bin", "UPPER.HTML",
+        "a.txt",
+        "s.css",
+        "app.js",
+        "d.json",
+        "i.png",
+        "p.jpg",
+        "p.jpeg",
+        "g.gif",
+        "v.svg",
+        "f.ico",
+        "data.bin",
+        "UPPER.HTML",
     ] {
         std::fs::write(root.join(name), format!("content of {name}")).unwrap();
     }
@@ -248,22 +292,47 @@ fn files_under_the_root_with_their_types() {
         assert!(response.header("Last-Modified").is_some());
     }
     assert_eq!(get(&server, "/").text(), "<h1>root index</h1>");
-    assert_eq!(get(&server, "/index.html?x=1").text(), "<h1>root index</h1>");
+    assert_eq!(
+        get(&server, "/index.html?x=1").text(),
+        "<h1>root index</h1>"
+    );
     assert_eq!(get(&server, "/sub/").text(), "<h1>sub index</h1>");
     assert_eq!(get(&server, "/with%20space.txt").text(), "spaced");
     assert_eq!(get(&server, "/%61.txt").text(), "content of a.txt");
-    assert_eq!(get(&server, "/sub%2Findex.html").text(), "<h1>sub index</h1>", "an encoded slash separates");
-    assert_eq!(get(&server, "//sub//./index.html").text(), "<h1>sub index</h1>");
-    assert_eq!(get(&server, "http://example.com/a.txt").text(), "content of a.txt", "absolute form");
+    assert_eq!(
+        get(&server, "/sub%2Findex.html").text(),
+        "<h1>sub index</h1>",
+        "an encoded slash separates"
+    );
+    assert_eq!(
+        get(&server, "//sub//./index.html").text(),
+        "<h1>sub index</h1>"
+    );
+    assert_eq!(
+        get(&server, "http://example.com/a.txt").text(),
+        "content of a.txt",
+        "absolute form"
+    );
 
     // A directory without its slash is redirected, query kept.
     let moved = get(&server, "/sub");
     assert_eq!(moved.status, 301);
     assert_eq!(moved.header("Location"), Some("/sub/"));
-    assert_eq!(get(&server, "/sub?page=2").header("Location"), Some("/sub/?page=2"));
+    assert_eq!(
+        get(&server, "/sub?page=2").header("Location"),
+        Some("/sub/?page=2")
+    );
 
-    assert_eq!(get(&server, "/empty/").status, 404, "a directory without index.html");
-    assert_eq!(get(&server, "/a.txt/").status, 404, "a file is not a directory");
+    assert_eq!(
+        get(&server, "/empty/").status,
+        404,
+        "a directory without index.html"
+    );
+    assert_eq!(
+        get(&server, "/a.txt/").status,
+        404,
+        "a file is not a directory"
+    );
     assert_eq!(get(&server, "/nope.txt").status, 404);
     assert_eq!(get(&server, "/nope/deeper").status, 404);
 }
@@ -313,7 +382,11 @@ fn unreadable_and_special_files_are_forbidden() {
     std::fs::write(&locked, "locked").unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
     let server = start_root(&root, &[]);
-    assert_eq!(get(&server, "/pipe.txt").status, 403, "a FIFO is not served (and does not block)");
+    assert_eq!(
+        get(&server, "/pipe.txt").status,
+        403,
+        "a FIFO is not served (and does not block)"
+    );
     // root reads any file whatever its mode: check only as another user.
     if unsafe { libc::geteuid() } != 0 {
         assert_eq!(get(&server, "/locked.txt").status, 403);
@@ -326,7 +399,9 @@ fn other_methods_get_405_with_allow() {
     let server = start(&[]);
     let mut conn = Conn::open(&server);
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"] {
-        conn.send(format!("{method} / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").as_bytes());
+        conn.send(
+            format!("{method} / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").as_bytes(),
+        );
         let response = conn.response(false);
         assert_eq!(response.status, 405, "{method}");
         assert_eq!(response.header("Allow"), Some("GET, HEAD"));
@@ -363,7 +438,9 @@ fn malformed_requests_get_400_and_cost_only_their_connection() {
         refused(&server, request, 400);
     }
     // A TLS ClientHello (no newline in sight): refused at once.
-    let mut hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
     hello.extend((0..200u8).map(|i| i.wrapping_mul(37) | 0x80));
     refused(&server, &hello, 400);
 }
@@ -380,17 +457,35 @@ fn oversized_requests_get_414_and_431() {
     let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(8192));
     refused(&server, long.as_bytes(), 414);
     // Without a newline, the 414 comes as soon as the limit is passed.
-    refused(&server, format!("GET /{}", "b".repeat(9000)).as_bytes(), 414);
+    refused(
+        &server,
+        format!("GET /{}", "b".repeat(9000)).as_bytes(),
+        414,
+    );
 
     // 100 fields pass, 101 are 431.
-    let fields = |n: usize| (0..n).map(|i| format!("X-F{i}: {i}\r\n")).collect::<String>();
+    let fields = |n: usize| {
+        (0..n)
+            .map(|i| format!("X-F{i}: {i}\r\n"))
+            .collect::<String>()
+    };
     let mut conn = Conn::open(&server);
     conn.send(format!("GET / HTTP/1.1\r\n{}\r\n", fields(100)).as_bytes());
     assert_eq!(conn.response(false).status, 200);
-    refused(&server, format!("GET / HTTP/1.1\r\n{}\r\n", fields(101)).as_bytes(), 431);
+    refused(
+        &server,
+        format!("GET / HTTP/1.1\r\n{}\r\n", fields(101)).as_bytes(),
+        431,
+    );
     // A head over 64 KiB in few fields.
-    let big_fields: String = (0..20).map(|i| format!("X-Big{i}: {}\r\n", "v".repeat(4000))).collect();
-    refused(&server, format!("GET / HTTP/1.1\r\n{big_fields}\r\n").as_bytes(), 431);
+    let big_fields: String = (0..20)
+        .map(|i| format!("X-Big{i}: {}\r\n", "v".repeat(4000)))
+        .collect();
+    refused(
+        &server,
+        format!("GET / HTTP/1.1\r\n{big_fields}\r\n").as_bytes(),
+        431,
+    );
     // Both too long: the request line is checked first.
     refused(
         &server,
@@ -401,9 +496,24 @@ fn oversized_requests_get_414_and_431() {
 
 #[test]
 fn limits_are_configurable() {
-    let server = start(&["--max-request-line", "64", "--max-headers", "2", "--max-head", "1KiB"]);
-    refused(&server, format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(60)).as_bytes(), 414);
-    refused(&server, b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431);
+    let server = start(&[
+        "--max-request-line",
+        "64",
+        "--max-headers",
+        "2",
+        "--max-head",
+        "1KiB",
+    ]);
+    refused(
+        &server,
+        format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(60)).as_bytes(),
+        414,
+    );
+    refused(
+        &server,
+        b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+        431,
+    );
     refused(
         &server,
         format!("GET / HTTP/1.1\r\nA: {}\r\n\r\n", "x".repeat(1024)).as_bytes(),
@@ -420,7 +530,10 @@ fn idle_connections_are_closed() {
     let idle_since = Instant::now();
     assert!(conn.closed(), "an idle keep-alive connection is closed");
     let waited = idle_since.elapsed();
-    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
     // A connection that never sends anything, too.
     let mut silent = Conn::open(&server);
     assert!(silent.closed());
@@ -434,7 +547,10 @@ fn large_files_are_streamed_whole() {
     let server = start_root(&dir.0, &[]);
     let mut conn = Conn::open(&server);
     conn.send(b"HEAD /big.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n");
-    assert_eq!(conn.response(true).header("Content-Length"), Some("5000000"));
+    assert_eq!(
+        conn.response(true).header("Content-Length"),
+        Some("5000000")
+    );
     let response = conn.response(false);
     assert!(response.body == data, "the body differs from the file");
 }
@@ -444,7 +560,17 @@ fn unix_socket_and_client_command() {
     let dir = TempDir::new("http-unix");
     let sock = dir.join("http.sock");
     let url = format!("unix:{}", sock.display());
-    let server = ServerProcess::start(&["serve", "http", "--bind", &url, "--bind", "tcp://127.0.0.1:0"], 2);
+    let server = ServerProcess::start(
+        &[
+            "serve",
+            "http",
+            "--bind",
+            &url,
+            "--bind",
+            "tcp://127.0.0.1:0",
+        ],
+        2,
+    );
     let stream = UnixStream::connect(&sock).unwrap();
     stream.set_read_timeout(Some(STEP)).unwrap();
     let mut conn = Conn {
@@ -455,7 +581,8 @@ fn unix_socket_and_client_command() {
     assert!(conn.response(false).text().contains("hello world"));
 
     for url in &server.urls {
-        let (status, out, err) = run_with_input(program().args(["client", "http", "--connect", url]), b"");
+        let (status, out, err) =
+            run_with_input(program().args(["client", "http", "--connect", url]), b"");
         assert!(status.success(), "{err}");
         assert!(String::from_utf8_lossy(&out).contains("hello world"));
         assert!(err.contains("HTTP 200 OK"), "{err}");
@@ -467,7 +594,13 @@ fn unix_socket_and_client_command() {
     assert!(status.success(), "{err}");
     assert!(out.starts_with(b"\x89PNG"));
     let (status, _, err) = run_with_input(
-        program().args(["client", "http", "--connect", &server.urls[1], "/missing page"]),
+        program().args([
+            "client",
+            "http",
+            "--connect",
+            &server.urls[1],
+            "/missing page",
+        ]),
         b"",
     );
     assert_eq!(status.code(), Some(1));
@@ -482,20 +615,38 @@ fn a_bad_root_exits_1() {
     for root in [dir.join("missing"), file] {
         let root = root.to_str().unwrap();
         let (status, out, err) = run_with_input(
-            program().args(["serve", "http", "--bind", "tcp://127.0.0.1:0", "--root", root]),
+            program().args([
+                "serve",
+                "http",
+                "--bind",
+                "tcp://127.0.0.1:0",
+                "--root",
+                root,
+            ]),
             b"",
         );
         assert_eq!(status.code(), Some(1), "{err}");
         assert!(out.is_empty());
-        assert!(err.starts_with(&format!("error: cannot use --root {root}: ")), "{err}");
+        assert!(
+            err.starts_with(&format!("error: cannot use --root {root}: ")),
+            "{err}"
+        );
     }
-    let (status, _, err) = run_with_input(program().args(["serve", "http", "--bind", "udp://127.0.0.1:0"]), b"");
+    let (status, _, err) = run_with_input(
+        program().args(["serve", "http", "--bind", "udp://127.0.0.1:0"]),
+        b"",
+    );
     assert_eq!(status.code(), Some(2), "{err}");
 }
 
 /// The browser to drive, if one is installed.
 fn find_chromium() -> Option<std::path::PathBuf> {
-    let candidates = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"];
+    let candidates = [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ];
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
         for name in candidates {

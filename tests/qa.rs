@@ -40,7 +40,10 @@ impl Client {
     fn line(&mut self) -> String {
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
-        assert!(line.ends_with('\n'), "an answer ends in a newline: {line:?}");
+        assert!(
+            line.ends_with('\n'),
+            "an answer ends in a newline: {line:?}"
+        );
         line.pop();
         line
     }
@@ -74,7 +77,11 @@ fn builtin_table_in_order_and_default_answer() {
     assert_eq!(client.ask("你是男生女生"), "我是机器人");
     assert_eq!(client.ask("你睡了吗"), "吸引才是最重要的");
     assert_eq!(client.ask("what is this?"), DEFAULT);
-    assert_eq!(client.ask(""), DEFAULT, "an empty line gets the default answer");
+    assert_eq!(
+        client.ask(""),
+        DEFAULT,
+        "an empty line gets the default answer"
+    );
     // The first keyword in table order wins, wherever it is in the question.
     assert_eq!(client.ask("睡了吗？你几岁？你好"), "你好啊");
     // \r\n is accepted and not part of the question.
@@ -88,7 +95,14 @@ fn pipelined_questions_are_answered_in_order() {
     let server = start(&[]);
     let mut client = Client::connect(&server);
     let questions = ["你好", "x", "几岁", "", "叫什么", "睡了"];
-    let expected = ["你好啊", DEFAULT, "我两岁啦", DEFAULT, "我叫小美", "吸引才是最重要的"];
+    let expected = [
+        "你好啊",
+        DEFAULT,
+        "我两岁啦",
+        DEFAULT,
+        "我叫小美",
+        "吸引才是最重要的",
+    ];
     let mut batch = String::new();
     for _ in 0..200 {
         for q in questions {
@@ -140,7 +154,10 @@ fn an_over_long_line_is_refused_at_once_and_the_connection_closed() {
     let mut client = Client::connect(&server);
     client.send(&[b'a'; 8193]);
     assert_eq!(client.line(), "error: line too long");
-    assert!(client.rest().is_empty(), "the server closes after the error");
+    assert!(
+        client.rest().is_empty(),
+        "the server closes after the error"
+    );
 
     // Answers to the questions before the long line still come first; the
     // data after it is never answered.
@@ -170,10 +187,18 @@ fn max_line_is_configurable() {
 fn answers_file_replaces_the_table_in_its_order() {
     let dir = TempDir::new("qa-answers");
     let file = dir.join("answers.json");
-    std::fs::write(&file, r#"{"weather": "晴天", "rain": "带伞", "你好": "hello!"}"#).unwrap();
+    std::fs::write(
+        &file,
+        r#"{"weather": "晴天", "rain": "带伞", "你好": "hello!"}"#,
+    )
+    .unwrap();
     let server = start(&["--answers", file.to_str().unwrap()]);
     let mut client = Client::connect(&server);
-    assert_eq!(client.ask("rain or weather?"), "晴天", "the file's order, not the text's");
+    assert_eq!(
+        client.ask("rain or weather?"),
+        "晴天",
+        "the file's order, not the text's"
+    );
     assert_eq!(client.ask("rain"), "带伞");
     assert_eq!(client.ask("你好"), "hello!");
     assert_eq!(client.ask("几岁"), DEFAULT, "the built-in table is gone");
@@ -195,13 +220,23 @@ fn answers_file_errors_exit_1() {
         }
         let path = path.to_str().unwrap();
         let (status, out, err) = run_with_input(
-            program().args(["serve", "qa", "--bind", "tcp://127.0.0.1:0", "--answers", path]),
+            program().args([
+                "serve",
+                "qa",
+                "--bind",
+                "tcp://127.0.0.1:0",
+                "--answers",
+                path,
+            ]),
             b"",
         );
         assert_eq!(status.code(), Some(1), "{name}: {err}");
         assert!(out.is_empty(), "nothing is announced");
         let prefix = format!("error: cannot load --answers {path}: ");
-        assert!(err.starts_with(&prefix) && err.contains(reason), "{name}: {err}");
+        assert!(
+            err.starts_with(&prefix) && err.contains(reason),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -241,7 +276,10 @@ fn client_command_with_arguments_and_standard_input() {
         "叫什么\r\n\nhi\n".as_bytes(),
     );
     assert!(status.success(), "{err}");
-    assert_eq!(String::from_utf8(out).unwrap(), format!("我叫小美\n{DEFAULT}\n{DEFAULT}\n"));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        format!("我叫小美\n{DEFAULT}\n{DEFAULT}\n")
+    );
 }
 
 #[test]
@@ -251,7 +289,17 @@ fn the_course_python_client_works_unchanged() {
     let (host, port) = addr.rsplit_once(':').unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/qa_client.py");
     let (status, out, err) = run_with_input(
-        Command::new("python3").args([script, host, port, "你好", "你叫什么", "今天天气", "你几岁", "男生女生？", "睡了"]),
+        Command::new("python3").args([
+            script,
+            host,
+            port,
+            "你好",
+            "你叫什么",
+            "今天天气",
+            "你几岁",
+            "男生女生？",
+            "睡了",
+        ]),
         b"",
     );
     assert!(status.success(), "python client failed: {err}");

@@ -73,7 +73,10 @@ impl ChatSender {
     /// Sends one line (or a command such as `/nick NAME`).
     pub fn send(&mut self, line: &str) -> io::Result<()> {
         if line.contains(['\n', '\r']) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a message is one line"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a message is one line",
+            ));
         }
         self.0.write_all(format!("{line}\n").as_bytes())
     }
@@ -92,7 +95,10 @@ impl ChatReceiver {
         match read_line(&mut self.0, &mut line, MAX_LINE)? {
             Line::Complete { .. } => Ok(Some(String::from_utf8_lossy(&line).into_owned())),
             Line::Eof => Ok(None),
-            Line::TooLong => Err(io::Error::new(io::ErrorKind::InvalidData, "a line from the room is too long")),
+            Line::TooLong => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a line from the room is too long",
+            )),
         }
     }
 }

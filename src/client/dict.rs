@@ -57,14 +57,20 @@ impl DictClient {
             DictClient::Datagram(client) => client.request(word.as_bytes())?,
             DictClient::Stream { writer, reader } => {
                 if word.contains(['\n', '\r']) {
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "a word is one line"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a word is one line",
+                    ));
                 }
                 writer.write_all(format!("{word}\n").as_bytes())?;
                 let mut line = Vec::new();
                 match read_line(reader, &mut line, MAX_ANSWER)? {
                     Line::Complete { .. } => line,
                     Line::TooLong => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "the answer is too long"))
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the answer is too long",
+                        ))
                     }
                     Line::Eof => {
                         return Err(io::Error::new(

@@ -16,7 +16,15 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// What is escaped in a path: what may not appear in a request target. `%`
 /// stays, so an already encoded path goes through unchanged.
-const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`').add(b'#').add(b'{').add(b'}');
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'#')
+    .add(b'{')
+    .add(b'}');
 
 /// An HTTP response: the status and fields, and the body to read (it
 /// implements [`Read`]).
@@ -65,7 +73,10 @@ impl Read for Response {
         let n = self.reader.read(&mut buf[..want])?;
         if let Some(left) = &mut self.left {
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the body ended early"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the body ended early",
+                ));
             }
             *left -= n as u64;
         }
@@ -76,9 +87,17 @@ impl Read for Response {
 /// Sends one request (`Connection: close`) for `path` to a `tcp://` or
 /// `unix:` URL and reads the response's head; the body is read from the
 /// [`Response`]. Each read waits at most `timeout`.
-pub fn request(url: &SocketUrl, method: &str, path: &str, timeout: Duration) -> io::Result<Response> {
+pub fn request(
+    url: &SocketUrl,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<Response> {
     if !path.starts_with('/') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the path must start with /"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path must start with /",
+        ));
     }
     let host = match url {
         SocketUrl::Tcp(addr) => addr.as_str(),
@@ -94,19 +113,25 @@ pub fn request(url: &SocketUrl, method: &str, path: &str, timeout: Duration) -> 
         env!("CARGO_PKG_VERSION")
     )?;
     let mut reader = BufReader::new(connection);
-    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("invalid response: {why}"));
+    let invalid = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("invalid response: {why}"),
+        )
+    };
     let mut line = Vec::new();
     let mut budget = MAX_HEAD;
-    let mut next_line = |reader: &mut BufReader<Connection>, line: &mut Vec<u8>| -> io::Result<String> {
-        match read_line(reader, line, budget)? {
-            Line::Complete { terminated: true } => {
-                budget = budget.saturating_sub(line.len() + 2);
-                Ok(String::from_utf8_lossy(line).into_owned())
+    let mut next_line =
+        |reader: &mut BufReader<Connection>, line: &mut Vec<u8>| -> io::Result<String> {
+            match read_line(reader, line, budget)? {
+                Line::Complete { terminated: true } => {
+                    budget = budget.saturating_sub(line.len() + 2);
+                    Ok(String::from_utf8_lossy(line).into_owned())
+                }
+                Line::TooLong => Err(invalid("the head is too large")),
+                _ => Err(invalid("the connection ended in the head")),
             }
-            Line::TooLong => Err(invalid("the head is too large")),
-            _ => Err(invalid("the connection ended in the head")),
-        }
-    };
+        };
     let status_line = next_line(&mut reader, &mut line)?;
     let mut parts = status_line.splitn(3, ' ');
     let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
@@ -123,7 +148,9 @@ pub fn request(url: &SocketUrl, method: &str, path: &str, timeout: Duration) -> 
         if field.is_empty() {
             break;
         }
-        let (name, value) = field.split_once(':').ok_or_else(|| invalid("a field without a colon"))?;
+        let (name, value) = field
+            .split_once(':')
+            .ok_or_else(|| invalid("a field without a colon"))?;
         headers.push((name.trim().to_string(), value.trim().to_string()));
     }
     let mut response = Response {
@@ -133,13 +160,14 @@ pub fn request(url: &SocketUrl, method: &str, path: &str, timeout: Duration) -> 
         reader,
         left: None,
     };
-    response.left = if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 || status < 200 {
-        Some(0)
-    } else {
-        match response.header("content-length") {
-            Some(length) => Some(length.parse().map_err(|_| invalid("bad Content-Length"))?),
-            None => None,
-        }
-    };
+    response.left =
+        if method.eq_ignore_ascii_case("HEAD") || status == 204 || status == 304 || status < 200 {
+            Some(0)
+        } else {
+            match response.header("content-length") {
+                Some(length) => Some(length.parse().map_err(|_| invalid("bad Content-Length"))?),
+                None => None,
+            }
+        };
     Ok(response)
 }

@@ -55,11 +55,16 @@ impl QaClient {
     pub fn answer(&mut self) -> io::Result<String> {
         let mut line = Vec::new();
         match read_line(&mut self.reader, &mut line, MAX_ANSWER)? {
-            Line::Complete { .. } => {
-                String::from_utf8(line).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the answer is not UTF-8"))
-            }
-            Line::TooLong => Err(io::Error::new(io::ErrorKind::InvalidData, "the answer is too long")),
-            Line::Eof => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")),
+            Line::Complete { .. } => String::from_utf8(line)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the answer is not UTF-8")),
+            Line::TooLong => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the answer is too long",
+            )),
+            Line::Eof => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )),
         }
     }
 }

@@ -115,7 +115,12 @@ impl ChatRoom {
 
     /// The names of the members, sorted.
     pub fn members(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.members.lock().values().map(|m| m.name.clone()).collect();
+        let mut names: Vec<String> = self
+            .members
+            .lock()
+            .values()
+            .map(|m| m.name.clone())
+            .collect();
         names.sort();
         names
     }
@@ -160,12 +165,20 @@ impl ChatRoom {
             }
         };
         if new.is_empty() {
-            return reply(&members, "* a nick cannot be empty (use /nick NAME)\n".into());
+            return reply(
+                &members,
+                "* a nick cannot be empty (use /nick NAME)\n".into(),
+            );
         }
-        if members.iter().any(|(&other, m)| other != id && m.name == new) {
+        if members
+            .iter()
+            .any(|(&other, m)| other != id && m.name == new)
+        {
             return reply(&members, format!("* the nick {new} is taken\n"));
         }
-        let Some(member) = members.get_mut(&id) else { return };
+        let Some(member) = members.get_mut(&id) else {
+            return;
+        };
         if member.name == new {
             return;
         }

@@ -44,18 +44,51 @@ pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 /// The built-in dictionary: words of the trade, defined here.
 const BUILTIN: &[(&str, &str)] = &[
     ("hello", "a greeting; what a client says first"),
-    ("world", "everything out there, beyond the loopback interface"),
-    ("socket", "an endpoint of communication: an address, a port, and a file descriptor"),
-    ("server", "a program that waits for requests and answers them"),
-    ("client", "a program that connects to a server and asks it for something"),
-    ("thread", "a path of execution that shares memory with the others of its process"),
-    ("protocol", "the rules two programs agree on before they talk"),
-    ("packet", "a unit of data that travels the network on its own"),
+    (
+        "world",
+        "everything out there, beyond the loopback interface",
+    ),
+    (
+        "socket",
+        "an endpoint of communication: an address, a port, and a file descriptor",
+    ),
+    (
+        "server",
+        "a program that waits for requests and answers them",
+    ),
+    (
+        "client",
+        "a program that connects to a server and asks it for something",
+    ),
+    (
+        "thread",
+        "a path of execution that shares memory with the others of its process",
+    ),
+    (
+        "protocol",
+        "the rules two programs agree on before they talk",
+    ),
+    (
+        "packet",
+        "a unit of data that travels the network on its own",
+    ),
     ("port", "a 16-bit number that tells a host's services apart"),
-    ("datagram", "a self-contained message, delivered whole or not at all (UDP)"),
-    ("stream", "an ordered flow of bytes without message boundaries (TCP)"),
-    ("frame", "a message with its length in front, so that a stream can carry messages"),
-    ("handshake", "the exchange that opens a connection or a session"),
+    (
+        "datagram",
+        "a self-contained message, delivered whole or not at all (UDP)",
+    ),
+    (
+        "stream",
+        "an ordered flow of bytes without message boundaries (TCP)",
+    ),
+    (
+        "frame",
+        "a message with its length in front, so that a stream can carry messages",
+    ),
+    (
+        "handshake",
+        "the exchange that opens a connection or a session",
+    ),
     ("timeout", "how long to wait before giving up"),
     ("latency", "the time a message takes to arrive"),
     ("bandwidth", "how many bytes a link carries per second"),
@@ -126,9 +159,11 @@ impl Dictionary {
                 continue;
             }
             let number = index + 1;
-            let (word, definition) = line
-                .split_once('\t')
-                .ok_or_else(|| WordsError(format!("line {number}: no TAB between the word and its definition")))?;
+            let (word, definition) = line.split_once('\t').ok_or_else(|| {
+                WordsError(format!(
+                    "line {number}: no TAB between the word and its definition"
+                ))
+            })?;
             if word.trim().is_empty() {
                 return Err(WordsError(format!("line {number}: the word is empty")));
             }
@@ -192,7 +227,11 @@ fn fold(word: &str) -> String {
 impl RequestHandler<DatagramRequest> for Dictionary {
     fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
         if req.packet().len() > self.max_line {
-            log::info!("{}: a request of {} bytes, over the limit", req.peer_addr(), req.packet().len());
+            log::info!(
+                "{}: a request of {} bytes, over the limit",
+                req.peer_addr(),
+                req.packet().len()
+            );
             return req.reply(LINE_TOO_LONG.as_bytes());
         }
         let answer = self.answer_bytes(req.packet());
@@ -207,7 +246,11 @@ impl RequestHandler<StreamRequest> for Dictionary {
             match read_line(req, &mut line, self.max_line)? {
                 Line::Eof => return Ok(()),
                 Line::TooLong => {
-                    log::info!("{}: a line over {} bytes; closing", req.peer_addr(), self.max_line);
+                    log::info!(
+                        "{}: a line over {} bytes; closing",
+                        req.peer_addr(),
+                        self.max_line
+                    );
                     req.write_all(format!("{LINE_TOO_LONG}\n").as_bytes())?;
                     close_after_answer(req);
                     return Ok(());
@@ -229,23 +272,36 @@ mod tests {
     #[test]
     fn builtin_words_are_there() {
         let dict = Dictionary::builtin();
-        for word in ["hello", "world", "socket", "server", "client", "thread", "protocol", "packet"] {
+        for word in [
+            "hello", "world", "socket", "server", "client", "thread", "protocol", "packet",
+        ] {
             assert!(dict.lookup(word).is_some(), "{word}");
             assert!(dict.lookup(&word.to_uppercase()).is_some(), "{word}");
         }
-        assert_eq!(dict.answer(" \tPacket \r\n"), format!("Packet: {}", dict.lookup("packet").unwrap()));
+        assert_eq!(
+            dict.answer(" \tPacket \r\n"),
+            format!("Packet: {}", dict.lookup("packet").unwrap())
+        );
         assert_eq!(dict.answer(""), ": not found");
     }
 
     #[test]
     fn word_files() {
-        let dict = Dictionary::parse("\n# comment\n  Alpha \t first letter \r\nbeta\tsecond\nALPHA\tagain\n").unwrap();
+        let dict = Dictionary::parse(
+            "\n# comment\n  Alpha \t first letter \r\nbeta\tsecond\nALPHA\tagain\n",
+        )
+        .unwrap();
         assert_eq!(dict.len(), 2);
         assert_eq!(dict.lookup("alpha"), Some("again"));
         assert_eq!(dict.lookup("Beta"), Some("second"));
-        let e = Dictionary::parse("a\tb\n\n# c\nno tab here\n").unwrap_err().to_string();
+        let e = Dictionary::parse("a\tb\n\n# c\nno tab here\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("line 4:"), "{e}");
-        assert!(Dictionary::parse("\tnothing\n").unwrap_err().to_string().contains("line 1"));
+        assert!(Dictionary::parse("\tnothing\n")
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
         assert!(Dictionary::parse("").unwrap().is_empty());
     }
 

@@ -113,7 +113,10 @@ impl StaticHttp {
     pub fn with_root(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = fs::canonicalize(root)?;
         if !fs::metadata(&root)?.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a directory",
+            ));
         }
         Ok(StaticHttp {
             root: Some(root),
@@ -165,7 +168,10 @@ impl RequestHandler<StreamRequest> for StaticHttp {
             if request.chunked || request.content_length > MAX_DISCARDED_BODY {
                 persistence = Persistence::Close;
             } else if request.content_length > 0 {
-                let skipped = io::copy(&mut (&mut *req).take(request.content_length), &mut io::sink())?;
+                let skipped = io::copy(
+                    &mut (&mut *req).take(request.content_length),
+                    &mut io::sink(),
+                )?;
                 if skipped < request.content_length {
                     return Ok(());
                 }
@@ -362,7 +368,8 @@ impl StaticHttp {
 fn parse_request_line(line: &[u8]) -> Result<(&str, &str, &'static str), &'static str> {
     let text = std::str::from_utf8(line).map_err(|_| "the request line is not UTF-8")?;
     let mut parts = text.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("the request line does not have three parts");
     };
@@ -398,8 +405,14 @@ fn parse_field(line: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
 
 /// `bytes` without leading and trailing spaces and tabs.
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -434,17 +447,27 @@ fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
 /// The built-in site: the page and its picture.
 fn builtin_page(segments: &[&[u8]], wants_directory: bool) -> Response {
     match segments {
-        [] if wants_directory => Response::bytes(200, "text/html; charset=utf-8", page().as_bytes().to_vec()),
+        [] if wants_directory => {
+            Response::bytes(200, "text/html; charset=utf-8", page().as_bytes().to_vec())
+        }
         [b"index.html"] if !wants_directory => {
             Response::bytes(200, "text/html; charset=utf-8", page().as_bytes().to_vec())
         }
-        [b"hello.png"] if !wants_directory => Response::bytes(200, "image/png", hello_png().to_vec()),
+        [b"hello.png"] if !wants_directory => {
+            Response::bytes(200, "image/png", hello_png().to_vec())
+        }
         _ => Response::error(404),
     }
 }
 
 /// A file under the root, the index of a directory, or the reason why not.
-fn serve_file(root: &Path, segments: &[&[u8]], wants_directory: bool, raw_path: &str, query: Option<&str>) -> Response {
+fn serve_file(
+    root: &Path,
+    segments: &[&[u8]],
+    wants_directory: bool,
+    raw_path: &str,
+    query: Option<&str>,
+) -> Response {
     let mut real = match resolve(root, root, segments) {
         Ok(real) => real,
         Err(status) => return Response::error(status),
@@ -607,7 +630,12 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Writes the status line, the fields and (unless `head_only`) the body.
-fn send(req: &mut StreamRequest, response: &Response, head_only: bool, persistence: Persistence) -> io::Result<()> {
+fn send(
+    req: &mut StreamRequest,
+    response: &Response,
+    head_only: bool,
+    persistence: Persistence,
+) -> io::Result<()> {
     let mut head = String::with_capacity(256);
     let _ = write!(
         head,
@@ -619,7 +647,11 @@ fn send(req: &mut StreamRequest, response: &Response, head_only: bool, persisten
         response.length()
     );
     if let Some(modified) = response.last_modified {
-        let _ = write!(head, "Last-Modified: {}\r\n", httpdate::fmt_http_date(modified));
+        let _ = write!(
+            head,
+            "Last-Modified: {}\r\n",
+            httpdate::fmt_http_date(modified)
+        );
     }
     if let Some(location) = &response.location {
         let _ = write!(head, "Location: {location}\r\n");
@@ -648,12 +680,17 @@ fn send(req: &mut StreamRequest, response: &Response, head_only: bool, persisten
             let mut left = *length;
             let mut file = file;
             while left > 0 {
-                let want = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let want = buffer
+                    .len()
+                    .min(usize::try_from(left).unwrap_or(usize::MAX));
                 let n = file.read(&mut buffer[..want])?;
                 if n == 0 {
                     // The file shrank while being sent: the promised length
                     // cannot be kept, so the connection must end.
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being sent"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while being sent",
+                    ));
                 }
                 req.write_all(&buffer[..n])?;
                 left -= n as u64;
@@ -725,7 +762,11 @@ fn draw_globe(size: usize) -> Vec<u8> {
             let z = (1.0 - (dx * dx + dy * dy).min(1.0)).sqrt();
             let light = (0.35 + 0.65 * (-0.45 * dx - 0.55 * dy + 0.7 * z).max(0.0)).min(1.0);
             let land = (dx * 5.0).sin() + (dy * 4.0 + (dx * 3.0).cos()).cos() > 1.0;
-            let (r, g, b) = if land { (70.0, 170.0, 80.0) } else { (40.0, 110.0, 220.0) };
+            let (r, g, b) = if land {
+                (70.0, 170.0, 80.0)
+            } else {
+                (40.0, 110.0, 220.0)
+            };
             pixels.extend_from_slice(&[
                 (r * light) as u8,
                 (g * light) as u8,
@@ -763,7 +804,11 @@ fn encode_png(width: u32, height: u32, rgba: &[u8]) -> Vec<u8> {
     ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8 bits, RGBA, deflate, filter 0, no interlace
 
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [(b"IHDR", &ihdr[..]), (b"IDAT", &zlib[..]), (b"IEND", &[][..])] {
+    for (kind, data) in [
+        (b"IHDR", &ihdr[..]),
+        (b"IDAT", &zlib[..]),
+        (b"IEND", &[][..]),
+    ] {
         png.extend_from_slice(&(data.len() as u32).to_be_bytes());
         let start = png.len();
         png.extend_from_slice(kind);
@@ -780,7 +825,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &byte in bytes {
         crc ^= u32::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -802,8 +851,14 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        assert_eq!(parse_request_line(b"GET / HTTP/1.1"), Ok(("GET", "/", "HTTP/1.1")));
-        assert_eq!(parse_request_line(b"HEAD /a?b HTTP/1.0"), Ok(("HEAD", "/a?b", "HTTP/1.0")));
+        assert_eq!(
+            parse_request_line(b"GET / HTTP/1.1"),
+            Ok(("GET", "/", "HTTP/1.1"))
+        );
+        assert_eq!(
+            parse_request_line(b"HEAD /a?b HTTP/1.0"),
+            Ok(("HEAD", "/a?b", "HTTP/1.0"))
+        );
         for bad in [
             &b"GET /"[..],
             b"GET HTTP/1.1",
@@ -816,7 +871,11 @@ mod tests {
             b"GET /\xff HTTP/1.1",
             b"",
         ] {
-            assert!(parse_request_line(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_request_line(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -834,7 +893,10 @@ mod tests {
     fn targets() {
         assert_eq!(split_target("/a/b?x=1#f"), Some(("/a/b", Some("x=1"))));
         assert_eq!(split_target("/a#f"), Some(("/a", None)));
-        assert_eq!(split_target("http://host:8000/p?q"), Some(("/p", Some("q"))));
+        assert_eq!(
+            split_target("http://host:8000/p?q"),
+            Some(("/p", Some("q")))
+        );
         assert_eq!(split_target("HTTPS://host"), Some(("/", None)));
         assert_eq!(split_target("*"), None);
         assert_eq!(split_target("a/b"), None);
@@ -858,6 +920,9 @@ mod tests {
         assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 64);
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
         assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
-        assert!(png.ends_with(&[0xAE, 0x42, 0x60, 0x82]), "the IEND chunk's CRC");
+        assert!(
+            png.ends_with(&[0xAE, 0x42, 0x60, 0x82]),
+            "the IEND chunk's CRC"
+        );
     }
 }

@@ -31,7 +31,11 @@ pub(crate) enum Line {
 /// or `\r\n`. A line is too long as soon as more than `max` bytes have arrived
 /// without a newline (the terminator does not count), so `line` never holds
 /// more than `max + 1` bytes.
-pub(crate) fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+pub(crate) fn read_line(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
     line.clear();
     loop {
         let available = match reader.fill_buf() {
@@ -171,7 +175,10 @@ mod tests {
         // A megabyte without a newline: the buffer stays small.
         let big = vec![b'x'; 1 << 20];
         let mut reader = BufReader::with_capacity(8192, &big[..]);
-        assert_eq!(read_line(&mut reader, &mut line, 100).unwrap(), Line::TooLong);
+        assert_eq!(
+            read_line(&mut reader, &mut line, 100).unwrap(),
+            Line::TooLong
+        );
         assert!(line.len() <= 101, "{}", line.len());
     }
 

@@ -100,7 +100,12 @@ impl Default for QaBot {
 impl QaBot {
     /// The bot with the built-in table and an 8 KiB line limit.
     pub fn new() -> Self {
-        Self::with_table(BUILTIN.iter().map(|&(k, a)| (k.to_string(), a.to_string())).collect())
+        Self::with_table(
+            BUILTIN
+                .iter()
+                .map(|&(k, a)| (k.to_string(), a.to_string()))
+                .collect(),
+        )
     }
 
     /// A bot with its own table of (keyword, answer) pairs, tried in order;
@@ -123,11 +128,13 @@ impl QaBot {
             .ok_or_else(|| AnswersError("not a JSON object of keyword to answer".into()))?;
         let mut table = Vec::with_capacity(object.len());
         for (keyword, answer) in object {
-            let answer = answer
-                .as_str()
-                .ok_or_else(|| AnswersError(format!("the answer to {keyword:?} is not a string")))?;
+            let answer = answer.as_str().ok_or_else(|| {
+                AnswersError(format!("the answer to {keyword:?} is not a string"))
+            })?;
             if answer.contains(['\n', '\r']) {
-                return Err(AnswersError(format!("the answer to {keyword:?} contains a line break")));
+                return Err(AnswersError(format!(
+                    "the answer to {keyword:?} contains a line break"
+                )));
             }
             table.push((keyword.clone(), answer.to_string()));
         }
@@ -170,7 +177,11 @@ impl RequestHandler<StreamRequest> for QaBot {
             let answer = match read_line(req, &mut line, self.max_line)? {
                 Line::Eof => return Ok(()),
                 Line::TooLong => {
-                    log::info!("{}: a question over {} bytes; closing", req.peer_addr(), self.max_line);
+                    log::info!(
+                        "{}: a question over {} bytes; closing",
+                        req.peer_addr(),
+                        self.max_line
+                    );
                     req.write_all(format!("{LINE_TOO_LONG}\n").as_bytes())?;
                     close_after_answer(req);
                     return Ok(());
@@ -207,8 +218,14 @@ mod tests {
 
     #[test]
     fn json_tables_are_checked() {
-        assert!(QaBot::from_json("[1, 2]").unwrap_err().to_string().contains("object"));
-        assert!(QaBot::from_json("{").unwrap_err().to_string().contains("JSON"));
+        assert!(QaBot::from_json("[1, 2]")
+            .unwrap_err()
+            .to_string()
+            .contains("object"));
+        assert!(QaBot::from_json("{")
+            .unwrap_err()
+            .to_string()
+            .contains("JSON"));
         let e = QaBot::from_json(r#"{"a": 1}"#).unwrap_err().to_string();
         assert!(e.contains("\"a\"") && e.contains("not a string"), "{e}");
         assert!(QaBot::from_json(r#"{"a": "x\ny"}"#).is_err());

@@ -29,10 +29,13 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
+    let urls = args
+        .bind
+        .urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
     let dict = match &args.words {
-        Some(path) => Dictionary::load(path)
-            .map_err(|e| CliError::Failed(format!("cannot load --words {}: {e}", path.display())))?,
+        Some(path) => Dictionary::load(path).map_err(|e| {
+            CliError::Failed(format!("cannot load --words {}: {e}", path.display()))
+        })?,
         None => Dictionary::builtin(),
     };
     let dict = Arc::new(dict.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));

@@ -51,7 +51,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             .max_head(size(args.max_head))
             .max_headers(args.max_headers),
     );
-    let options = args.pool.options(Some(DEFAULT_IDLE)).write_timeout(Some(WRITE_TIMEOUT));
+    let options = args
+        .pool
+        .options(Some(DEFAULT_IDLE))
+        .write_timeout(Some(WRITE_TIMEOUT));
     let mut launcher = Launcher::new(options);
     for url in &urls {
         launcher.stream(url, Arc::clone(&site))?;
@@ -77,8 +80,10 @@ pub struct ClientArgs {
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let method = if args.head { "HEAD" } else { "GET" };
-    let mut response = http::request(&args.connect, method, &args.path, args.timeout)
-        .map_err(|e| CliError::Failed(format!("{method} {} from {}: {e}", args.path, args.connect)))?;
+    let mut response =
+        http::request(&args.connect, method, &args.path, args.timeout).map_err(|e| {
+            CliError::Failed(format!("{method} {} from {}: {e}", args.path, args.connect))
+        })?;
     eprintln!("HTTP {} {}", response.status, response.reason);
     let mut stdout = io::stdout().lock();
     if args.head {
@@ -90,7 +95,10 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     }
     stdout.flush()?;
     if response.status >= 400 {
-        return Err(CliError::Failed(format!("HTTP {} {}", response.status, response.reason)));
+        return Err(CliError::Failed(format!(
+            "HTTP {} {}",
+            response.status, response.reason
+        )));
     }
     Ok(())
 }

@@ -30,11 +30,13 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
     let bot = match &args.answers {
-        Some(path) => QaBot::load(path)
-            .map_err(|e| CliError::Failed(format!("cannot load --answers {}: {e}", path.display())))?,
+        Some(path) => QaBot::load(path).map_err(|e| {
+            CliError::Failed(format!("cannot load --answers {}: {e}", path.display()))
+        })?,
         None => QaBot::new(),
     };
-    let bot = std::sync::Arc::new(bot.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));
+    let bot =
+        std::sync::Arc::new(bot.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));
     let mut launcher = Launcher::new(args.pool.options(None));
     for url in &urls {
         launcher.stream(url, std::sync::Arc::clone(&bot))?;
