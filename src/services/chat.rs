@@ -227,7 +227,10 @@ fn initial_name(peer: &Address, id: u64) -> String {
 impl RequestHandler<StreamRequest> for ChatRoom {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let name = initial_name(req.peer_addr(), id);
+        // (`peer_addr` may return the address or a reference to it.)
+        #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
+        let peer: Address = req.peer_addr().clone();
+        let name = initial_name(&peer, id);
         let outbox = Arc::new(Outbox::new(self.max_backlog, req.try_clone_writer()?));
         let writer = req.try_clone_writer()?;
         std::thread::scope(|scope| {
