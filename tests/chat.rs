@@ -352,3 +352,27 @@ fn client_command_sends_standard_input_and_prints_the_room() {
     };
     assert!(status.success());
 }
+
+#[test]
+fn shutdown_tells_the_members_and_does_not_wait_for_the_deadline() {
+    let mut server = start(&["--shutdown-timeout", "30"]);
+    let mut a = Member::join(&server);
+    let mut b = Member::join(&server);
+    a.expect(&format!("* {} joined", b.name));
+    let asked = Instant::now();
+    server.signal("TERM");
+    for member in [&mut a, &mut b] {
+        let rest = member.until_closed();
+        assert!(
+            rest.ends_with("* the server is shutting down\n"),
+            "{rest:?}"
+        );
+    }
+    let status = server.wait(STEP).expect("the server exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+}

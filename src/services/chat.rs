@@ -31,6 +31,10 @@
 //! while the room keeps talking is disconnected when its queue overflows, and
 //! the others see `* NAME left`. A member that only listens is not cut for
 //! being quiet (unless the server has an idle timeout).
+//!
+//! When the server shuts down, every member is told
+//! `* the server is shutting down` and its connection is closed, so the
+//! server stops at once rather than at its shutdown deadline.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -41,7 +45,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::line::{close_after_answer, read_line, Line};
-use crate::{Address, RequestHandler, StreamRequest, StreamWriter};
+use crate::{Address, RequestHandler, ServerHandle, StreamRequest, StreamWriter};
 
 /// The default bound of a member's outgoing queue, in bytes.
 pub const DEFAULT_MAX_BACKLOG: usize = 1 << 20;
@@ -51,6 +55,14 @@ pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 
 /// The answer to a line over the limit, before the member is disconnected.
 pub const LINE_TOO_LONG: &str = "error: line too long";
+
+/// What members are told when the server shuts down, before it closes their
+/// connections.
+pub const SHUTTING_DOWN: &str = "* the server is shutting down\n";
+
+/// How often an idle member's writer looks whether the server is shutting
+/// down.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
 /// How long a leaving member's last messages may take to go out.
 const FLUSH_ON_LEAVE: Duration = Duration::from_secs(2);
@@ -233,11 +245,12 @@ impl RequestHandler<StreamRequest> for ChatRoom {
         let name = initial_name(&peer, id);
         let outbox = Arc::new(Outbox::new(self.max_backlog, req.try_clone_writer()?));
         let writer = req.try_clone_writer()?;
+        let server = req.server().clone();
         std::thread::scope(|scope| {
             let drainer = Arc::clone(&outbox);
             std::thread::Builder::new()
                 .name("chat-writer".into())
-                .spawn_scoped(scope, move || drainer.drain(writer))?;
+                .spawn_scoped(scope, move || drainer.drain(writer, &server))?;
             // From here on, the member leaves and its writer stops however
             // this ends, a panic included (the scope waits for the writer).
             let membership = Membership {
@@ -345,15 +358,20 @@ impl Outbox {
 
     /// The writer thread: writes what is queued, batch by batch, until the
     /// outbox is closed (or finished and empty) or the connection fails.
-    fn drain(&self, mut writer: StreamWriter) {
+    fn drain(&self, mut writer: StreamWriter, server: &ServerHandle) {
         let mut batch = Vec::new();
+        let mut server_stopping = false;
         loop {
             {
                 let mut state = self.state.lock();
                 while state.queue.is_empty() && !state.closed && !state.finishing {
-                    self.changed.wait(&mut state);
+                    if server.is_shutdown() {
+                        server_stopping = true;
+                        break;
+                    }
+                    self.changed.wait_for(&mut state, SHUTDOWN_POLL);
                 }
-                if state.closed || state.queue.is_empty() {
+                if server_stopping || state.closed || state.queue.is_empty() {
                     break;
                 }
                 std::mem::swap(&mut batch, &mut state.queue);
@@ -372,6 +390,17 @@ impl Outbox {
                 let _ = self.connection.shutdown();
                 break;
             }
+            if server.is_shutdown() {
+                server_stopping = true;
+                break;
+            }
+        }
+        if server_stopping {
+            // A membership never ends by itself: end it, so that the server
+            // stops at once instead of waiting for its shutdown deadline.
+            // The member's reader sees the end of input and leaves the room.
+            let _ = writer.write_all(SHUTTING_DOWN.as_bytes());
+            let _ = self.connection.shutdown();
         }
         let mut state = self.state.lock();
         state.closed = true;
