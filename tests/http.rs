@@ -697,3 +697,26 @@ fn a_real_browser_shows_the_page_and_its_picture() {
     let log = server.stderr_text();
     assert!(log.contains("\"GET /hello.png HTTP/1.1\" 200"), "{log}");
 }
+
+#[test]
+fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let mut server = start(&["--shutdown-timeout", "30"]);
+    let mut conn = Conn::open(&server);
+    conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(conn.response(false).status, 200);
+    // The connection is now idle, as a browser leaves it.
+    let asked = Instant::now();
+    server.signal("TERM");
+    assert!(conn.closed());
+    let status = server.wait(STEP).expect("the server exits");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        !server.stderr_text().contains("cut"),
+        "nothing was cut at the deadline"
+    );
+}

@@ -29,8 +29,10 @@
 //! unless it sends `Connection: keep-alive`. Pipelined requests are answered
 //! in order. A request body (sent with GET, say) is read and discarded up to
 //! 1 MiB; beyond that, or with `Transfer-Encoding`, the connection is closed
-//! after the answer. Idle connections are closed by the server's
-//! [`idle_timeout`](crate::Options::idle_timeout).
+//! after the answer. A connection idle between requests for
+//! [`StaticHttp::idle_timeout`] (60 s by default) is closed, and so is every
+//! idle one when the server shuts down: open browser tabs do not hold the
+//! shutdown up.
 //!
 //! ```text
 //! > GET /notes/ HTTP/1.1
@@ -54,7 +56,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use percent_encoding::percent_decode_str;
 
@@ -67,6 +69,11 @@ pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
 pub const DEFAULT_MAX_HEAD: usize = 64 * 1024;
 /// The default most header fields in a request.
 pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The default time a connection may stay idle between requests.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a connection waiting for its next request looks whether the
+/// server is shutting down.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 /// The largest request body that is read and discarded to keep a connection.
 const MAX_DISCARDED_BODY: u64 = 1 << 20;
 /// How many empty lines may come before a request line (RFC 9112 asks servers
@@ -96,6 +103,7 @@ pub struct StaticHttp {
     max_request_line: usize,
     max_head: usize,
     max_headers: usize,
+    idle_timeout: Option<Duration>,
 }
 
 impl StaticHttp {
@@ -106,6 +114,7 @@ impl StaticHttp {
             max_request_line: DEFAULT_MAX_REQUEST_LINE,
             max_head: DEFAULT_MAX_HEAD,
             max_headers: DEFAULT_MAX_HEADERS,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 
@@ -146,12 +155,24 @@ impl StaticHttp {
         self.max_headers = fields;
         self
     }
+
+    /// Sets how long a connection may wait idle for its next request, and
+    /// each read within a request (default 60 s; `None`: no limit). This
+    /// replaces the server's [`idle_timeout`](crate::Options::idle_timeout)
+    /// on the connections it serves.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
 }
 
 impl RequestHandler<StreamRequest> for StaticHttp {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let mut line = Vec::new();
         loop {
+            if !self.await_request(req)? {
+                return Ok(());
+            }
             let request = match self.read_head(req, &mut line)? {
                 Head::Closed => return Ok(()),
                 Head::Bad(status, why) => {
@@ -230,6 +251,51 @@ enum Persistence {
 }
 
 impl StaticHttp {
+    /// Waits for the first byte of the next request; false when the
+    /// connection should close instead: the client closed it, it stayed idle
+    /// for the idle timeout, or the server is shutting down. Waits in short
+    /// slices so that a shutdown is noticed at once.
+    fn await_request(&self, req: &mut StreamRequest) -> io::Result<bool> {
+        let deadline = self.idle_timeout.map(|t| Instant::now() + t);
+        loop {
+            if req.server().is_shutdown() {
+                return Ok(false);
+            }
+            let mut slice = SHUTDOWN_POLL;
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    log::debug!(
+                        "{}: idle for {:?}; closing",
+                        req.peer_addr(),
+                        self.idle_timeout.unwrap_or_default()
+                    );
+                    return Ok(false);
+                }
+                slice = slice.min(left);
+            }
+            req.set_read_timeout(Some(slice))?;
+            let ready = match req.fill_buf() {
+                Ok(bytes) => Some(!bytes.is_empty()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(ready) = ready {
+                req.set_read_timeout(self.idle_timeout)?;
+                return Ok(ready);
+            }
+        }
+    }
+
     fn read_head(&self, req: &mut StreamRequest, line: &mut Vec<u8>) -> io::Result<Head> {
         // Empty lines before a request are ignored; the first byte of a
         // request must be a letter of its method, which turns away TLS and

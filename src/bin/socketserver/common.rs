@@ -83,6 +83,12 @@ impl PoolArgs {
         }
         options
     }
+
+    /// `--idle-timeout`, for services that set their own read timeouts
+    /// (after a handshake, say) and must restore it.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
 }
 
 /// The `--bind` option, repeatable.

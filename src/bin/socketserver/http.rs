@@ -49,7 +49,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let site = Arc::new(
         site.max_request_line(size(args.max_request_line))
             .max_head(size(args.max_head))
-            .max_headers(args.max_headers),
+            .max_headers(args.max_headers)
+            .idle_timeout(args.pool.idle_timeout().or(Some(DEFAULT_IDLE))),
     );
     let options = args
         .pool
