@@ -261,6 +261,8 @@ impl RequestHandler<StreamRequest> for ChatRoom {
             log::debug!("chat: {name} joined");
             self.join(id, name, Arc::clone(&outbox));
             let result = self.converse(req, id);
+            // Out of the room first, so that the error is the last line sent.
+            self.leave(id);
             let too_long = matches!(result, Ok(true));
             if too_long {
                 outbox.push(format!("{LINE_TOO_LONG}\n").as_bytes());
@@ -283,7 +285,8 @@ struct Membership<'a> {
 }
 
 impl Membership<'_> {
-    /// Leaves the room; true when everything queued for the member went out.
+    /// Leaves the room (if still in it); true when everything queued for the
+    /// member went out.
     fn end(self) -> bool {
         self.room.leave(self.id);
         self.outbox.finish(FLUSH_ON_LEAVE)
