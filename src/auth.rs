@@ -141,12 +141,12 @@ pub fn server_handshake<S: Read + Write>(
     handshake_inner(stream, key, framing, None)
 }
 
-/// [`server_handshake`] under a [`FailureLimit`] for the client at `peer`:
-/// an address already blocked when its answer arrives (because other
-/// connections of it failed meanwhile) is denied without its answer being
-/// checked ([`Verdict::Refused`]), so parallel connections cannot try more
-/// keys than the limit lets through; a wrong answer is counted, a right one
-/// clears the count. Checking the limit before the challenge is the
+/// [`server_handshake`] under a [`FailureLimit`] for the client at `peer`
+/// ([`FailureLimit::judge`]): an address already blocked when its answer
+/// arrives (because other connections of it failed meanwhile) is denied
+/// without its answer being checked ([`Verdict::Refused`]), so parallel
+/// connections cannot try more keys than the limit lets through; a wrong
+/// answer is counted, a right one clears the count. Checking the limit before the challenge is the
 /// caller's business ([`FailureLimit::check`]).
 pub fn server_handshake_limited<S: Read + Write>(
     stream: &mut S,
@@ -174,20 +174,12 @@ fn handshake_inner<S: Read + Write>(
             format!("truncated handshake: the client sent {got} of {ANSWER_LEN} answer bytes"),
         ));
     }
+    let verify = || key.verify(&challenge, &answer);
     let verdict = match limit {
-        Some((limit, peer)) if limit.check(peer).is_err() => Verdict::Refused,
-        _ if key.verify(&challenge, &answer) => Verdict::Accepted,
-        _ => Verdict::Denied,
+        Some((limit, peer)) => limit.judge(peer, verify),
+        None if verify() => Verdict::Accepted,
+        None => Verdict::Denied,
     };
-    if let Some((limit, peer)) = limit {
-        match verdict {
-            Verdict::Accepted => limit.succeeded(peer),
-            Verdict::Denied => {
-                limit.failed(peer);
-            }
-            Verdict::Refused => {}
-        }
-    }
     let status = if verdict == Verdict::Accepted {
         "ok"
     } else {
@@ -307,8 +299,11 @@ impl FailureLimit {
         if self.max_failures == 0 {
             return Ok(());
         }
-        let table = self.table.lock();
-        let Some(entry) = table.get(&Source::of(peer)) else {
+        self.blocked(&self.table.lock(), Source::of(peer))
+    }
+
+    fn blocked(&self, table: &HashMap<Source, Failures>, source: Source) -> Result<(), Blocked> {
+        let Some(entry) = table.get(&source) else {
             return Ok(());
         };
         let since = entry.last.elapsed();
@@ -326,9 +321,11 @@ impl FailureLimit {
         if self.max_failures == 0 {
             return 0;
         }
+        self.record_failure(&mut self.table.lock(), Source::of(peer))
+    }
+
+    fn record_failure(&self, table: &mut HashMap<Source, Failures>, source: Source) -> u32 {
         let now = Instant::now();
-        let source = Source::of(peer);
-        let mut table = self.table.lock();
         if table.len() >= MAX_TRACKED && !table.contains_key(&source) {
             let window = self.window;
             table.retain(|_, entry| now.duration_since(entry.last) < window);
@@ -352,6 +349,32 @@ impl FailureLimit {
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
         entry.count
+    }
+
+    /// Judges an answer from `peer` under the limit, in one step: refused
+    /// unchecked while the address is blocked, otherwise `verify` decides
+    /// and the outcome is counted. Being one step, parallel connections of
+    /// one address get at most `max_failures` answers checked per window.
+    pub fn judge(&self, peer: &Address, verify: impl FnOnce() -> bool) -> Verdict {
+        if self.max_failures == 0 {
+            return if verify() {
+                Verdict::Accepted
+            } else {
+                Verdict::Denied
+            };
+        }
+        let source = Source::of(peer);
+        let mut table = self.table.lock();
+        if self.blocked(&table, source).is_err() {
+            return Verdict::Refused;
+        }
+        if verify() {
+            table.remove(&source);
+            Verdict::Accepted
+        } else {
+            self.record_failure(&mut table, source);
+            Verdict::Denied
+        }
     }
 
     /// Forgets the failures of `peer` (it answered right).
