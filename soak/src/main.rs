@@ -820,7 +820,8 @@ fn plot(
     )?;
     let panels = root.split_evenly((3, 1));
     let t_max = rows.iter().map(|r| r.0).fold(1.0, f64::max);
-    let metrics: [(&str, fn(&Sample) -> f64); 3] = [
+    type Metric = (&'static str, fn(&Sample) -> f64);
+    let metrics: [Metric; 3] = [
         ("RSS (MiB)", |s| s.rss_kib as f64 / 1024.0),
         ("threads", |s| s.threads as f64),
         ("open descriptors", |s| s.fds as f64),
