@@ -95,6 +95,7 @@ mod endpoint;
 pub mod framing;
 mod group;
 mod handler;
+pub mod loadgen;
 mod options;
 mod pool;
 mod registry;

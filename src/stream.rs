@@ -132,7 +132,10 @@ impl BufRead for StreamRequest {
 /// reader and the writer can be borrowed at once.
 #[derive(Debug)]
 struct ReadBuffer {
+    /// Empty until the first buffered read: a handler that only reads into
+    /// its own large buffers never pays for it.
     bytes: Box<[u8]>,
+    capacity: usize,
     start: usize,
     end: usize,
 }
@@ -140,7 +143,8 @@ struct ReadBuffer {
 impl ReadBuffer {
     fn new(capacity: usize) -> Self {
         ReadBuffer {
-            bytes: vec![0; capacity].into_boxed_slice(),
+            bytes: Box::default(),
+            capacity,
             start: 0,
             end: 0,
         }
@@ -148,6 +152,9 @@ impl ReadBuffer {
 
     fn fill(&mut self, mut socket: &Socket) -> io::Result<&[u8]> {
         if self.start >= self.end {
+            if self.bytes.is_empty() {
+                self.bytes = vec![0; self.capacity].into_boxed_slice();
+            }
             self.end = socket.read(&mut self.bytes)?;
             self.start = 0;
         }
@@ -160,7 +167,7 @@ impl ReadBuffer {
 
     fn read(&mut self, mut socket: &Socket, out: &mut [u8]) -> io::Result<usize> {
         // A large read with nothing buffered skips the copy.
-        if self.start >= self.end && out.len() >= self.bytes.len() {
+        if self.start >= self.end && out.len() >= self.capacity {
             return socket.read(out);
         }
         let available = self.fill(socket)?;

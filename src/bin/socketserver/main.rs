@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod common;
 mod echo_upper;
 mod exec;
@@ -29,6 +30,8 @@ enum Command {
     /// Talk to a service (reads standard input when no ARGS are given).
     #[command(subcommand)]
     Client(Client),
+    /// Load a server with many clients and measure it (every answer is checked).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Client(Client::Exec(args)) => return exec::client(args),
         Command::Serve(Serve::Files(args)) => files::serve(args),
         Command::Client(Client::Files(args)) => files::client(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
