@@ -537,6 +537,39 @@ mod tests {
     }
 
     #[test]
+    fn parallel_answers_are_judged_one_at_a_time() {
+        let limit = std::sync::Arc::new(FailureLimit::new(4, Duration::from_secs(60)));
+        let checked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let (limit, checked) = (limit.clone(), checked.clone());
+                std::thread::spawn(move || {
+                    let peer = inet(&format!("10.0.0.1:{}", 1000 + i));
+                    limit.judge(&peer, || {
+                        checked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(5));
+                        false
+                    })
+                })
+            })
+            .collect();
+        let verdicts: Vec<Verdict> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(checked.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Denied).count(),
+            4
+        );
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Refused).count(),
+            12
+        );
+        // Off: every answer is checked.
+        let off = FailureLimit::off();
+        assert_eq!(off.judge(&inet("10.0.0.1:1"), || true), Verdict::Accepted);
+        assert_eq!(off.judge(&inet("10.0.0.1:1"), || false), Verdict::Denied);
+    }
+
+    #[test]
     fn unix_clients_share_one_count_and_off_never_blocks() {
         let limit = FailureLimit::new(1, Duration::from_secs(60));
         limit.failed(&Address::Unix(None));
