@@ -52,16 +52,18 @@ fn hundred_clients_at_once_all_answered() {
             .unwrap();
     let running = Running::start(server);
     let addr = running.inet();
+    // All 100 connect before any talks, and each keeps its connection until
+    // the main thread has looked at the server: held at once.
     let clients: Vec<_> = (0..100).map(|_| connect(addr)).collect();
-    // Every client holds its connection while all do round trips.
-    let barrier = Arc::new(std::sync::Barrier::new(101));
+    let hold = Arc::new(std::sync::RwLock::new(()));
+    let holding = hold.write().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
     let threads: Vec<_> = clients
         .into_iter()
         .enumerate()
         .map(|(i, (mut stream, mut reader))| {
-            let barrier = barrier.clone();
+            let (hold, done_tx) = (hold.clone(), done_tx.clone());
             std::thread::spawn(move || {
-                barrier.wait();
                 for round in 0..20 {
                     let answer = ask(
                         &mut stream,
@@ -70,20 +72,23 @@ fn hundred_clients_at_once_all_answered() {
                     );
                     assert_eq!(answer, format!("CLIENT {i} ROUND {round}"));
                 }
-                barrier.wait(); // all done, connections still open
-                barrier.wait(); // the main thread has looked
+                done_tx.send(i).unwrap();
+                drop(hold.read()); // until the main thread lets go
             })
         })
         .collect();
-    barrier.wait();
-    barrier.wait();
+    for _ in 0..100 {
+        done_rx
+            .recv_timeout(STEP)
+            .expect("every client finishes its round trips");
+    }
     let stats = running.handle.stats();
     assert_eq!(stats.active, 100, "all connections were held at once");
     assert!(
         stats.threads >= 100,
         "the pool grew to serve them: {stats:?}"
     );
-    barrier.wait();
+    drop(holding);
     for t in threads {
         t.join().unwrap();
     }

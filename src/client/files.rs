@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::Connection;
 use crate::auth::{client_handshake, Key};
 use crate::framing::{body, Framing};
-use crate::services::files::{hex, is_sha256_hex};
+use crate::services::files::{hex, is_sha256_hex, sha256_prefix};
 use crate::SocketUrl;
 
 /// The size of the copy buffer.
@@ -190,15 +190,13 @@ impl FilesClient {
         };
         let mut file = File::open(path)?;
         let size = file.metadata()?.len();
-        let mut hasher = Sha256::new();
-        let hashed = io::copy(&mut (&mut file).take(size), &mut HashWriter(&mut hasher))?;
+        let (hashed, digest) = sha256_prefix(&mut file, size)?;
         if hashed != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("{} changed while being read", path.display()),
             ));
         }
-        let digest = hex(&hasher.finalize());
         let file = File::open(path)?;
         self.put(&name, file, size, Some(&digest), progress)
     }
@@ -351,17 +349,4 @@ fn bad_answer(map: &Map<String, Value>) -> io::Error {
         io::ErrorKind::InvalidData,
         format!("unexpected answer: {}", Value::Object(map.clone())),
     )
-}
-
-/// Feeds what is written to a hasher.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

@@ -469,8 +469,7 @@ impl Files {
         };
         // The file is never written in place (puts rename over it), so the
         // open file stays as it was measured.
-        let mut hasher = Sha256::new();
-        let hashed = io::copy(&mut (&mut file).take(size), &mut HashWriter(&mut hasher))?;
+        let (hashed, digest) = sha256_prefix(&mut file, size)?;
         if hashed != size {
             return self.refuse(
                 req,
@@ -480,7 +479,6 @@ impl Files {
             );
         }
         file.rewind()?;
-        let digest = hex(&hasher.finalize());
         let header =
             json!({"status": "ok", "file_name": name, "file_size": size, "sha256": digest});
         let sent = self
@@ -575,6 +573,14 @@ impl RequestHandler<StreamRequest> for Files {
             }
         }
     }
+}
+
+/// The sha256 of the first `size` bytes of `file`, as lowercase hex, and how
+/// many bytes there were (fewer than `size` when the file is shorter).
+pub(crate) fn sha256_prefix(file: &mut File, size: u64) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let hashed = io::copy(&mut file.take(size), &mut HashWriter(&mut hasher))?;
+    Ok((hashed, hex(&hasher.finalize())))
 }
 
 /// Feeds what is written to a hasher.
