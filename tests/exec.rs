@@ -358,17 +358,30 @@ fn the_timeout_kills_the_whole_process_group() {
     setup.assert_serves();
 }
 
-/// Gone, or a zombie waiting for init to reap it.
+/// Gone, or a zombie waiting for init to reap it, soon: a SIGKILL is
+/// delivered at once but the process takes a moment to go.
 fn assert_dead(pid: &str) {
-    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        let state = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .next()
-            .unwrap();
-        assert_eq!(state, "Z", "process {pid} is still alive: {stat}");
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .map(|stat| {
+                let after = stat.rsplit_once(')').unwrap().1;
+                (
+                    after.split_whitespace().next().unwrap().to_string(),
+                    stat.clone(),
+                )
+            })
+    };
+    let deadline = std::time::Instant::now() + STEP;
+    while let Some((code, stat)) = state() {
+        if code == "Z" {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} is still alive: {stat}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

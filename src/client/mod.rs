@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use crate::SocketUrl;
 
+pub mod chat;
+pub mod dict;
 pub mod exec;
 pub mod files;
+pub mod http;
+pub mod qa;
 
 /// A connected stream to a server: TCP or Unix.
 #[derive(Debug)]

@@ -5,11 +5,20 @@
 //! `socketserver serve SERVICE` program mounts them on the transports that the
 //! service speaks, and [`crate::client`] talks to them.
 
+pub mod chat;
+pub mod dict;
 mod echo_upper;
 pub mod exec;
 pub mod files;
+pub mod http;
+pub(crate) mod line;
+pub mod qa;
 mod wire;
 
+pub use chat::ChatRoom;
+pub use dict::Dictionary;
 pub use echo_upper::EchoUpper;
 pub use exec::Exec;
 pub use files::Files;
+pub use http::StaticHttp;
+pub use qa::QaBot;

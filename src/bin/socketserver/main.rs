@@ -7,11 +7,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod common;
+mod dict;
 mod echo_upper;
 mod exec;
 mod files;
 mod framed;
+mod http;
+mod qa;
 
 /// Python's socketserver model in Rust: the socket-programming course's
 /// services, served on a thread pool, and their clients.
@@ -42,6 +46,14 @@ enum Serve {
     Exec(exec::ServeArgs),
     /// Stores, serves and lists the files of a directory (tcp, unix).
     Files(files::ServeArgs),
+    /// The Q&A bot: one answer line per question line (tcp, unix).
+    Qa(qa::ServeArgs),
+    /// Word lookup: `WORD: DEFINITION` (udp, tcp, unix, unixgram).
+    Dict(dict::ServeArgs),
+    /// A chat room: each line goes to every other member (tcp, unix).
+    Chat(chat::ServeArgs),
+    /// Static HTTP/1.1 files under --root, or a built-in page (tcp, unix).
+    Http(http::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -52,6 +64,14 @@ enum Client {
     Exec(exec::ClientArgs),
     /// Uploads, downloads or lists files.
     Files(files::ClientArgs),
+    /// Asks ARGS (or each line of standard input) and prints the answers.
+    Qa(qa::ClientArgs),
+    /// Looks up ARGS (or each line of standard input) and prints the definitions.
+    Dict(dict::ClientArgs),
+    /// Joins the room: sends standard input's lines, prints the room's.
+    Chat(chat::ClientArgs),
+    /// Gets PATH and prints the body (the status goes to standard error).
+    Http(http::ClientArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +84,14 @@ fn main() -> ExitCode {
         Command::Client(Client::Exec(args)) => return exec::client(args),
         Command::Serve(Serve::Files(args)) => files::serve(args),
         Command::Client(Client::Files(args)) => files::client(args),
+        Command::Serve(Serve::Qa(args)) => qa::serve(args),
+        Command::Client(Client::Qa(args)) => qa::client(args),
+        Command::Serve(Serve::Dict(args)) => dict::serve(args),
+        Command::Client(Client::Dict(args)) => dict::client(args),
+        Command::Serve(Serve::Chat(args)) => chat::serve(args),
+        Command::Client(Client::Chat(args)) => chat::client(args),
+        Command::Serve(Serve::Http(args)) => http::serve(args),
+        Command::Client(Client::Http(args)) => http::client(args),
         Command::Bench(args) => bench::bench(args),
     };
     match result {

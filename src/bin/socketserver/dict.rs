@@ -1,0 +1,90 @@
+//! `serve dict` and `client dict`.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use socketserver::client::dict::DictClient;
+use socketserver::services::Dictionary;
+use socketserver::SocketUrl;
+
+use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+
+const DEFAULT_URL: &str = "udp://127.0.0.1:9002";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// A word file, one `word<TAB>definition` per line; replaces the built-in dictionary
+    #[arg(long, value_name = "FILE")]
+    words: Option<PathBuf>,
+    /// The longest request (datagram or line), in bytes
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "8KiB")]
+    max_line: u64,
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let urls = args
+        .bind
+        .urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
+    let dict = match &args.words {
+        Some(path) => Dictionary::load(path).map_err(|e| {
+            CliError::Failed(format!("cannot load --words {}: {e}", path.display()))
+        })?,
+        None => Dictionary::builtin(),
+    };
+    let dict = Arc::new(dict.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));
+    let mut launcher = Launcher::new(args.pool.options(None));
+    for url in &urls {
+        if url.is_stream() {
+            launcher.stream(url, Arc::clone(&dict))?;
+        } else {
+            launcher.datagram(url, Arc::clone(&dict))?;
+        }
+    }
+    launcher.run()
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The server's URL (udp://, unixgram:, tcp:// or unix:)
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    connect: SocketUrl,
+    /// Give up waiting for an answer after SECS
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "5")]
+    timeout: Duration,
+    /// Words to look up; standard input, one per line, when none
+    args: Vec<String>,
+}
+
+pub fn client(args: ClientArgs) -> Result<(), CliError> {
+    let mut dict = DictClient::connect(&args.connect, args.timeout)
+        .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
+    let mut stdout = io::stdout().lock();
+    let mut lookup = |word: &str| -> Result<(), CliError> {
+        let answer = dict
+            .lookup(word)
+            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+        writeln!(stdout, "{answer}")?;
+        Ok(stdout.flush()?)
+    };
+    if args.args.is_empty() {
+        let mut stdin = io::stdin().lock();
+        let mut line = Vec::new();
+        while stdin.read_until(b'\n', &mut line)? > 0 {
+            let text = String::from_utf8_lossy(&line);
+            lookup(text.trim_end_matches(['\n', '\r']))?;
+            line.clear();
+        }
+    } else {
+        for word in &args.args {
+            lookup(word)?;
+        }
+    }
+    Ok(())
+}

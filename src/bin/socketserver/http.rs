@@ -1,0 +1,102 @@
+//! `serve http` and `client http`.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use socketserver::client::http;
+use socketserver::services::StaticHttp;
+use socketserver::SocketUrl;
+
+use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+
+const DEFAULT_URL: &str = "tcp://127.0.0.1:8000";
+/// Idle connections close after this long unless --idle-timeout says otherwise.
+const DEFAULT_IDLE: Duration = Duration::from_secs(60);
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// Serve the files under DIR (without it: a built-in hello world page)
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// The longest request line, in bytes (longer: 414)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "8KiB")]
+    max_request_line: u64,
+    /// The largest request head, in bytes (larger: 431)
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "64KiB")]
+    max_head: u64,
+    /// The most header fields in a request (more: 431)
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    max_headers: usize,
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let site = match &args.root {
+        Some(root) => StaticHttp::with_root(root)
+            .map_err(|e| CliError::Failed(format!("cannot use --root {}: {e}", root.display())))?,
+        None => StaticHttp::builtin(),
+    };
+    let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+    let site = Arc::new(
+        site.max_request_line(size(args.max_request_line))
+            .max_head(size(args.max_head))
+            .max_headers(args.max_headers)
+            .idle_timeout(args.pool.idle_timeout().or(Some(DEFAULT_IDLE))),
+    );
+    // A client that stopped reading is cut by --write-timeout (60 s by
+    // default, for every service).
+    let options = args.pool.options(Some(DEFAULT_IDLE));
+    let mut launcher = Launcher::new(options);
+    for url in &urls {
+        launcher.stream(url, Arc::clone(&site))?;
+    }
+    launcher.run()
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The server's URL (tcp:// or unix:)
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    connect: SocketUrl,
+    /// Give up waiting for the server after SECS
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    timeout: Duration,
+    /// Send HEAD instead of GET, and print the header fields
+    #[arg(long)]
+    head: bool,
+    /// The path to get
+    #[arg(default_value = "/")]
+    path: String,
+}
+
+pub fn client(args: ClientArgs) -> Result<(), CliError> {
+    let method = if args.head { "HEAD" } else { "GET" };
+    let mut response =
+        http::request(&args.connect, method, &args.path, args.timeout).map_err(|e| {
+            CliError::Failed(format!("{method} {} from {}: {e}", args.path, args.connect))
+        })?;
+    eprintln!("HTTP {} {}", response.status, response.reason);
+    let mut stdout = io::stdout().lock();
+    if args.head {
+        for (name, value) in &response.headers {
+            writeln!(stdout, "{name}: {value}")?;
+        }
+    } else {
+        io::copy(&mut response, &mut stdout)?;
+    }
+    stdout.flush()?;
+    if response.status >= 400 {
+        return Err(CliError::Failed(format!(
+            "HTTP {} {}",
+            response.status, response.reason
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! `serve qa` and `client qa`.
+
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use socketserver::client::qa::QaClient;
+use socketserver::services::QaBot;
+use socketserver::SocketUrl;
+
+use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+
+const DEFAULT_URL: &str = "tcp://127.0.0.1:9001";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    bind: BindArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// A JSON object of keyword to answer, tried in order; replaces the built-in table
+    #[arg(long, value_name = "FILE")]
+    answers: Option<PathBuf>,
+    /// The longest question, in bytes; a longer one is answered with an error and the connection closed
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "8KiB")]
+    max_line: u64,
+}
+
+pub fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let bot = match &args.answers {
+        Some(path) => QaBot::load(path).map_err(|e| {
+            CliError::Failed(format!("cannot load --answers {}: {e}", path.display()))
+        })?,
+        None => QaBot::new(),
+    };
+    let bot =
+        std::sync::Arc::new(bot.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));
+    let mut launcher = Launcher::new(args.pool.options(None));
+    for url in &urls {
+        launcher.stream(url, std::sync::Arc::clone(&bot))?;
+    }
+    launcher.run()
+}
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// The server's URL (tcp:// or unix:)
+    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    connect: SocketUrl,
+    /// Give up waiting for an answer after SECS
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    timeout: Duration,
+    /// Questions to ask; standard input, one per line, when none
+    args: Vec<String>,
+}
+
+pub fn client(args: ClientArgs) -> Result<(), CliError> {
+    let mut bot = QaClient::connect(&args.connect, args.timeout)
+        .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
+    let mut stdout = io::stdout().lock();
+    let mut ask = |question: &str| -> Result<(), CliError> {
+        let answer = bot
+            .ask(question)
+            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+        writeln!(stdout, "{answer}")?;
+        Ok(stdout.flush()?)
+    };
+    if args.args.is_empty() {
+        let mut stdin = io::stdin().lock();
+        let mut line = Vec::new();
+        while stdin.read_until(b'\n', &mut line)? > 0 {
+            let text = String::from_utf8_lossy(&line);
+            ask(text.trim_end_matches(['\n', '\r']))?;
+            line.clear();
+        }
+    } else {
+        for question in &args.args {
+            ask(question)?;
+        }
+    }
+    Ok(())
+}
