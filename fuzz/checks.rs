@@ -11,6 +11,8 @@ use serde_json::Value;
 use socketserver::framing::{body, parse_header, Endian, FrameError, Framing};
 use socketserver::services::exec::split_command;
 use socketserver::services::files::{check_file_name, MAX_NAME_BYTES, TEMP_PREFIX};
+use socketserver::services::http::{ParsedHead, StaticHttp};
+use socketserver::services::line::{read_line, Line};
 use socketserver::SocketUrl;
 
 /// Runs the check named `target` on `data`.
@@ -21,6 +23,8 @@ pub fn run(target: &str, data: &[u8]) {
         "command_line" => command_line(data),
         "file_name" => file_name(data),
         "socket_url" => socket_url(data),
+        "line_reader" => line_reader(data),
+        "http_head" => http_head(data),
         other => panic!("no fuzz target named {other}"),
     }
 }
@@ -32,6 +36,8 @@ pub const TARGETS: &[&str] = &[
     "command_line",
     "file_name",
     "socket_url",
+    "line_reader",
+    "http_head",
 ];
 
 /// Length-prefixed frames and bodies: any input reads as whole frames, a
@@ -167,5 +173,79 @@ pub fn socket_url(data: &[u8]) {
             Ok(url),
             "printed as {printed}"
         );
+    }
+}
+
+/// The bounded line reader of qa, dict and chat: through a buffer of any
+/// size, no line over the limit is returned, the buffer never holds more
+/// than the limit plus one byte, and complete lines with their terminators
+/// are exactly the input read.
+pub fn line_reader(data: &[u8]) {
+    let Some((&control, input)) = data.split_first() else {
+        return;
+    };
+    let max = usize::from(control & 0x3f) * 4;
+    let capacity = usize::from(control >> 6) * 7 + 1;
+    let mut reader = std::io::BufReader::with_capacity(capacity, input);
+    let mut line = Vec::new();
+    let mut rebuilt = Vec::new();
+    loop {
+        let outcome = read_line(&mut reader, &mut line, max).unwrap();
+        assert!(line.len() <= max + 1);
+        match outcome {
+            Line::Complete { terminated } => {
+                assert!(line.len() <= max);
+                assert!(!line.contains(&b'\n'));
+                rebuilt.extend_from_slice(&line);
+                if terminated {
+                    rebuilt.push(b'\n');
+                }
+            }
+            Line::Eof => {
+                // Every byte came back but the \r of each \r\n (and a final \r).
+                let without_cr: Vec<u8> = input.iter().copied().filter(|&b| b != b'\r').collect();
+                let rebuilt: Vec<u8> = rebuilt.into_iter().filter(|&b| b != b'\r').collect();
+                assert_eq!(rebuilt, without_cr);
+                break;
+            }
+            Line::TooLong => break,
+        }
+    }
+}
+
+/// The HTTP request head parser: any input is a request, a clean end, or
+/// 400/414/431; pipelined heads parse one after another, each consuming
+/// only its own bytes.
+pub fn http_head(data: &[u8]) {
+    let site = StaticHttp::builtin()
+        .max_request_line(256)
+        .max_head(1024)
+        .max_headers(8);
+    let mut rest = data;
+    for _ in 0..16 {
+        let before = rest.len();
+        match site.parse_head(&mut rest).unwrap() {
+            ParsedHead::Closed => {
+                assert!(data[data.len() - before..]
+                    .iter()
+                    .all(|b| *b == b'\r' || *b == b'\n'));
+                break;
+            }
+            ParsedHead::Bad { status, .. } => {
+                assert!([400, 414, 431].contains(&status));
+                break;
+            }
+            ParsedHead::Request {
+                method,
+                target,
+                version,
+                ..
+            } => {
+                assert!(!method.is_empty() && method.bytes().all(|b| b.is_ascii_graphic()));
+                assert!(!target.is_empty() && target.bytes().all(|b| b.is_ascii_graphic()));
+                assert!(version == "HTTP/1.1" || version == "HTTP/1.0");
+                assert!(rest.len() < before, "a request consumed no input");
+            }
+        }
     }
 }

@@ -12,6 +12,8 @@ use proptest::prelude::*;
 use socketserver::framing::{body, parse_header, Endian, Framing, DEFAULT_MAX_FRAME};
 use socketserver::services::exec::split_command;
 use socketserver::services::files::check_file_name;
+use socketserver::services::http::StaticHttp;
+use socketserver::services::line::{read_line, Line};
 use socketserver::SocketUrl;
 
 /// Counts live bytes per thread and remembers the peak since the last reset.
@@ -130,6 +132,28 @@ fn a_huge_file_name_costs_no_copy() {
     assert!(peak < KIB, "{peak} bytes to refuse a long name");
 }
 
+#[test]
+fn a_megabyte_without_a_newline_costs_the_line_limit() {
+    let input = vec![b'x'; 1 << 20];
+    let (outcome, peak) = peak_of(|| {
+        let mut reader = std::io::BufReader::with_capacity(4096, &input[..]);
+        read_line(&mut reader, &mut Vec::new(), 8 * KIB).unwrap()
+    });
+    assert_eq!(outcome, Line::TooLong);
+    assert!(
+        peak <= 8 * KIB * 3 + 8 * KIB,
+        "{peak} bytes for an 8 KiB limit"
+    );
+    // The same through the HTTP head parser: a request line, then a field.
+    let site = StaticHttp::builtin();
+    let (_, peak) = peak_of(|| site.parse_head(&mut &input[..]).unwrap());
+    assert!(peak <= 64 * KIB, "{peak} bytes for a 1 MiB request line");
+    let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    head.extend_from_slice(&input);
+    let (_, peak) = peak_of(|| site.parse_head(&mut &head[..]).unwrap());
+    assert!(peak <= 4 * 64 * KIB, "{peak} bytes for a 1 MiB field");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -152,6 +176,15 @@ proptest! {
     fn header_text_costs_at_most_a_few_times_its_size(text in r#"[{}\[\]":,0-9a-z ]{0,2000}"#) {
         let (_, peak) = peak_of(|| parse_header(text.as_bytes()));
         prop_assert!(peak <= 16 * text.len() + 4 * KIB, "{} bytes for {}", peak, text.len());
+    }
+
+    #[test]
+    fn any_head_costs_at_most_a_few_times_its_size(
+        input in "[A-Z: /\r\n\x00-\x7f]{0,3000}".prop_map(String::into_bytes),
+    ) {
+        let site = StaticHttp::builtin();
+        let (_, peak) = peak_of(|| site.parse_head(&mut &input[..]).unwrap());
+        prop_assert!(peak <= 8 * input.len() + 4 * KIB, "{} bytes for {}", peak, input.len());
     }
 
     #[test]

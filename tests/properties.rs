@@ -1,13 +1,14 @@
 //! Property tests of every parser and codec: frames in both byte orders,
 //! limits and truncation, JSON headers and bodies, the exec command-line
-//! splitter, the files name checker and `SocketUrl`. Round trips hold, and
+//! splitter, the files name checker, `SocketUrl`, the bounded line reader of
+//! qa, dict and chat, and the HTTP request head parser. Round trips hold, and
 //! no input panics or grows a buffer past its limit (allocation itself is
 //! measured in `tests/allocation.rs`, which has a counting allocator).
 //!
 //! Case counts are modest so that the whole file runs in seconds; the
 //! coverage-guided fuzz targets under `fuzz/` search longer.
 
-use std::io::{self, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
 
 use proptest::prelude::*;
@@ -15,6 +16,8 @@ use serde_json::{Map, Value};
 use socketserver::framing::{body, parse_header, Endian, FrameError, Framing};
 use socketserver::services::exec::split_command;
 use socketserver::services::files::{check_file_name, MAX_NAME_BYTES, TEMP_PREFIX};
+use socketserver::services::http::{ParsedHead, StaticHttp};
+use socketserver::services::line::{read_line, Line};
 use socketserver::SocketUrl;
 
 /// How much a payload buffer may reserve before any byte arrives.
@@ -371,6 +374,214 @@ proptest! {
             SocketUrl::Unix(path.clone().into())
         };
         prop_assert_eq!(url.to_string().parse::<SocketUrl>(), Ok(url));
+    }
+}
+
+/// Reads lines until the end, too long a line, or an error; checks the
+/// buffer bound at every step. Returns the lines and how it ended.
+fn read_all_lines(input: &[u8], max: usize, capacity: usize) -> (Vec<Vec<u8>>, Line) {
+    let mut reader = BufReader::with_capacity(capacity, input);
+    let mut line = Vec::new();
+    let mut lines = Vec::new();
+    loop {
+        let outcome = read_line(&mut reader, &mut line, max).unwrap();
+        assert!(
+            line.len() <= max + 1,
+            "{} bytes buffered, max {max}",
+            line.len()
+        );
+        match outcome {
+            Line::Complete { .. } => {
+                assert!(line.len() <= max);
+                lines.push(line.clone());
+            }
+            end => return (lines, end),
+        }
+    }
+}
+
+/// A syntactically valid request head and what it should parse to.
+fn request_head() -> impl Strategy<Value = (String, String, &'static str, Option<u64>, bool)> {
+    (
+        "[A-Z]{1,7}",
+        "/[!-~]{0,40}",
+        prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0")],
+        prop::option::of(0u64..1 << 40),
+        any::<bool>(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn lines_round_trip_through_any_buffer_size(
+        lines in prop::collection::vec("[^\r\n]{0,30}", 0..10),
+        crlf in any::<bool>(),
+        capacity in 1usize..40,
+    ) {
+        let end = if crlf { "\r\n" } else { "\n" };
+        let text: String = lines.iter().map(|l| format!("{l}{end}")).collect();
+        let max = lines.iter().map(String::len).max().unwrap_or(0);
+        let (got, end) = read_all_lines(text.as_bytes(), max, capacity);
+        prop_assert_eq!(end, Line::Eof);
+        let got: Vec<String> = got.into_iter().map(|l| String::from_utf8(l).unwrap()).collect();
+        prop_assert_eq!(got, lines);
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_too_long_however_it_arrives(
+        max in 0usize..100,
+        extra in 1usize..300,
+        crlf in any::<bool>(),
+        capacity in 1usize..64,
+    ) {
+        let mut input = vec![b'x'; max + extra];
+        input.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+        let (lines, end) = read_all_lines(&input, max, capacity);
+        prop_assert!(lines.is_empty());
+        prop_assert_eq!(end, Line::TooLong);
+        // Exactly at the limit it is a line, \r\n or not.
+        let mut exact = vec![b'x'; max];
+        exact.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+        let (lines, end) = read_all_lines(&exact, max, capacity);
+        prop_assert_eq!(lines, vec![vec![b'x'; max]]);
+        prop_assert_eq!(end, Line::Eof);
+    }
+
+    #[test]
+    fn any_bytes_read_as_bounded_lines(
+        input in prop::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..600),
+        max in 0usize..80,
+        capacity in 1usize..64,
+    ) {
+        let (lines, end) = read_all_lines(&input, max, capacity);
+        prop_assert!(end == Line::Eof || end == Line::TooLong);
+        if end == Line::Eof {
+            // Nothing lost: the lines and their terminators make the input.
+            let rebuilt: usize = lines.iter().map(Vec::len).sum();
+            prop_assert!(rebuilt <= input.len());
+        }
+    }
+
+    #[test]
+    fn well_formed_heads_parse_to_what_they_say(
+        (method, target, version, length, close) in request_head(),
+        fields in prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,30}"), 0..10),
+        capacity in 1usize..64,
+    ) {
+        let mut head = format!("{method} {target} {version}\r\n");
+        for (name, value) in &fields {
+            let lower = name.to_ascii_lowercase();
+            if ["content-length", "transfer-encoding", "connection"].contains(&lower.as_str()) {
+                continue;
+            }
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if let Some(length) = length {
+            head.push_str(&format!("Content-Length: {length}\r\n"));
+        }
+        if close {
+            head.push_str("Connection: close\r\n");
+        }
+        head.push_str("\r\nBODY");
+        let site = StaticHttp::builtin();
+        let mut reader = BufReader::with_capacity(capacity, head.as_bytes());
+        let parsed = site.parse_head(&mut reader).unwrap();
+        prop_assert_eq!(parsed, ParsedHead::Request {
+            method,
+            target,
+            version,
+            keep_alive: !close && version == "HTTP/1.1",
+            content_length: length.unwrap_or(0),
+            chunked: false,
+        });
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        prop_assert_eq!(rest, b"BODY", "nothing past the head is read");
+    }
+
+    #[test]
+    fn pipelined_heads_parse_one_after_another(
+        targets in prop::collection::vec("/[a-z0-9]{0,10}", 1..20),
+        capacity in 1usize..64,
+    ) {
+        let text: String = targets
+            .iter()
+            .map(|t| format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .collect();
+        let site = StaticHttp::builtin();
+        let mut reader = BufReader::with_capacity(capacity, text.as_bytes());
+        for target in &targets {
+            match site.parse_head(&mut reader).unwrap() {
+                ParsedHead::Request { target: got, .. } => prop_assert_eq!(&got, target),
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+        prop_assert_eq!(site.parse_head(&mut reader).unwrap(), ParsedHead::Closed);
+    }
+
+    #[test]
+    fn conflicting_or_invalid_lengths_are_400(
+        a in 0u64..1000,
+        b in 0u64..1000,
+        junk in "[^0-9\r\n]{1,5}",
+    ) {
+        let site = StaticHttp::builtin();
+        let two = format!("POST / HTTP/1.1\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\n");
+        let parsed = site.parse_head(&mut two.as_bytes()).unwrap();
+        if a == b {
+            let is_request = matches!(parsed, ParsedHead::Request { content_length, .. } if content_length == a);
+            prop_assert!(is_request);
+        } else {
+            let is_400 = matches!(parsed, ParsedHead::Bad { status: 400, .. });
+            prop_assert!(is_400, "{:?}", parsed);
+        }
+        let bad = format!("POST / HTTP/1.1\r\nContent-Length: {a}{junk}\r\n\r\n");
+        let parsed = site.parse_head(&mut bad.as_bytes()).unwrap();
+        let is_400 = matches!(parsed, ParsedHead::Bad { status: 400, .. });
+        prop_assert!(is_400, "{:?}", parsed);
+    }
+
+    #[test]
+    fn heads_over_the_limits_get_414_or_431(
+        line_over in 1usize..200,
+        fields in 101usize..150,
+        field_over in 1usize..300,
+    ) {
+        let site = StaticHttp::builtin().max_request_line(100).max_head(1000);
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100 + line_over));
+        let is_414 = matches!(site.parse_head(&mut long.as_bytes()).unwrap(), ParsedHead::Bad { status: 414, .. });
+        prop_assert!(is_414);
+        let mut many = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..fields {
+            many.push_str(&format!("X{i}: y\r\n"));
+        }
+        many.push_str("\r\n");
+        let is_431 = matches!(StaticHttp::builtin().parse_head(&mut many.as_bytes()).unwrap(), ParsedHead::Bad { status: 431, .. });
+        prop_assert!(is_431);
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(1000 + field_over));
+        let is_431 = matches!(site.parse_head(&mut big.as_bytes()).unwrap(), ParsedHead::Bad { status: 431, .. });
+        prop_assert!(is_431);
+    }
+
+    #[test]
+    fn any_bytes_as_a_head_parse_or_get_an_error_status(
+        input in prop::collection::vec(prop_oneof![
+            Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), Just(b'/'), b'A'..b'Z', any::<u8>()
+        ], 0..600),
+        capacity in 1usize..64,
+    ) {
+        let site = StaticHttp::builtin().max_request_line(200).max_head(400).max_headers(5);
+        let mut reader = BufReader::with_capacity(capacity, &input[..]);
+        match site.parse_head(&mut reader).unwrap() {
+            ParsedHead::Closed => prop_assert!(input.iter().all(|b| *b == b'\r' || *b == b'\n')),
+            ParsedHead::Bad { status, .. } => prop_assert!([400, 414, 431].contains(&status)),
+            ParsedHead::Request { method, target, version, .. } => {
+                prop_assert!(!method.is_empty() && !target.is_empty());
+                prop_assert!(version == "HTTP/1.1" || version == "HTTP/1.0");
+            }
+        }
     }
 }
 
