@@ -605,12 +605,21 @@ fn main() {
             "chat" => {
                 let addr = server.addr(0);
                 workers.push(worker(&counters, "chat", &stop, ms(50), move |i| {
-                    let listener = tcp(&addr)?;
-                    let mut talker = tcp(&addr)?;
+                    let mut listener = tcp(&addr)?;
+                    // A refused empty nick is answered to the sender only,
+                    // once it is in the room: then the talker may come.
+                    listener.write_all(b"/nick\n").map_err(|e| e.to_string())?;
                     let mut lines = BufReader::new(listener);
-                    let said = format!("soak line {i}");
-                    // Once the listener sees the talker join, it is in the room.
                     let mut line = String::new();
+                    loop {
+                        line.clear();
+                        lines.read_line(&mut line).map_err(|e| e.to_string())?;
+                        if line.starts_with("* a nick cannot be empty") {
+                            break;
+                        }
+                    }
+                    let mut talker = tcp(&addr)?;
+                    let said = format!("soak line {i}");
                     loop {
                         line.clear();
                         lines.read_line(&mut line).map_err(|e| e.to_string())?;
