@@ -568,7 +568,7 @@ proptest! {
     #[test]
     fn any_bytes_as_a_head_parse_or_get_an_error_status(
         input in prop::collection::vec(prop_oneof![
-            Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), Just(b'/'), b'A'..b'Z', any::<u8>()
+            Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), Just(b'/'), b'A'..=b'Z', any::<u8>()
         ], 0..600),
         capacity in 1usize..64,
     ) {
