@@ -477,7 +477,9 @@ fn downloads_cut_midway_and_clients_that_never_read_free_the_worker() {
     let dir = TempDir::new("hard-never-reads");
     let store = dir.join("store");
     std::fs::create_dir(&store).unwrap();
-    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    // Larger than what the loopback buffers hold in flight when the reader
+    // keeps a small window, small enough to hash quickly in a debug build.
+    let big: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
     std::fs::write(store.join("big"), &big).unwrap();
     // One worker, a one-second write timeout.
     let server = files_server(
@@ -502,9 +504,16 @@ fn downloads_cut_midway_and_clients_that_never_read_free_the_worker() {
     stream.read_exact(&mut some).unwrap();
     assert_eq!(some, big[..100_000]);
     reset(stream);
-    // A client that asks for 32 MiB and never reads: the only worker is
-    // stuck in a write until the write timeout frees it.
-    let mut stuck = connect(&addr);
+    // A client that asks for 8 MiB and never reads (with a small receive
+    // window): the only worker is stuck in a write until the write timeout
+    // frees it.
+    let mut stuck = {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let target: SocketAddr = addr.parse().unwrap();
+        socket.connect_timeout(&target.into(), STEP).unwrap();
+        TcpStream::from(socket)
+    };
     Framing::new()
         .write_header(&mut stuck, &json!({"op": "get", "file_name": "big"}))
         .unwrap();
@@ -518,6 +527,7 @@ fn downloads_cut_midway_and_clients_that_never_read_free_the_worker() {
         waited < Duration::from_secs(8),
         "the worker was held {waited:?}"
     );
+    eprintln!("figures: a client that never reads held the only worker {waited:?}");
     drop(stuck);
     // The same for echo-upper: a client that sends and never reads.
     let echo = ServerProcess::start(
