@@ -525,7 +525,9 @@ proptest! {
     fn conflicting_or_invalid_lengths_are_400(
         a in 0u64..1000,
         b in 0u64..1000,
-        junk in "[^0-9\r\n]{1,5}",
+        // Junk right after the digits (whitespace there would be trimmed as
+        // the optional whitespace around a field value).
+        junk in "[^0-9\\s][^0-9\r\n]{0,4}",
     ) {
         let site = StaticHttp::builtin();
         let two = format!("POST / HTTP/1.1\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\n");
