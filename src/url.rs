@@ -121,9 +121,21 @@ impl fmt::Display for SocketUrl {
         match self {
             SocketUrl::Tcp(addr) => write!(f, "tcp://{addr}"),
             SocketUrl::Udp(addr) => write!(f, "udp://{addr}"),
-            SocketUrl::Unix(path) => write!(f, "unix:{}", path.display()),
-            SocketUrl::Unixgram(path) => write!(f, "unixgram:{}", path.display()),
+            SocketUrl::Unix(path) => write!(f, "unix:{}{}", slashes(path), path.display()),
+            SocketUrl::Unixgram(path) => {
+                write!(f, "unixgram:{}{}", slashes(path), path.display())
+            }
         }
+    }
+}
+
+/// Parsing drops a `//` after `unix:`, so a path that itself starts with
+/// `//` is printed with one more, to read back the same.
+fn slashes(path: &std::path::Path) -> &'static str {
+    if path.as_os_str().as_encoded_bytes().starts_with(b"//") {
+        "//"
+    } else {
+        ""
     }
 }
 
@@ -185,8 +197,21 @@ mod tests {
             "udp://127.0.0.1:1",
             "unix:/x",
             "unixgram:/y",
+            "unix:////double",
         ] {
             assert_eq!(text.parse::<SocketUrl>().unwrap().to_string(), text);
         }
+        // A path that starts with `//` (found by the property tests) prints
+        // back as itself, not as a relative path.
+        for url in [
+            SocketUrl::Unix("//0".into()),
+            SocketUrl::Unixgram("//tmp/s".into()),
+        ] {
+            assert_eq!(url.to_string().parse::<SocketUrl>(), Ok(url));
+        }
+        assert_eq!(
+            "unix:////tmp/s".parse::<SocketUrl>(),
+            Ok(SocketUrl::Unix("//tmp/s".into()))
+        );
     }
 }

@@ -64,8 +64,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::wire::{is_gone, linger_close};
-use crate::auth::{self, Key, Verdict};
+use super::wire::{authenticate, is_gone, linger_close};
+use crate::auth::{FailureLimit, Key};
 use crate::framing::{FrameError, Framing};
 use crate::{Address, RequestHandler, StreamRequest};
 
@@ -106,6 +106,7 @@ pub struct Exec {
     max_output: usize,
     auth_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    auth_limit: FailureLimit,
     /// Process groups of the commands running now (their leaders' pids).
     running: Mutex<HashSet<u32>>,
 }
@@ -131,7 +132,8 @@ impl Exec {
     /// A server that authenticates clients with `key` and, until told
     /// otherwise, allows no program; runs in the current directory, with a
     /// 10 s timeout, 1 MiB of output kept per stream, default framing, 10 s
-    /// for the handshake and no idle timeout after it.
+    /// for the handshake and no idle timeout after it; an address is refused
+    /// for 60 s after 5 wrong answers ([`FailureLimit::default`]).
     pub fn new(key: Key) -> Self {
         Exec {
             key,
@@ -144,6 +146,7 @@ impl Exec {
             max_output: 1 << 20,
             auth_timeout: Some(Duration::from_secs(10)),
             idle_timeout: None,
+            auth_limit: FailureLimit::default(),
             running: Mutex::new(HashSet::new()),
         }
     }
@@ -212,6 +215,13 @@ impl Exec {
         self
     }
 
+    /// Sets the limit on failed handshakes per client address (default: 5
+    /// failures, then refused for 60 s; [`FailureLimit::off`] for none).
+    pub fn auth_limit(mut self, limit: FailureLimit) -> Self {
+        self.auth_limit = limit;
+        self
+    }
+
     /// The allowed program names.
     pub fn allowed(&self) -> impl Iterator<Item = &str> {
         self.allowed.iter().map(String::as_str)
@@ -243,8 +253,7 @@ impl Exec {
     /// descriptor): if that connection hangs up meanwhile, the command is
     /// killed, since no one is left to read its answer.
     fn run_watching(&self, line: &str, client: Option<RawFd>) -> Result<Outcome, String> {
-        let words = shell_words::split(line)
-            .map_err(|_| "unbalanced quotes in the command line".to_string())?;
+        let words = split_command(line)?;
         let Some(program) = words.first() else {
             return Err("empty command".to_string());
         };
@@ -417,21 +426,17 @@ impl Exec {
 impl RequestHandler<StreamRequest> for Exec {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
-        req.set_read_timeout(self.auth_timeout)?;
-        match auth::server_handshake(req, &self.key, &self.framing) {
-            Ok(Verdict::Accepted) => log::debug!("{peer}: authenticated"),
-            Ok(Verdict::Denied) => {
-                log::warn!("{peer}: authentication denied (wrong key)");
-                linger_close(req);
-                return Ok(());
-            }
-            Err(e) if is_gone(&e) => {
-                log::info!("{peer}: no handshake: {e}");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+        if !authenticate(
+            req,
+            &peer,
+            &self.key,
+            &self.framing,
+            &self.auth_limit,
+            self.auth_timeout,
+            self.idle_timeout,
+        )? {
+            return Ok(());
         }
-        req.set_read_timeout(self.idle_timeout)?;
         let mut line = Vec::new();
         loop {
             match self.framing.read_frame_into(&mut *req, &mut line) {
@@ -477,6 +482,19 @@ impl RequestHandler<StreamRequest> for Exec {
             }
         }
     }
+}
+
+/// Splits a command line into words with shell quoting rules (`'a b'`,
+/// `"a b"`, `a\ b`), as the server does before running it; the error is the
+/// answer's `error`.
+///
+/// ```
+/// use socketserver::services::exec::split_command;
+/// assert_eq!(split_command(r#"echo 'a b' "c" d\ e"#).unwrap(), ["echo", "a b", "c", "d e"]);
+/// assert_eq!(split_command("echo 'oops").unwrap_err(), "unbalanced quotes in the command line");
+/// ```
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    shell_words::split(line).map_err(|_| "unbalanced quotes in the command line".to_string())
 }
 
 /// Sends SIGKILL to the process group `pgid`.

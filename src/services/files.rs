@@ -23,7 +23,13 @@
 //!
 //! - Names are plain file names: empty, `.`, `..`, and names with `/`, `\`,
 //!   NUL or a control character (U+0000–U+001F, U+007F) are refused, and so
-//!   are names starting with `.socketserver-part-` (the uploads in progress).
+//!   are names starting with `.socketserver-part-` (the uploads in progress)
+//!   and names over [`MAX_NAME_BYTES`] (255) bytes of UTF-8, the limit of a
+//!   file name on Linux file systems, before anything is stored. Other
+//!   characters are ordinary: look-alikes of the slash such as `∕` (U+2215)
+//!   and `／` (U+FF0F) are allowed and stored as they are, since the file
+//!   system gives them no meaning (`a∕b` is one file in the directory, not
+//!   `b` in `a`), and so are absolute-looking names with them.
 //! - A put goes to a temporary file in the same directory, is synced to
 //!   disk, checked against `sha256` when one is given (in any case), and
 //!   renamed into place: a reader never sees a partial file, an existing file
@@ -48,13 +54,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::wire::{is_gone, linger_close};
-use crate::auth::{self, Key, Verdict};
+use super::wire::{authenticate, is_gone, linger_close};
+use crate::auth::{FailureLimit, Key};
 use crate::framing::{body, FrameError, Framing};
 use crate::{Address, RequestHandler, StreamRequest};
 
 /// The name prefix of the temporary files of uploads in progress.
 pub const TEMP_PREFIX: &str = ".socketserver-part-";
+
+/// The longest file name, in bytes of UTF-8: Linux file systems' `NAME_MAX`.
+pub const MAX_NAME_BYTES: usize = 255;
 
 /// The size of the copy buffer.
 const CHUNK: usize = 64 * 1024;
@@ -81,6 +90,7 @@ pub struct Files {
     framing: Framing,
     auth_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    auth_limit: FailureLimit,
 }
 
 /// What a request asks for, once its header is understood.
@@ -128,6 +138,12 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
     if name.chars().any(|c| c.is_ascii_control()) {
         return Err(format!("refused file name {name:?}: a control character"));
     }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "refused file name of {} bytes: the limit is {MAX_NAME_BYTES} bytes",
+            name.len()
+        ));
+    }
     if name.starts_with(TEMP_PREFIX) {
         return Err(format!(
             "refused file name {name:?}: reserved for uploads in progress"
@@ -164,6 +180,7 @@ impl Files {
             framing: Framing::new(),
             auth_timeout: Some(Duration::from_secs(10)),
             idle_timeout: None,
+            auth_limit: FailureLimit::default(),
         }
     }
 
@@ -198,6 +215,14 @@ impl Files {
     /// server's [`idle_timeout`](crate::Options::idle_timeout) (default none).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets the limit on failed handshakes per client address, with a key
+    /// (default: 5 failures, then refused for 60 s; [`FailureLimit::off`]
+    /// for none).
+    pub fn auth_limit(mut self, limit: FailureLimit) -> Self {
+        self.auth_limit = limit;
         self
     }
 
@@ -494,21 +519,17 @@ impl RequestHandler<StreamRequest> for Files {
     fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
         let peer = req.peer_addr().clone();
         if let Some(key) = &self.key {
-            req.set_read_timeout(self.auth_timeout)?;
-            match auth::server_handshake(req, key, &self.framing) {
-                Ok(Verdict::Accepted) => log::debug!("{peer}: authenticated"),
-                Ok(Verdict::Denied) => {
-                    log::warn!("{peer}: authentication denied (wrong key)");
-                    linger_close(req);
-                    return Ok(());
-                }
-                Err(e) if is_gone(&e) => {
-                    log::info!("{peer}: no handshake: {e}");
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+            if !authenticate(
+                req,
+                &peer,
+                key,
+                &self.framing,
+                &self.auth_limit,
+                self.auth_timeout,
+                self.idle_timeout,
+            )? {
+                return Ok(());
             }
-            req.set_read_timeout(self.idle_timeout)?;
         }
         let mut scratch = Vec::new();
         loop {
@@ -636,7 +657,20 @@ mod tests {
 
     #[test]
     fn names() {
-        for good in ["a.jpg", "a b", ".hidden", "é", "...", "a..b"] {
+        let longest = "é".repeat(MAX_NAME_BYTES / 2) + "x";
+        assert_eq!(longest.len(), MAX_NAME_BYTES);
+        for good in [
+            "a.jpg",
+            "a b",
+            ".hidden",
+            "é",
+            "...",
+            "a..b",
+            "a\u{2215}b",
+            "\u{ff0f}etc\u{ff0f}passwd",
+            "\u{2024}\u{2024}",
+            longest.as_str(),
+        ] {
             assert!(check_file_name(good).is_ok(), "{good:?}");
         }
         for bad in [
@@ -655,6 +689,11 @@ mod tests {
         ] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");
         }
+        let too_long = longest + "y";
+        assert_eq!(
+            check_file_name(&too_long).unwrap_err(),
+            "refused file name of 256 bytes: the limit is 255 bytes"
+        );
     }
 
     #[test]

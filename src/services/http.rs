@@ -219,6 +219,37 @@ impl RequestHandler<StreamRequest> for StaticHttp {
     }
 }
 
+/// A request head as [`StaticHttp::parse_head`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedHead {
+    /// The input ended before a request (between requests).
+    Closed,
+    /// A head the server answers with an error status and a close.
+    Bad {
+        /// 400, 414 or 431.
+        status: u16,
+        /// Why, as the access log says it.
+        why: &'static str,
+    },
+    /// A well-formed head.
+    Request {
+        /// The method, as sent.
+        method: String,
+        /// The request target, as sent.
+        target: String,
+        /// `HTTP/1.1` or `HTTP/1.0`.
+        version: &'static str,
+        /// Whether the connection stays open after the answer (before any
+        /// body is considered).
+        keep_alive: bool,
+        /// The body's `Content-Length` (0 without one).
+        content_length: u64,
+        /// A `Transfer-Encoding` was given: the body cannot be skipped, so
+        /// the connection closes after the answer.
+        chunked: bool,
+    },
+}
+
 /// What reading a request head gave.
 enum Head {
     /// The client closed the connection between requests.
@@ -296,7 +327,38 @@ impl StaticHttp {
         }
     }
 
-    fn read_head(&self, req: &mut StreamRequest, line: &mut Vec<u8>) -> io::Result<Head> {
+    /// Reads one request head from `reader` exactly as the server does,
+    /// with this server's limits, and nothing past it (a body and the next
+    /// request stay unread). For tests and fuzzing of the parser.
+    ///
+    /// ```
+    /// use socketserver::services::http::{ParsedHead, StaticHttp};
+    ///
+    /// let site = StaticHttp::builtin();
+    /// let mut input = &b"GET /a?b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"[..];
+    /// let head = site.parse_head(&mut input)?;
+    /// assert!(matches!(head, ParsedHead::Request { content_length: 2, keep_alive: true, .. }));
+    /// assert_eq!(input, b"hi");
+    /// let mut tls = &b"\x16\x03\x01"[..];
+    /// assert!(matches!(site.parse_head(&mut tls)?, ParsedHead::Bad { status: 400, .. }));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn parse_head(&self, reader: &mut impl BufRead) -> io::Result<ParsedHead> {
+        Ok(match self.read_head(reader, &mut Vec::new())? {
+            Head::Closed => ParsedHead::Closed,
+            Head::Bad(status, why) => ParsedHead::Bad { status, why },
+            Head::Request(request) => ParsedHead::Request {
+                keep_alive: request.persistence != Persistence::Close,
+                method: request.method,
+                target: request.target,
+                version: request.version,
+                content_length: request.content_length,
+                chunked: request.chunked,
+            },
+        })
+    }
+
+    fn read_head(&self, req: &mut impl BufRead, line: &mut Vec<u8>) -> io::Result<Head> {
         // Empty lines before a request are ignored; the first byte of a
         // request must be a letter of its method, which turns away TLS and
         // other binary protocols at once instead of waiting for a newline.

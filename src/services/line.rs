@@ -13,7 +13,7 @@ use crate::StreamRequest;
 
 /// What [`read_line`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Line {
+pub enum Line {
     /// A line, in the buffer without its terminator (`\n` or `\r\n`).
     /// `terminated` is false for a last line that the end of input cut short.
     Complete {
@@ -31,11 +31,19 @@ pub(crate) enum Line {
 /// or `\r\n`. A line is too long as soon as more than `max` bytes have arrived
 /// without a newline (the terminator does not count), so `line` never holds
 /// more than `max + 1` bytes.
-pub(crate) fn read_line(
-    reader: &mut impl BufRead,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<Line> {
+///
+/// ```
+/// use socketserver::services::line::{read_line, Line};
+///
+/// let mut input = &b"short\r\nmuch too long\n"[..];
+/// let mut line = Vec::new();
+/// assert_eq!(read_line(&mut input, &mut line, 8)?, Line::Complete { terminated: true });
+/// assert_eq!(line, b"short");
+/// assert_eq!(read_line(&mut input, &mut line, 8)?, Line::TooLong);
+/// assert!(line.len() <= 9);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
     line.clear();
     loop {
         let available = match reader.fill_buf() {

@@ -11,7 +11,7 @@ mod echo_upper;
 pub mod exec;
 pub mod files;
 pub mod http;
-pub(crate) mod line;
+pub mod line;
 pub mod qa;
 mod wire;
 

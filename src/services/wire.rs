@@ -5,7 +5,9 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use crate::StreamRequest;
+use crate::auth::{self, FailureLimit, Key, Verdict};
+use crate::framing::Framing;
+use crate::{Address, StreamRequest};
 
 /// How long a connection is drained after a final error answer.
 const LINGER: Duration = Duration::from_secs(2);
@@ -50,4 +52,47 @@ pub(crate) fn is_gone(error: &io::Error) -> bool {
             | TimedOut
             | NotConnected
     )
+}
+
+/// Runs the server's side of the HMAC handshake for a framed service,
+/// within `auth_timeout`, under the failed-attempt `limit`. True when the
+/// client is in (the read timeout is then `idle_timeout`); false when the
+/// connection is over (refused, denied, or gone), which is logged here.
+pub(crate) fn authenticate(
+    req: &mut StreamRequest,
+    peer: &Address,
+    key: &Key,
+    framing: &Framing,
+    limit: &FailureLimit,
+    auth_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+) -> io::Result<bool> {
+    if let Err(blocked) = limit.check(peer) {
+        log::warn!("{peer}: handshake {blocked}; closing before the challenge");
+        return Ok(false);
+    }
+    req.set_read_timeout(auth_timeout)?;
+    match auth::server_handshake_limited(req, key, framing, limit, peer) {
+        Ok(Verdict::Accepted) => log::debug!("{peer}: authenticated"),
+        Ok(verdict) => {
+            match (verdict, limit.check(peer)) {
+                (Verdict::Refused, Err(blocked)) => {
+                    log::warn!("{peer}: authentication denied without checking: {blocked}")
+                }
+                (_, Err(blocked)) => {
+                    log::warn!("{peer}: authentication denied (wrong key); {blocked}")
+                }
+                _ => log::warn!("{peer}: authentication denied (wrong key)"),
+            }
+            linger_close(req);
+            return Ok(false);
+        }
+        Err(e) if is_gone(&e) => {
+            log::info!("{peer}: no handshake: {e}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    }
+    req.set_read_timeout(idle_timeout)?;
+    Ok(true)
 }

@@ -59,6 +59,9 @@ pub struct PoolArgs {
     /// Close a connection that sends nothing for SECS
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// Give up on a client that accepts no byte of a reply for SECS (0: wait for ever)
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "60")]
+    write_timeout: Duration,
     /// On shutdown, let requests finish for SECS, then cut them
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
     shutdown_timeout: Duration,
@@ -76,6 +79,7 @@ impl PoolArgs {
             .queue(self.queue)
             .max_connections(self.max_connections)
             .idle_timeout(self.idle_timeout.or(default_idle))
+            .write_timeout(Some(self.write_timeout))
             .shutdown_timeout(self.shutdown_timeout)
             .reject_when_full(self.reject_when_full);
         if let Some(threads) = self.threads {

@@ -13,7 +13,7 @@ use socketserver::services::Exec;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
-use crate::framed::{frame_size, load_key, EndianArg};
+use crate::framed::{frame_size, load_key, AuthLimitArgs, EndianArg};
 
 const DEFAULT_URL: &str = "tcp://127.0.0.1:9003";
 
@@ -52,6 +52,8 @@ pub struct ServeArgs {
     /// Give a client SECS to answer the challenge
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
     auth_timeout: Duration,
+    #[command(flatten)]
+    auth_limit: AuthLimitArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -76,6 +78,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         .max_output(max_output)
         .framing(framing)
         .auth_timeout(Some(args.auth_timeout))
+        .auth_limit(args.auth_limit.limit())
         .idle_timeout(args.pool.idle_timeout());
     for program in &args.allow {
         exec = exec.allow(program.as_str());

@@ -12,7 +12,7 @@ use socketserver::services::Files;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
-use crate::framed::{frame_size, load_key, progress_bar, EndianArg};
+use crate::framed::{frame_size, load_key, progress_bar, AuthLimitArgs, EndianArg};
 
 const DEFAULT_URL: &str = "tcp://127.0.0.1:9004";
 
@@ -39,6 +39,8 @@ pub struct ServeArgs {
     /// Give a client SECS to answer the challenge (with --key-file)
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
     auth_timeout: Duration,
+    #[command(flatten)]
+    auth_limit: AuthLimitArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -52,6 +54,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         .key(key)
         .framing(framing)
         .auth_timeout(Some(args.auth_timeout))
+        .auth_limit(args.auth_limit.limit())
         .idle_timeout(args.pool.idle_timeout());
     files
         .prepare()

@@ -3,13 +3,14 @@
 
 use std::io::{self, IsTerminal};
 use std::path::Path;
+use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use socketserver::auth::Key;
+use socketserver::auth::{FailureLimit, Key};
 use socketserver::framing::Endian;
 
-use crate::common::CliError;
+use crate::common::{parse_duration, CliError};
 
 /// `--frame-endian`.
 #[derive(Args, Debug)]
@@ -17,6 +18,24 @@ pub struct EndianArg {
     /// Byte order of frame lengths: little (Python's struct.pack('i', n)) or big (network order)
     #[arg(long, value_name = "ORDER", default_value = "little")]
     pub frame_endian: Endian,
+}
+
+/// `--auth-max-failures` and `--auth-failure-window`.
+#[derive(Args, Debug)]
+pub struct AuthLimitArgs {
+    /// Refuse a client address after N wrong handshake answers in a row (0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub auth_max_failures: u32,
+    /// How long a refused address waits after its last failure; failures further apart start the count again
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "60")]
+    pub auth_failure_window: Duration,
+}
+
+impl AuthLimitArgs {
+    /// The limit these options ask for.
+    pub fn limit(&self) -> FailureLimit {
+        FailureLimit::new(self.auth_max_failures, self.auth_failure_window)
+    }
 }
 
 /// Reads `--key-file FILE`, or says why it cannot.

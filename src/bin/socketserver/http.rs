@@ -15,8 +15,6 @@ use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, Po
 const DEFAULT_URL: &str = "tcp://127.0.0.1:8000";
 /// Idle connections close after this long unless --idle-timeout says otherwise.
 const DEFAULT_IDLE: Duration = Duration::from_secs(60);
-/// A write that cannot progress for this long (a client that stopped reading) ends its connection.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -52,10 +50,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             .max_headers(args.max_headers)
             .idle_timeout(args.pool.idle_timeout().or(Some(DEFAULT_IDLE))),
     );
-    let options = args
-        .pool
-        .options(Some(DEFAULT_IDLE))
-        .write_timeout(Some(WRITE_TIMEOUT));
+    // A client that stopped reading is cut by --write-timeout (60 s by
+    // default, for every service).
+    let options = args.pool.options(Some(DEFAULT_IDLE));
     let mut launcher = Launcher::new(options);
     for url in &urls {
         launcher.stream(url, Arc::clone(&site))?;

@@ -1,0 +1,251 @@
+//! The properties that the fuzz targets check, one function per target.
+//! Shared by the targets (`fuzz_targets/*.rs`) and by the main test suite
+//! (`tests/fuzz_regressions.rs`), which replays every saved input under
+//! `fuzz/seeds/` and `fuzz/regressions/` through them.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Component, Path};
+
+use serde_json::Value;
+use socketserver::framing::{body, parse_header, Endian, FrameError, Framing};
+use socketserver::services::exec::split_command;
+use socketserver::services::files::{check_file_name, MAX_NAME_BYTES, TEMP_PREFIX};
+use socketserver::services::http::{ParsedHead, StaticHttp};
+use socketserver::services::line::{read_line, Line};
+use socketserver::SocketUrl;
+
+/// Runs the check named `target` on `data`.
+pub fn run(target: &str, data: &[u8]) {
+    match target {
+        "frames" => frames(data),
+        "json_header" => json_header(data),
+        "command_line" => command_line(data),
+        "file_name" => file_name(data),
+        "socket_url" => socket_url(data),
+        "line_reader" => line_reader(data),
+        "http_head" => http_head(data),
+        other => panic!("no fuzz target named {other}"),
+    }
+}
+
+/// The names of the targets.
+pub const TARGETS: &[&str] = &[
+    "frames",
+    "json_header",
+    "command_line",
+    "file_name",
+    "socket_url",
+    "line_reader",
+    "http_head",
+];
+
+/// Length-prefixed frames and bodies: any input reads as whole frames, a
+/// clean end, or a named error; payloads never exceed the limit, buffers
+/// grow with what arrives, and what was read writes back byte for byte.
+pub fn frames(data: &[u8]) {
+    let Some((&control, input)) = data.split_first() else {
+        return;
+    };
+    let order = if control & 1 == 0 {
+        Endian::Little
+    } else {
+        Endian::Big
+    };
+    // Either the default 16 MiB limit or a small one, so both paths run.
+    let limit = if control & 2 == 0 {
+        16 << 20
+    } else {
+        u32::from(control >> 2) * 64
+    };
+    let framing = Framing::new().endian(order).max_frame(limit);
+    let mut rest = input;
+    let mut payload = Vec::new();
+    let mut rewritten = Vec::new();
+    loop {
+        match framing.read_frame_into(&mut rest, &mut payload) {
+            Ok(true) => {
+                assert!(payload.len() <= limit as usize);
+                framing.write_frame(&mut rewritten, &payload).unwrap();
+            }
+            Ok(false) => {
+                assert_eq!(rewritten, input, "frames write back as they came");
+                break;
+            }
+            Err(e) => {
+                let error = FrameError::from_io(&e).expect("a frame error");
+                match error {
+                    FrameError::TooLarge { len, limit: l } => assert!(*len > u64::from(*l)),
+                    FrameError::TruncatedLength { got } => assert!(*got < 4),
+                    FrameError::TruncatedPayload { got, expected } => assert!(got < expected),
+                    other => panic!("unexpected {other:?}"),
+                }
+                break;
+            }
+        }
+        assert!(payload.capacity() <= (64 << 10).max(2 * input.len()));
+    }
+    // A body of a size taken from the input reads at most that much.
+    let size = u64::from(control) * 3;
+    let mut out = Vec::new();
+    match body(input, size).read_to_end(&mut out) {
+        Ok(n) => assert!(n as u64 == size && out[..] == input[..n]),
+        Err(e) => assert!(
+            matches!(
+                FrameError::from_io(&e),
+                Some(FrameError::TruncatedBody { .. })
+            ) && out == input
+        ),
+    }
+}
+
+/// JSON-header frames: any input is a header object, a clean end, or a named
+/// error; an accepted header writes back and reads again as the same object.
+pub fn json_header(data: &[u8]) {
+    // The payload alone, as the parser sees it.
+    if let Ok(object) = parse_header(data) {
+        let framing = Framing::new();
+        let mut wire = Vec::new();
+        framing.write_header(&mut wire, &object).unwrap();
+        let back = framing
+            .read_header(&wire[..], &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            serde_json::to_string(&Value::Object(back)).unwrap(),
+            serde_json::to_string(&Value::Object(object)).unwrap()
+        );
+    }
+    // The same bytes as a stream: a length, then whatever follows.
+    let framing = Framing::new().max_header(4096);
+    let mut rest = data;
+    let mut scratch = Vec::new();
+    while let Ok(Some(_)) = framing.read_header(&mut rest, &mut scratch) {}
+    assert!(scratch.capacity() <= (64 << 10).max(2 * data.len()));
+}
+
+/// The exec command-line splitter: any text splits into words or is refused
+/// with the one error; words quoted again split back the same.
+pub fn command_line(data: &[u8]) {
+    let Ok(line) = std::str::from_utf8(data) else {
+        return;
+    };
+    match split_command(line) {
+        Ok(words) => {
+            let again = split_command(&shell_words::join(&words)).unwrap();
+            assert_eq!(again, words);
+        }
+        Err(why) => assert_eq!(why, "unbalanced quotes in the command line"),
+    }
+}
+
+/// The files name checker: an accepted name is one plain component of at
+/// most 255 bytes that stays in the directory.
+pub fn file_name(data: &[u8]) {
+    let Ok(name) = std::str::from_utf8(data) else {
+        return;
+    };
+    if check_file_name(name).is_ok() {
+        let dir = Path::new("/srv/received");
+        let path = dir.join(name);
+        assert_eq!(path.parent(), Some(dir));
+        assert_eq!(path.file_name().and_then(|n| n.to_str()), Some(name));
+        let components: Vec<_> = Path::new(name).components().collect();
+        assert!(matches!(components[..], [Component::Normal(_)]), "{name:?}");
+        assert!(name.len() <= MAX_NAME_BYTES);
+        assert!(!name.starts_with(TEMP_PREFIX));
+        assert!(!name
+            .chars()
+            .any(|c| c.is_ascii_control() || c == '/' || c == '\\'));
+    }
+}
+
+/// `SocketUrl`: any text parses or is refused; a parsed URL prints back as
+/// text that parses to the same URL.
+pub fn socket_url(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(url) = text.parse::<SocketUrl>() {
+        let printed = url.to_string();
+        assert_eq!(
+            printed.parse::<SocketUrl>(),
+            Ok(url),
+            "printed as {printed}"
+        );
+    }
+}
+
+/// The bounded line reader of qa, dict and chat: through a buffer of any
+/// size, no line over the limit is returned, the buffer never holds more
+/// than the limit plus one byte, and complete lines with their terminators
+/// are exactly the input read.
+pub fn line_reader(data: &[u8]) {
+    let Some((&control, input)) = data.split_first() else {
+        return;
+    };
+    let max = usize::from(control & 0x3f) * 4;
+    let capacity = usize::from(control >> 6) * 7 + 1;
+    let mut reader = std::io::BufReader::with_capacity(capacity, input);
+    let mut line = Vec::new();
+    let mut rebuilt = Vec::new();
+    loop {
+        let outcome = read_line(&mut reader, &mut line, max).unwrap();
+        assert!(line.len() <= max + 1);
+        match outcome {
+            Line::Complete { terminated } => {
+                assert!(line.len() <= max);
+                assert!(!line.contains(&b'\n'));
+                rebuilt.extend_from_slice(&line);
+                if terminated {
+                    rebuilt.push(b'\n');
+                }
+            }
+            Line::Eof => {
+                // Every byte came back but the \r of each \r\n (and a final \r).
+                let without_cr: Vec<u8> = input.iter().copied().filter(|&b| b != b'\r').collect();
+                let rebuilt: Vec<u8> = rebuilt.into_iter().filter(|&b| b != b'\r').collect();
+                assert_eq!(rebuilt, without_cr);
+                break;
+            }
+            Line::TooLong => break,
+        }
+    }
+}
+
+/// The HTTP request head parser: any input is a request, a clean end, or
+/// 400/414/431; pipelined heads parse one after another, each consuming
+/// only its own bytes.
+pub fn http_head(data: &[u8]) {
+    let site = StaticHttp::builtin()
+        .max_request_line(256)
+        .max_head(1024)
+        .max_headers(8);
+    let mut rest = data;
+    for _ in 0..16 {
+        let before = rest.len();
+        match site.parse_head(&mut rest).unwrap() {
+            ParsedHead::Closed => {
+                assert!(data[data.len() - before..]
+                    .iter()
+                    .all(|b| *b == b'\r' || *b == b'\n'));
+                break;
+            }
+            ParsedHead::Bad { status, .. } => {
+                assert!([400, 414, 431].contains(&status));
+                break;
+            }
+            ParsedHead::Request {
+                method,
+                target,
+                version,
+                ..
+            } => {
+                assert!(!method.is_empty() && method.bytes().all(|b| b.is_ascii_graphic()));
+                assert!(!target.is_empty() && target.bytes().all(|b| b.is_ascii_graphic()));
+                assert!(version == "HTTP/1.1" || version == "HTTP/1.0");
+                assert!(rest.len() < before, "a request consumed no input");
+            }
+        }
+    }
+}
