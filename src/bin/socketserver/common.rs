@@ -1,7 +1,7 @@
 //! What every command shares: errors and exit codes, pool and bind options,
 //! size and duration parsing, and running a group of servers.
 
-use std::io::{self, Write};
+use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -179,6 +179,19 @@ impl Launcher {
         Ok(())
     }
 
+    /// Binds a threading server at `url`, stream or datagram as the URL
+    /// says, for a handler that serves both.
+    pub fn any<H>(&mut self, url: &SocketUrl, handler: H) -> Result<(), CliError>
+    where
+        H: RequestHandler<StreamRequest> + RequestHandler<DatagramRequest>,
+    {
+        if url.is_stream() {
+            self.stream(url, handler)
+        } else {
+            self.datagram(url, handler)
+        }
+    }
+
     /// Announces every address on standard output, then serves until
     /// SIGINT/SIGTERM, drains, and logs a summary per server.
     pub fn run(self) -> Result<(), CliError> {
@@ -200,6 +213,25 @@ fn cannot_bind(url: &SocketUrl, e: io::Error) -> CliError {
 }
 
 #[allow(dead_code)] // used by the services that take sizes
+/// Calls `send` with each of `args`, or, when there are none, with each line
+/// of standard input (without its terminator; bytes that are not UTF-8 are
+/// replaced): how the line clients read their messages.
+pub fn for_each_message(
+    args: &[String],
+    mut send: impl FnMut(&str) -> Result<(), CliError>,
+) -> Result<(), CliError> {
+    if !args.is_empty() {
+        return args.iter().try_for_each(|message| send(message));
+    }
+    let mut stdin = io::stdin().lock();
+    let mut line = Vec::new();
+    while stdin.read_until(b'\n', &mut line)? > 0 {
+        send(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']))?;
+        line.clear();
+    }
+    Ok(())
+}
+
 /// Parses a byte count with an optional KiB, MiB or GiB suffix (also K, M, G,
 /// KB, MB, GB, all meaning powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {

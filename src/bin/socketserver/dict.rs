@@ -1,6 +1,6 @@
 //! `serve dict` and `client dict`.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,9 @@ use socketserver::client::dict::DictClient;
 use socketserver::services::Dictionary;
 use socketserver::SocketUrl;
 
-use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+use crate::common::{
+    for_each_message, parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs,
+};
 
 const DEFAULT_URL: &str = "udp://127.0.0.1:9002";
 
@@ -41,11 +43,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let dict = Arc::new(dict.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));
     let mut launcher = Launcher::new(args.pool.options(None));
     for url in &urls {
-        if url.is_stream() {
-            launcher.stream(url, Arc::clone(&dict))?;
-        } else {
-            launcher.datagram(url, Arc::clone(&dict))?;
-        }
+        launcher.any(url, Arc::clone(&dict))?;
     }
     launcher.run()
 }
@@ -66,25 +64,12 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let mut dict = DictClient::connect(&args.connect, args.timeout)
         .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
     let mut stdout = io::stdout().lock();
-    let mut lookup = |word: &str| -> Result<(), CliError> {
+    let lookup = |word: &str| -> Result<(), CliError> {
         let answer = dict
             .lookup(word)
             .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };
-    if args.args.is_empty() {
-        let mut stdin = io::stdin().lock();
-        let mut line = Vec::new();
-        while stdin.read_until(b'\n', &mut line)? > 0 {
-            let text = String::from_utf8_lossy(&line);
-            lookup(text.trim_end_matches(['\n', '\r']))?;
-            line.clear();
-        }
-    } else {
-        for word in &args.args {
-            lookup(word)?;
-        }
-    }
-    Ok(())
+    for_each_message(&args.args, lookup)
 }

@@ -1,6 +1,6 @@
 //! `serve echo-upper` and `client echo-upper`.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use socketserver::client::{pipe, Connection, DatagramClient};
 use socketserver::services::EchoUpper;
 use socketserver::SocketUrl;
 
-use crate::common::{parse_duration, BindArgs, CliError, Launcher, PoolArgs};
+use crate::common::{for_each_message, parse_duration, BindArgs, CliError, Launcher, PoolArgs};
 
 const DEFAULT_URL: &str = "tcp://127.0.0.1:9000";
 
@@ -30,11 +30,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let mut launcher = Launcher::new(args.pool.options(None).read_buffer(64));
     let echo = Arc::new(EchoUpper);
     for url in &urls {
-        if url.is_stream() {
-            launcher.stream(url, Arc::clone(&echo))?;
-        } else {
-            launcher.datagram(url, Arc::clone(&echo))?;
-        }
+        launcher.any(url, Arc::clone(&echo))?;
     }
     launcher.run()
 }
@@ -67,22 +63,13 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     }
     let client = DatagramClient::connect(&args.connect, args.timeout)
         .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
-    let mut ask = |message: &[u8]| -> Result<(), CliError> {
+    let ask = |message: &str| -> Result<(), CliError> {
         let answer = client
-            .request(message)
+            .request(message.as_bytes())
             .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
         stdout.write_all(&answer)?;
         stdout.write_all(b"\n")?;
         Ok(stdout.flush()?)
     };
-    if args.args.is_empty() {
-        for line in io::stdin().lock().lines() {
-            ask(line?.as_bytes())?;
-        }
-    } else {
-        for message in &args.args {
-            ask(message.as_bytes())?;
-        }
-    }
-    Ok(())
+    for_each_message(&args.args, ask)
 }

@@ -1,6 +1,6 @@
 //! `serve qa` and `client qa`.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +9,9 @@ use socketserver::client::qa::QaClient;
 use socketserver::services::QaBot;
 use socketserver::SocketUrl;
 
-use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+use crate::common::{
+    for_each_message, parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs,
+};
 
 const DEFAULT_URL: &str = "tcp://127.0.0.1:9001";
 
@@ -60,25 +62,12 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let mut bot = QaClient::connect(&args.connect, args.timeout)
         .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
     let mut stdout = io::stdout().lock();
-    let mut ask = |question: &str| -> Result<(), CliError> {
+    let ask = |question: &str| -> Result<(), CliError> {
         let answer = bot
             .ask(question)
             .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };
-    if args.args.is_empty() {
-        let mut stdin = io::stdin().lock();
-        let mut line = Vec::new();
-        while stdin.read_until(b'\n', &mut line)? > 0 {
-            let text = String::from_utf8_lossy(&line);
-            ask(text.trim_end_matches(['\n', '\r']))?;
-            line.clear();
-        }
-    } else {
-        for question in &args.args {
-            ask(question)?;
-        }
-    }
-    Ok(())
+    for_each_message(&args.args, ask)
 }
