@@ -8,11 +8,11 @@ use std::io::Read;
 use std::path::{Component, Path};
 
 use serde_json::Value;
-use socketserver::framing::{body, parse_header, Endian, FrameError, Framing};
+use socketserver::protocol::framing::{body, parse_header, Endian, FrameError, Framing};
+use socketserver::protocol::line::{read_line, Line};
 use socketserver::services::exec::split_command;
 use socketserver::services::files::{check_file_name, MAX_NAME_BYTES, TEMP_PREFIX};
 use socketserver::services::http::{ParsedHead, StaticHttp};
-use socketserver::services::line::{read_line, Line};
 use socketserver::SocketUrl;
 
 /// Runs the check named `target` on `data`.

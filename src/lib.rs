@@ -86,20 +86,21 @@
 #![warn(missing_docs)]
 
 mod address;
-pub mod auth;
+#[cfg(feature = "client")]
 pub mod client;
 mod control;
 mod datagram;
 pub mod dispatch;
 mod endpoint;
-pub mod framing;
 mod group;
 mod handler;
-pub mod loadgen;
 mod options;
 mod pool;
+#[cfg(feature = "protocols")]
+pub mod protocol;
 mod registry;
 mod server;
+#[cfg(feature = "services")]
 pub mod services;
 mod signal;
 mod stats;

@@ -102,6 +102,41 @@ impl StreamRequest {
         (reader, Writer(&self.socket))
     }
 
+    /// Ends the conversation after a final answer without losing that
+    /// answer: sends end of input, then reads and discards what the client
+    /// still sends (for at most 2 s and `max_discard` bytes) before the
+    /// connection closes.
+    ///
+    /// Closing a socket that still has unread input makes the kernel send a
+    /// reset, which can destroy an answer the client has not read yet (a
+    /// client still sending a refused body, say).
+    ///
+    /// `max_discard` says how much of what the client still sends is worth
+    /// reading to let it see the answer: a line service stops reading a line
+    /// that is too long (1 MiB, say), a file service lets a refused upload
+    /// run on for longer.
+    pub fn close_after_answer(&mut self, max_discard: usize) {
+        const LINGER: Duration = Duration::from_secs(2);
+        if self.shutdown_write().is_err() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + LINGER;
+        let mut scratch = [0u8; 16 * 1024];
+        let mut discarded = 0;
+        while discarded < max_discard {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match self.read(&mut scratch) {
+                Ok(0) => return,
+                Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+
     /// A writer for this connection that can move to another thread: for a
     /// handler that must send while it blocks in a read (a chat room).
     pub fn try_clone_writer(&self) -> io::Result<StreamWriter> {

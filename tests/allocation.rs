@@ -9,11 +9,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proptest::prelude::*;
-use socketserver::framing::{body, parse_header, Endian, Framing, DEFAULT_MAX_FRAME};
+use socketserver::protocol::framing::{body, parse_header, Endian, Framing, DEFAULT_MAX_FRAME};
+use socketserver::protocol::line::{read_line, Line};
 use socketserver::services::exec::split_command;
 use socketserver::services::files::check_file_name;
 use socketserver::services::http::StaticHttp;
-use socketserver::services::line::{read_line, Line};
 use socketserver::SocketUrl;
 
 /// Counts live bytes per thread and remembers the peak since the last reset.

@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use socketserver::auth::{client_handshake, Key};
 use socketserver::client::exec::ExecClient;
 use socketserver::client::Connection;
-use socketserver::framing::{Endian, Framing};
+use socketserver::protocol::auth::{client_handshake, Key};
+use socketserver::protocol::framing::{Endian, Framing};
 use socketserver::SocketUrl;
 use support::{program, run_with_input, ServerProcess, TempDir, STEP};
 

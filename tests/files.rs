@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use socketserver::auth::{client_handshake, Key};
 use socketserver::client::files::{Entry, FilesClient, Refused};
-use socketserver::framing::{Endian, Framing};
+use socketserver::protocol::auth::{client_handshake, Key};
+use socketserver::protocol::framing::{Endian, Framing};
 use socketserver::SocketUrl;
 use support::{program, run_with_input, ServerProcess, TempDir, STEP};
 

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use socket2::{Domain, Socket, Type};
-use socketserver::auth::{client_handshake, Key};
 use socketserver::client::exec::ExecClient;
 use socketserver::client::files::FilesClient;
-use socketserver::framing::Framing;
+use socketserver::protocol::auth::{client_handshake, Key};
+use socketserver::protocol::framing::Framing;
 use socketserver::SocketUrl;
 use support::{eventually, ServerProcess, TempDir, STEP};
 

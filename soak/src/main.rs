@@ -26,10 +26,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use socketserver::auth::Key;
+use socketserver::protocol::auth::Key;
 use socketserver::client::exec::ExecClient;
 use socketserver::client::files::FilesClient;
-use socketserver::framing::Framing;
+use socketserver::protocol::framing::Framing;
 use socketserver::SocketUrl;
 
 const STEP: Duration = Duration::from_secs(10);
@@ -517,7 +517,7 @@ fn main() {
                 1 => {
                     // A frame claiming 4 GiB after a good handshake.
                     let mut s = tcp(&exec_addr)?;
-                    socketserver::auth::client_handshake(
+                    socketserver::protocol::auth::client_handshake(
                         &mut s,
                         &Key::new(KEY).unwrap(),
                         &Framing::new(),

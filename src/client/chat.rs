@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Write};
 use std::time::Duration;
 
 use super::Connection;
-use crate::services::line::{read_line, Line};
+use crate::protocol::line::{read_line, Line};
 use crate::SocketUrl;
 
 /// The longest line the client accepts from the room, in bytes.

@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Write};
 use std::time::Duration;
 
 use super::{Connection, DatagramClient};
-use crate::services::line::{read_line, Line};
+use crate::protocol::line::{read_line, Line};
 use crate::SocketUrl;
 
 /// The longest answer the client accepts over a stream, in bytes.

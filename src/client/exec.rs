@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::Connection;
-use crate::auth::{client_handshake, Key};
-use crate::framing::{body, Framing};
+use crate::protocol::auth::{client_handshake, Key};
+use crate::protocol::framing::{body, Framing};
 use crate::SocketUrl;
 
 /// A connection to an exec server, authenticated, ready to run commands
@@ -20,9 +20,9 @@ use crate::SocketUrl;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use socketserver::auth::Key;
+/// use socketserver::protocol::auth::Key;
 /// use socketserver::client::exec::ExecClient;
-/// use socketserver::framing::Framing;
+/// use socketserver::protocol::framing::Framing;
 ///
 /// let url = "tcp://127.0.0.1:9003".parse().unwrap();
 /// let key = Key::from_file("exec.key")?;

@@ -10,9 +10,9 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::Connection;
-use crate::auth::{client_handshake, Key};
-use crate::framing::{body, Framing};
-use crate::services::files::{hex, is_sha256_hex, sha256_prefix};
+use crate::protocol::auth::{client_handshake, Key};
+use crate::protocol::digest::{hex, is_sha256_hex, sha256_prefix};
+use crate::protocol::framing::{body, Framing};
 use crate::SocketUrl;
 
 /// The size of the copy buffer.
@@ -27,7 +27,7 @@ const CHUNK: usize = 64 * 1024;
 /// ```no_run
 /// use std::time::Duration;
 /// use socketserver::client::files::FilesClient;
-/// use socketserver::framing::Framing;
+/// use socketserver::protocol::framing::Framing;
 ///
 /// let url = "tcp://127.0.0.1:9004".parse().unwrap();
 /// let mut client = FilesClient::connect(&url, None, Framing::new(), Some(Duration::from_secs(30)))?;

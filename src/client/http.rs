@@ -8,7 +8,7 @@ use std::time::Duration;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::Connection;
-use crate::services::line::{read_line, Line};
+use crate::protocol::line::{read_line, Line};
 use crate::SocketUrl;
 
 /// The largest response head the client accepts, in bytes.

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::line::{close_after_answer, read_line, Line};
+use crate::protocol::line::{read_line, Line};
 use crate::{Address, RequestHandler, ServerHandle, StreamRequest, StreamWriter};
 
 /// The default bound of a member's outgoing queue, in bytes.
@@ -269,7 +269,7 @@ impl RequestHandler<StreamRequest> for ChatRoom {
             }
             let flushed = membership.end();
             if too_long && flushed {
-                close_after_answer(req);
+                req.close_after_answer(1 << 20);
             }
             result.map(drop)
         })

@@ -32,7 +32,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::line::{close_after_answer, read_line, Line};
+use crate::protocol::line::{read_line, Line};
 use crate::{DatagramRequest, RequestHandler, StreamRequest};
 
 /// The answer to a request over the limit.
@@ -252,7 +252,7 @@ impl RequestHandler<StreamRequest> for Dictionary {
                         self.max_line
                     );
                     req.write_all(format!("{LINE_TOO_LONG}\n").as_bytes())?;
-                    close_after_answer(req);
+                    req.close_after_answer(1 << 20);
                     return Ok(());
                 }
                 Line::Complete { .. } => {

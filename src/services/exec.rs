@@ -3,11 +3,11 @@
 //!
 //! # The conversation
 //!
-//! 1. The [`auth`](crate::auth#the-handshake) handshake: the server sends a 32-byte
+//! 1. The [`auth`](crate::protocol::auth#the-handshake) handshake: the server sends a 32-byte
 //!    challenge, the client answers HMAC-SHA256(key, challenge), the server
 //!    sends the verdict `{"status":"ok"}` or `{"status":"denied"}` as a
 //!    JSON-header message and closes on denial. Nothing runs before it.
-//! 2. Then, as many times as the client likes: a [frame](crate::framing)
+//! 2. Then, as many times as the client likes: a [frame](crate::protocol::framing)
 //!    holding a UTF-8 command line; the answer is a JSON-header message
 //!
 //!    ```text
@@ -64,9 +64,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::json;
 
-use super::wire::{authenticate, is_gone, linger_close};
-use crate::auth::{FailureLimit, Key};
-use crate::framing::{FrameError, Framing};
+use super::wire::{authenticate, is_gone};
+use crate::protocol::auth::{FailureLimit, Key};
+use crate::protocol::framing::{FrameError, Framing};
 use crate::{Address, RequestHandler, StreamRequest};
 
 /// How long the pipes of a killed command are still read.
@@ -80,7 +80,7 @@ const MAX_WAIT_STEP: Duration = Duration::from_millis(50);
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use socketserver::auth::Key;
+/// use socketserver::protocol::auth::Key;
 /// use socketserver::services::Exec;
 /// use socketserver::ThreadingTcpServer;
 ///
@@ -411,7 +411,7 @@ impl Exec {
             Some(FrameError::TooLarge { .. }) => {
                 log::warn!("{peer}: {error}; closing");
                 let _ = self.send_error(req, &error.to_string());
-                linger_close(req);
+                req.close_after_answer(super::wire::MAX_DISCARD);
                 Ok(())
             }
             _ if is_gone(&error) => {

@@ -4,8 +4,8 @@
 //! # The conversation
 //!
 //! With a [key](Files::key), the connection starts with the
-//! [`auth`](crate::auth#the-handshake) handshake, exactly as in `exec`. Then the client
-//! sends requests, each a JSON-header [message](crate::framing), and gets one
+//! [`auth`](crate::protocol::auth#the-handshake) handshake, exactly as in `exec`. Then the client
+//! sends requests, each a JSON-header [message](crate::protocol::framing), and gets one
 //! answer per request (a JSON-header message too); `op` defaults to `put`, so
 //! the course's client, which sends `{"file_name":...,"file_size":...}` and
 //! the bytes and closes without reading the answer, is served as it is.
@@ -54,9 +54,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::wire::{authenticate, is_gone, linger_close};
-use crate::auth::{FailureLimit, Key};
-use crate::framing::{body, FrameError, Framing};
+use super::wire::{authenticate, is_gone};
+use crate::protocol::auth::{FailureLimit, Key};
+use crate::protocol::digest::{hex, is_sha256_hex, sha256_prefix};
+use crate::protocol::framing::{body, FrameError, Framing};
 use crate::{Address, RequestHandler, StreamRequest};
 
 /// The name prefix of the temporary files of uploads in progress.
@@ -150,22 +151,6 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The lowercase hex form of bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        text.push(DIGITS[usize::from(b >> 4)] as char);
-        text.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    text
-}
-
-/// Whether `text` is a SHA-256 digest in hex (64 digits, any case).
-pub(crate) fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Files {
@@ -543,7 +528,7 @@ impl RequestHandler<StreamRequest> for Files {
                             if let Next::Close =
                                 self.refuse(req, &peer, &error.to_string(), Next::Close)?
                             {
-                                linger_close(req);
+                                req.close_after_answer(super::wire::MAX_DISCARD);
                             }
                             Ok(())
                         }
@@ -566,33 +551,12 @@ impl RequestHandler<StreamRequest> for Files {
             match next {
                 Next::Continue => {}
                 Next::Close => {
-                    linger_close(req);
+                    req.close_after_answer(super::wire::MAX_DISCARD);
                     return Ok(());
                 }
                 Next::Gone => return Ok(()),
             }
         }
-    }
-}
-
-/// The sha256 of the first `size` bytes of `file`, as lowercase hex, and how
-/// many bytes there were (fewer than `size` when the file is shorter).
-pub(crate) fn sha256_prefix(file: &mut File, size: u64) -> io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
-    let hashed = io::copy(&mut file.take(size), &mut HashWriter(&mut hasher))?;
-    Ok((hashed, hex(&hasher.finalize())))
-}
-
-/// Feeds what is written to a hasher.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -694,14 +658,6 @@ mod tests {
             check_file_name(&too_long).unwrap_err(),
             "refused file name of 256 bytes: the limit is 255 bytes"
         );
-    }
-
-    #[test]
-    fn hex_and_digest_checks() {
-        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
-        assert!(is_sha256_hex(&"aB".repeat(32)));
-        assert!(!is_sha256_hex(&"ab".repeat(31)));
-        assert!(!is_sha256_hex(&"zz".repeat(32)));
     }
 
     #[test]

@@ -60,7 +60,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use percent_encoding::percent_decode_str;
 
-use super::line::{close_after_answer, read_line, Line};
+use crate::protocol::line::{read_line, Line};
 use crate::{RequestHandler, StreamRequest};
 
 /// The default longest request line, in bytes.
@@ -179,7 +179,7 @@ impl RequestHandler<StreamRequest> for StaticHttp {
                     log::info!("{}: {} {} ({why})", req.peer_addr(), status, reason(status));
                     let response = Response::error(status);
                     send(req, &response, false, Persistence::Close)?;
-                    close_after_answer(req);
+                    req.close_after_answer(1 << 20);
                     return Ok(());
                 }
                 Head::Request(request) => request,
@@ -212,7 +212,7 @@ impl RequestHandler<StreamRequest> for StaticHttp {
             );
             send(req, &response, request.method == "HEAD", persistence)?;
             if persistence == Persistence::Close {
-                close_after_answer(req);
+                req.close_after_answer(1 << 20);
                 return Ok(());
             }
         }

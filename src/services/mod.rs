@@ -11,7 +11,6 @@ mod echo_upper;
 pub mod exec;
 pub mod files;
 pub mod http;
-pub mod line;
 pub mod qa;
 mod wire;
 

@@ -35,7 +35,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
 
-use super::line::{close_after_answer, read_line, Line};
+use crate::protocol::line::{read_line, Line};
 use crate::{RequestHandler, StreamRequest};
 
 /// The built-in table: (keyword, answer), in matching order.
@@ -183,7 +183,7 @@ impl RequestHandler<StreamRequest> for QaBot {
                         self.max_line
                     );
                     req.write_all(format!("{LINE_TOO_LONG}\n").as_bytes())?;
-                    close_after_answer(req);
+                    req.close_after_answer(1 << 20);
                     return Ok(());
                 }
                 Line::Complete { .. } => match std::str::from_utf8(&line) {

@@ -1,42 +1,16 @@
 //! What the framed services (`exec`, `files`) share on the server side:
-//! closing politely after an error, and telling a client that went away from
-//! a real failure.
+//! the handshake, and telling a client that went away from a real failure.
 
-use std::io::{self, Read};
-use std::time::{Duration, Instant};
+use std::io;
+use std::time::Duration;
 
-use crate::auth::{self, FailureLimit, Key, Verdict};
-use crate::framing::Framing;
+use crate::protocol::auth::{self, FailureLimit, Key, Verdict};
+use crate::protocol::framing::Framing;
 use crate::{Address, StreamRequest};
 
-/// How long a connection is drained after a final error answer.
-const LINGER: Duration = Duration::from_secs(2);
-/// How much is drained at most.
-const LINGER_BYTES: usize = 64 << 20;
-
-/// Ends a connection after a final answer so that the client can read it.
-///
-/// Closing a socket that still has unread input makes the system send a
-/// reset, which can destroy the answer before the client reads it (a client
-/// that was still sending a refused body, say). So: half-close (the client
-/// reads the answer, then end of input), then read and discard what the
-/// client still sends, for at most 2 s and 64 MiB, then close.
-pub(crate) fn linger_close(req: &mut StreamRequest) {
-    let _ = req.shutdown_write();
-    let deadline = Instant::now() + LINGER;
-    let mut drained = 0;
-    let mut buf = [0u8; 16 * 1024];
-    while drained < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || req.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match req.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-}
+/// How much a framed service reads and discards after a final error answer,
+/// so that a client still sending a refused body sees the answer.
+pub(crate) const MAX_DISCARD: usize = 64 << 20;
 
 /// True for the errors of a client that went away (closed, reset, timed
 /// out): the end of a conversation, not a server failure.
@@ -84,7 +58,7 @@ pub(crate) fn authenticate(
                 }
                 _ => log::warn!("{peer}: authentication denied (wrong key)"),
             }
-            linger_close(req);
+            req.close_after_answer(super::wire::MAX_DISCARD);
             return Ok(false);
         }
         Err(e) if is_gone(&e) => {

@@ -1,12 +1,12 @@
-//! `bench SERVICE`: the load generator ([`socketserver::loadgen`]) on the
+//! `bench SERVICE`: the load generator ([`crate::loadgen`]) on the
 //! command line.
 
 use std::io::{self, Write};
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
+use crate::loadgen::{self, Config, Mode, Transport};
 use clap::{Args, ValueEnum};
-use socketserver::loadgen::{self, Config, Mode, Transport};
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, CliError};

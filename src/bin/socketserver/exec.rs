@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::exec::ExecClient;
-use socketserver::framing::Framing;
+use socketserver::protocol::framing::Framing;
 use socketserver::services::Exec;
 use socketserver::SocketUrl;
 

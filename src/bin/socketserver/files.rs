@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use socketserver::client::files::FilesClient;
-use socketserver::framing::Framing;
+use socketserver::protocol::framing::Framing;
 use socketserver::services::Files;
 use socketserver::SocketUrl;
 

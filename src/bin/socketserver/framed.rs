@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use socketserver::auth::{FailureLimit, Key};
-use socketserver::framing::Endian;
+use socketserver::protocol::auth::{FailureLimit, Key};
+use socketserver::protocol::framing::Endian;
 
 use crate::common::{parse_duration, CliError};
 

@@ -15,6 +15,7 @@ mod exec;
 mod files;
 mod framed;
 mod http;
+mod loadgen;
 mod qa;
 
 /// Python's socketserver model in Rust: the socket-programming course's

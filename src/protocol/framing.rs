@@ -51,7 +51,7 @@
 //! the read functions return `None` (or `false`).
 //!
 //! ```
-//! use socketserver::framing::{Endian, Framing};
+//! use socketserver::protocol::framing::{Endian, Framing};
 //!
 //! let framing = Framing::new().endian(Endian::Big);
 //! let mut wire = Vec::new();
@@ -483,11 +483,11 @@ pub struct Body<R> {
 /// use std::io::Read;
 /// let mut input = &b"hello, and the next message"[..];
 /// let mut text = String::new();
-/// socketserver::framing::body(&mut input, 5).read_to_string(&mut text)?;
+/// socketserver::protocol::framing::body(&mut input, 5).read_to_string(&mut text)?;
 /// assert_eq!(text, "hello");
 ///
 /// let mut short = &b"hel"[..];
-/// let error = std::io::copy(&mut socketserver::framing::body(&mut short, 5), &mut std::io::sink()).unwrap_err();
+/// let error = std::io::copy(&mut socketserver::protocol::framing::body(&mut short, 5), &mut std::io::sink()).unwrap_err();
 /// assert_eq!(error.to_string(), "truncated body: the input ended after 3 of 5 bytes");
 /// # Ok::<(), std::io::Error>(())
 /// ```

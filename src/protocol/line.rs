@@ -6,10 +6,7 @@
 //! as more than the limit has arrived without a newline, having buffered at
 //! most the limit plus one byte.
 
-use std::io::{self, BufRead, Read};
-use std::time::{Duration, Instant};
-
-use crate::StreamRequest;
+use std::io::{self, BufRead};
 
 /// What [`read_line`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +30,7 @@ pub enum Line {
 /// more than `max + 1` bytes.
 ///
 /// ```
-/// use socketserver::services::line::{read_line, Line};
+/// use socketserver::protocol::line::{read_line, Line};
 ///
 /// let mut input = &b"short\r\nmuch too long\n"[..];
 /// let mut line = Vec::new();
@@ -91,34 +88,6 @@ pub fn read_line(reader: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> i
                     return Ok(Line::TooLong);
                 }
             }
-        }
-    }
-}
-
-/// Closes a connection after a final answer without losing that answer: sends
-/// end of input, then reads and discards what the client still sends (at most
-/// 1 MiB, for at most 2 s) before the socket is closed. Closing a socket with
-/// unread input makes the kernel send a reset, which can destroy an answer the
-/// client has not read yet.
-pub(crate) fn close_after_answer(req: &mut StreamRequest) {
-    const LINGER: Duration = Duration::from_secs(2);
-    const MAX_DISCARD: usize = 1 << 20;
-    if req.shutdown_write().is_err() {
-        return;
-    }
-    let deadline = Instant::now() + LINGER;
-    let mut scratch = [0u8; 4096];
-    let mut discarded = 0;
-    while discarded < MAX_DISCARD {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || req.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match req.read(&mut scratch) {
-            Ok(0) => return,
-            Ok(n) => discarded += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
         }
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! The challenge is fresh for every connection (from the operating system's
 //! random source), the answer is compared in constant time, and the verdict
-//! is a [`framing`](crate::framing) frame, so it follows the service's byte
+//! is a [`framing`](crate::protocol::framing) frame, so it follows the service's byte
 //! order. On denial the server closes the connection.
 //!
 //! The key is a file's bytes, all of them: a trailing newline is part of the
@@ -51,7 +51,7 @@ use serde_json::json;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::framing::{read_full, Framing};
+use crate::protocol::framing::{read_full, Framing};
 use crate::Address;
 
 /// The size of a challenge.
@@ -221,7 +221,7 @@ struct Failures {
 ///
 /// ```
 /// use std::time::Duration;
-/// use socketserver::auth::FailureLimit;
+/// use socketserver::protocol::auth::FailureLimit;
 ///
 /// let limit = FailureLimit::new(2, Duration::from_secs(60));
 /// let peer = "127.0.0.1:5000".parse::<std::net::SocketAddr>().unwrap().into();
@@ -443,7 +443,7 @@ pub fn client_handshake<S: Read + Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::Endian;
+    use crate::protocol::framing::Endian;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
