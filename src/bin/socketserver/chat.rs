@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use socketserver::client::chat::ChatClient;
 use socketserver::services::ChatRoom;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_size, BindArgs, CliError, Launcher, PoolArgs};
@@ -27,7 +28,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let room = Arc::new(
         ChatRoom::new()
             .max_backlog(usize::try_from(args.max_backlog).unwrap_or(usize::MAX))
