@@ -97,20 +97,44 @@ impl StreamRequest {
         if self.buffer.has_bytes() {
             return Ok(true);
         }
-        if let Some(tracked) = &self.tracked {
-            tracked.set_idle();
-            // A shutdown that began before the mark did not see it idle.
-            if self.server.is_shutdown() {
-                return Ok(false);
-            }
+        if !self.mark_idle() {
+            return Ok(false);
         }
         let filled = self.fill_buf().map(|bytes| !bytes.is_empty());
-        if let Some(tracked) = &self.tracked {
-            if !tracked.set_busy() {
-                return Ok(false);
-            }
+        if !self.mark_busy() {
+            return Ok(false);
         }
         filled
+    }
+
+    /// Says the connection waits for its next message; false when the
+    /// server is already shutting down (the wait should not begin).
+    pub(crate) fn mark_idle(&self) -> bool {
+        match &self.tracked {
+            Some(tracked) => {
+                tracked.set_idle();
+                // A shutdown that began before the mark did not see it idle.
+                !self.server.is_shutdown()
+            }
+            None => true,
+        }
+    }
+
+    /// Says a message is in progress; false when a shutdown closed the
+    /// connection while it waited.
+    pub(crate) fn mark_busy(&self) -> bool {
+        self.tracked
+            .as_ref()
+            .is_none_or(|tracked| tracked.set_busy())
+    }
+
+    /// Reads what the read buffer holds, or else straight from the socket
+    /// into `out`: for a reader with buffers of its own.
+    pub(crate) fn read_unbuffered(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buffer.has_bytes() {
+            return self.buffer.read(&self.socket, out);
+        }
+        (&self.socket).read(out)
     }
 
     /// True when a shutdown closed this connection while it waited idle

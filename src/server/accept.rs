@@ -175,6 +175,7 @@ impl<T: Transport> Serving<T> {
                 "some handlers ignored the shutdown deadline; leaving their threads behind"
             );
         }
+        control.stop_flusher();
         let stats = control.counters.snapshot(&control.gauges);
         let summary = Summary {
             served: stats.served,

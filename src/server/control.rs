@@ -4,11 +4,12 @@
 use std::fmt;
 use std::io;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::flusher::Flusher;
 use super::registry::Registry;
 use super::stats::{Counters, Gauges, Stats};
 use crate::Options;
@@ -46,6 +47,8 @@ pub(crate) struct Control {
     /// shutdown begins.
     changed: Mutex<()>,
     changed_cv: Condvar,
+    /// The threads mode's writer of last resort, started when first needed.
+    flusher: OnceLock<Arc<Flusher>>,
 }
 
 impl Control {
@@ -63,6 +66,7 @@ impl Control {
             needs_watchdog,
             changed: Mutex::new(()),
             changed_cv: Condvar::new(),
+            flusher: OnceLock::new(),
         }
     }
 
@@ -86,6 +90,28 @@ impl Control {
 
     pub fn is_shutdown(&self) -> bool {
         self.shutdown.load(SeqCst)
+    }
+
+    /// The server's [`Flusher`], started on first use.
+    pub fn flusher(&self) -> io::Result<Arc<Flusher>> {
+        if let Some(flusher) = self.flusher.get() {
+            return Ok(Arc::clone(flusher));
+        }
+        let started = Flusher::start()?;
+        match self.flusher.set(Arc::clone(&started)) {
+            Ok(()) => Ok(started),
+            Err(_) => {
+                started.stop();
+                Ok(Arc::clone(self.flusher.get().expect("set by the winner")))
+            }
+        }
+    }
+
+    /// Stops the flusher, if it was started: the end of the server.
+    pub fn stop_flusher(&self) {
+        if let Some(flusher) = self.flusher.get() {
+            flusher.stop();
+        }
     }
 
     /// Wakes the accept loop if it waits for room.

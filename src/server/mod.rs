@@ -45,6 +45,7 @@ use socket2::Type;
 
 mod accept;
 mod control;
+mod flusher;
 mod group;
 mod lifecycle;
 mod options;
@@ -53,8 +54,9 @@ mod signal;
 mod stats;
 
 use accept::Serving;
-pub(crate) use control::Control;
 pub use control::ServerHandle;
+pub(crate) use control::{deadline_after, Control};
+pub(crate) use flusher::{Flushable, Flusher};
 pub use group::ServerGroup;
 pub(crate) use lifecycle::{Lifecycle, Serve};
 pub use options::Options;
