@@ -251,6 +251,13 @@ impl<'a> Conn<'a> {
         self.io.set_timeouts(None, Some((timeout, from_now)))
     }
 
+    /// Reads nothing more from this connection for `pause` after this call:
+    /// its client is slowed down by the transport's flow control (flood
+    /// control). A shutdown ends the pause.
+    pub fn pause_reading(&mut self, pause: Duration) {
+        self.io.pause_reading(pause)
+    }
+
     /// How much of what the client still sends is read and discarded when
     /// the connection closes politely (after [`Next::Close`] or a bad
     /// message), so that it sees the last replies: default 1 MiB, for at
@@ -313,6 +320,7 @@ pub(crate) trait ConnIo {
         message: Option<(Option<Duration>, bool)>,
     );
     fn set_linger(&mut self, max_discard: usize);
+    fn pause_reading(&mut self, pause: Duration);
     fn raw_fd(&self) -> RawFd;
 }
 

@@ -97,6 +97,7 @@ pub(crate) fn run<H: MessageHandler>(handler: &H, req: &mut StreamRequest) -> io
         timeouts: Timeouts::of(&server),
         linger: DEFAULT_LINGER,
         write_timeout: server.options().write_timeout,
+        pause: None,
     };
     let mut session = {
         let mut io = ThreadIo::new(req, &mut state, &peer, &[]);
@@ -137,6 +138,12 @@ pub(crate) fn run<H: MessageHandler>(handler: &H, req: &mut StreamRequest) -> io
                 }
                 if input.is_empty() {
                     state.flush(req)?;
+                }
+                if let Some(pause) = state.pause.take() {
+                    state.flush(req)?;
+                    if server.wait_for_shutdown(Some(pause)) && idle_ends {
+                        break Closing::Shutdown;
+                    }
                 }
             }
             Ok(Found::NeedMore) => {
@@ -235,6 +242,8 @@ struct LoopState {
     timeouts: Timeouts,
     linger: usize,
     write_timeout: Option<Duration>,
+    /// A pause of reading that the handler asked for.
+    pause: Option<Duration>,
 }
 
 impl LoopState {
@@ -416,6 +425,10 @@ impl ConnIo for ThreadIo<'_> {
 
     fn set_linger(&mut self, max_discard: usize) {
         self.state.linger = max_discard;
+    }
+
+    fn pause_reading(&mut self, pause: Duration) {
+        self.state.pause = Some(pause);
     }
 
     fn raw_fd(&self) -> RawFd {

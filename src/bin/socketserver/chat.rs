@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// The longest line, in bytes; a longer one disconnects its sender
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "8KiB")]
     max_line: u64,
+    /// Bytes per second a member may send (and its burst); a faster sender is slowed down
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    max_rate: u64,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -32,7 +35,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let room = Arc::new(
         ChatRoom::new()
             .max_backlog(usize::try_from(args.max_backlog).unwrap_or(usize::MAX))
-            .max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)),
+            .max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX))
+            .max_rate(usize::try_from(args.max_rate).unwrap_or(usize::MAX)),
     );
     let mut launcher = Launcher::new(args.pool.options(None));
     for url in &urls {
