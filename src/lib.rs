@@ -96,7 +96,7 @@ pub mod server;
 pub mod services;
 pub mod transport;
 
-pub use dispatch::{Synchronous, Threading};
+pub use dispatch::{Reactor, Synchronous, Threading};
 pub use request::{
     handler_fn, log_request_error, DatagramRequest, HandlerFn, RequestHandler, StreamRequest,
     StreamWriter,
@@ -124,3 +124,8 @@ pub type ThreadingUdpServer<H> = Server<Udp, H, Threading>;
 pub type ThreadingUnixStreamServer<H> = Server<UnixStream, H, Threading>;
 /// A Unix datagram server that handles each datagram on a pool thread.
 pub type ThreadingUnixDatagramServer<H> = Server<UnixDatagram, H, Threading>;
+/// A TCP server whose connections wait on event loops and whose
+/// [`MessageHandler`](request::MessageHandler) runs per message.
+pub type ReactorTcpServer<H> = Server<Tcp, H, Reactor>;
+/// A Unix stream server whose connections wait on event loops.
+pub type ReactorUnixStreamServer<H> = Server<UnixStream, H, Reactor>;

@@ -16,10 +16,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod pool;
+mod reactor;
 mod synchronous;
 mod threading;
 
 pub(crate) use pool::{Pool, PoolConfig};
+pub use reactor::Reactor;
 pub use synchronous::Synchronous;
 pub use threading::Threading;
 

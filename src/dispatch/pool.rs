@@ -32,7 +32,7 @@ impl PoolConfig {
     pub fn of(options: &crate::Options) -> Self {
         PoolConfig {
             core: options.threads,
-            max: options.max_threads,
+            max: options.max_threads_or_default(),
             queue: options.queue,
             keep_alive: options.keep_alive,
             name: options.thread_name.clone(),

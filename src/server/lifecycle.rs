@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use super::control::Control;
 use super::control::ServerHandle;
 use super::stats::Counters;
-use crate::request::{DatagramRequest, RequestHandler, StreamRequest};
+use crate::request::{DatagramRequest, MessageHandler, RequestHandler, StreamRequest};
 use crate::transport::address::Address;
 use crate::transport::listener::{Accepted, Datagram};
 
@@ -97,6 +97,34 @@ impl<H> Lifecycle<H> {
             let mut request = DatagramRequest::new(datagram, self.server.clone());
             self.run(&mut request).map(|()| Outcome::Served)
         });
+    }
+
+    /// Runs one message's handler call (for dispatchers that call handlers
+    /// per message): counted active while it runs and served after, its
+    /// error given to `handle_error`, its panic caught and logged. `None`
+    /// when it failed or panicked: the connection must close.
+    pub fn run_message<T>(&self, peer: &Address, call: impl FnOnce() -> io::Result<T>) -> Option<T>
+    where
+        H: MessageHandler,
+    {
+        let counters = &self.control().counters;
+        counters.active.fetch_add(1, Relaxed);
+        let outcome = catch_unwind(AssertUnwindSafe(call));
+        counters.active.fetch_sub(1, Relaxed);
+        Counters::bump(&counters.served);
+        match outcome {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                Counters::bump(&counters.failed);
+                self.handler.handle_error(peer, &e);
+                None
+            }
+            Err(panic) => {
+                Counters::bump(&counters.panicked);
+                log::error!("{peer}: handler panicked: {}", panic_message(&*panic));
+                None
+            }
+        }
     }
 
     /// `setup`, `handle` and `finish`: `finish` runs when `setup` succeeded,

@@ -58,10 +58,10 @@ pub use control::ServerHandle;
 pub(crate) use control::{deadline_after, Control};
 pub(crate) use flusher::{Flushable, Flusher};
 pub use group::ServerGroup;
-pub(crate) use lifecycle::{Lifecycle, Serve};
+pub(crate) use lifecycle::{panic_message, Lifecycle, Serve};
 pub use options::Options;
 pub(crate) use registry::Tracked;
-pub(crate) use stats::Gauges;
+pub(crate) use stats::{Counters, Gauges};
 pub use stats::{Stats, Summary};
 
 use crate::dispatch::{Dispatch, Threading};

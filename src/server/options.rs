@@ -37,7 +37,8 @@ use crate::transport::ListenOptions;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub(crate) threads: usize,
-    pub(crate) max_threads: usize,
+    /// `None`: as many as `max_connections`.
+    max_threads: Option<usize>,
     pub(crate) queue: usize,
     pub(crate) keep_alive: Duration,
     pub(crate) max_connections: usize,
@@ -52,13 +53,14 @@ pub struct Options {
     pub(crate) thread_name: String,
     pub(crate) stack_size: Option<usize>,
     pub(crate) read_buffer: usize,
+    pub(crate) reactor_threads: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            max_threads: 1024,
+            max_threads: None,
             queue: 1024,
             keep_alive: Duration::from_secs(30),
             max_connections: 10_000,
@@ -73,13 +75,14 @@ impl Default for Options {
             thread_name: "socketserver".to_string(),
             stack_size: None,
             read_buffer: 8 * 1024,
+            reactor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
 
 impl Options {
-    /// The defaults: as many warm threads as CPUs, up to 1024 threads, a queue
-    /// of 1024, 10,000 connections, no idle timeout, TCP_NODELAY and
+    /// The defaults: as many warm threads as CPUs, up to a thread per
+    /// connection, a queue of 1024, 10,000 connections, no idle timeout, TCP_NODELAY and
     /// SO_REUSEADDR on, a listen backlog of 1024, a 10 s shutdown deadline.
     pub fn new() -> Self {
         Self::default()
@@ -89,15 +92,31 @@ impl Options {
     /// Default: the number of CPUs. Ignored by one-at-a-time servers.
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
-        self.max_threads = self.max_threads.max(threads);
+        if let Some(max) = self.max_threads {
+            self.max_threads = Some(max.max(threads));
+        }
         self
     }
 
-    /// The most worker threads the pool grows to (at least 1). Default 1024.
+    /// The most worker threads the pool grows to (at least 1). Default: as
+    /// many as [`max_connections`](Options::max_connections), so that in a
+    /// threading server every admitted connection gets a thread and no
+    /// client waits behind idle connections that hold every thread; the
+    /// queue only absorbs bursts while threads start. A smaller number is an
+    /// explicit choice to make connections wait.
     pub fn max_threads(mut self, max_threads: usize) -> Self {
-        self.max_threads = max_threads.max(1);
-        self.threads = self.threads.min(self.max_threads);
+        let max = max_threads.max(1);
+        self.max_threads = Some(max);
+        self.threads = self.threads.min(max);
         self
+    }
+
+    /// The most worker threads, as set or as it follows the connection cap.
+    pub fn max_threads_or_default(&self) -> usize {
+        self.max_threads
+            .unwrap_or(self.max_connections)
+            .max(self.threads)
+            .max(1)
     }
 
     /// Places for requests waiting for a thread (0: hand over only to a free
@@ -220,6 +239,14 @@ impl Options {
         self
     }
 
+    /// The number of event loops of a reactor server
+    /// ([`Reactor`](crate::dispatch::Reactor)), each on its own thread.
+    /// Default: the number of CPUs.
+    pub fn reactor_threads(mut self, loops: usize) -> Self {
+        self.reactor_threads = loops.max(1);
+        self
+    }
+
     /// The capacity of a stream request's read buffer, in bytes. Default 8 KiB.
     pub fn read_buffer(mut self, bytes: usize) -> Self {
         self.read_buffer = bytes.max(64);
@@ -234,10 +261,13 @@ mod tests {
     #[test]
     fn threads_and_max_threads_stay_consistent() {
         let o = Options::new().max_threads(2).threads(8);
-        assert_eq!((o.threads, o.max_threads), (8, 8));
+        assert_eq!((o.threads, o.max_threads_or_default()), (8, 8));
         let o = Options::new().threads(8).max_threads(2);
-        assert_eq!((o.threads, o.max_threads), (2, 2));
-        assert_eq!(Options::new().max_threads(0).max_threads, 1);
+        assert_eq!((o.threads, o.max_threads_or_default()), (2, 2));
+        assert_eq!(Options::new().max_threads(0).max_threads_or_default(), 1);
+        // By default the pool may give every admitted connection a thread.
+        let o = Options::new().threads(2).max_connections(500);
+        assert_eq!(o.max_threads_or_default(), 500);
     }
 
     #[test]

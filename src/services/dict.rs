@@ -110,7 +110,8 @@ const BUILTIN: &[(&str, &str)] = &[
 /// ```
 #[derive(Debug, Clone)]
 pub struct Dictionary {
-    words: HashMap<String, String>,
+    /// Shared: a clone (one per listener) costs no copy.
+    words: std::sync::Arc<HashMap<String, String>>,
     max_line: usize,
 }
 
@@ -145,7 +146,7 @@ impl Dictionary {
     /// A dictionary without words.
     pub fn empty() -> Self {
         Dictionary {
-            words: HashMap::new(),
+            words: std::sync::Arc::default(),
             max_line: DEFAULT_MAX_LINE,
         }
     }
@@ -181,7 +182,7 @@ impl Dictionary {
 
     /// Adds a word, or replaces its definition.
     pub fn insert(&mut self, word: &str, definition: &str) {
-        self.words.insert(fold(word), definition.to_string());
+        std::sync::Arc::make_mut(&mut self.words).insert(fold(word), definition.to_string());
     }
 
     /// The number of words.

@@ -74,7 +74,8 @@ pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
 /// ```
 #[derive(Debug, Clone)]
 pub struct QaBot {
-    table: Vec<(String, String)>,
+    /// Shared: a clone of the bot (one per listener) costs no copy.
+    table: std::sync::Arc<[(String, String)]>,
     max_line: usize,
 }
 
@@ -112,7 +113,7 @@ impl QaBot {
     /// [`from_json`](QaBot::from_json) for a checked way in).
     pub fn with_table(table: Vec<(String, String)>) -> Self {
         QaBot {
-            table,
+            table: table.into(),
             max_line: DEFAULT_MAX_LINE,
         }
     }

@@ -1,7 +1,6 @@
 //! `serve chat` and `client chat`.
 
 use std::io::{self, BufRead, Write};
-use std::sync::Arc;
 
 use clap::Args;
 use socketserver::client::chat::ChatClient;
@@ -32,15 +31,13 @@ pub struct ServeArgs {
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
-    let room = Arc::new(
-        ChatRoom::new()
-            .max_backlog(usize::try_from(args.max_backlog).unwrap_or(usize::MAX))
-            .max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX))
-            .max_rate(usize::try_from(args.max_rate).unwrap_or(usize::MAX)),
-    );
-    let mut launcher = Launcher::new(args.pool.options(None));
+    let room = ChatRoom::new()
+        .max_backlog(usize::try_from(args.max_backlog).unwrap_or(usize::MAX))
+        .max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX))
+        .max_rate(usize::try_from(args.max_rate).unwrap_or(usize::MAX));
+    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
     for url in &urls {
-        launcher.stream(url, Arc::clone(&room))?;
+        launcher.stream(url, &room)?;
     }
     launcher.run()
 }

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use socketserver::request::MessageHandler;
 use socketserver::transport::Scheme;
 use socketserver::{
-    DatagramRequest, Options, RequestHandler, ServerGroup, SocketUrl, StreamRequest,
-    ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
+    DatagramRequest, Options, ReactorTcpServer, ReactorUnixStreamServer, RequestHandler,
+    ServerGroup, SocketUrl, StreamRequest, ThreadingTcpServer, ThreadingUdpServer,
+    ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
 };
 
 /// How a command failed: a usage error exits 2, anything else 1.
@@ -48,9 +50,9 @@ pub struct PoolArgs {
     /// Worker threads kept warm [default: number of CPUs]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Most worker threads
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    max_threads: usize,
+    /// Most worker threads [default: as many as --max-connections]
+    #[arg(long, value_name = "N")]
+    max_threads: Option<usize>,
     /// Connections waiting for a thread
     #[arg(long, value_name = "N", default_value_t = 1024)]
     queue: usize,
@@ -69,6 +71,21 @@ pub struct PoolArgs {
     /// When full, close new connections at once instead of leaving them in the backlog
     #[arg(long)]
     reject_when_full: bool,
+    /// How connections are served: a thread each, or parked on event loops between messages (no effect on datagrams)
+    #[arg(long, value_enum, value_name = "MODE", default_value = "threads")]
+    pub dispatch: DispatchMode,
+    /// Event loops in reactor mode [default: number of CPUs]
+    #[arg(long, value_name = "N")]
+    reactor_threads: Option<usize>,
+}
+
+/// How a stream service runs its connections.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// A pool thread holds each connection for its whole life.
+    Threads,
+    /// Connections wait on event loops; messages run inline or on the pool.
+    Reactor,
 }
 
 impl PoolArgs {
@@ -76,7 +93,6 @@ impl PoolArgs {
     /// `--idle-timeout` is not given.
     pub fn options(&self, default_idle: Option<Duration>) -> Options {
         let mut options = Options::new()
-            .max_threads(self.max_threads)
             .queue(self.queue)
             .max_connections(self.max_connections)
             .idle_timeout(self.idle_timeout.or(default_idle))
@@ -85,6 +101,12 @@ impl PoolArgs {
             .reject_when_full(self.reject_when_full);
         if let Some(threads) = self.threads {
             options = options.threads(threads);
+        }
+        if let Some(max_threads) = self.max_threads {
+            options = options.max_threads(max_threads);
+        }
+        if let Some(loops) = self.reactor_threads {
+            options = options.reactor_threads(loops);
         }
         options
     }
@@ -132,18 +154,60 @@ impl BindArgs {
 pub struct Launcher {
     group: ServerGroup,
     options: Options,
+    dispatch: DispatchMode,
 }
 
 impl Launcher {
-    pub fn new(options: Options) -> Self {
+    pub fn new(options: Options, dispatch: DispatchMode) -> Self {
         Launcher {
             group: ServerGroup::new(),
             options,
+            dispatch,
         }
     }
 
-    /// Binds a threading stream server (TCP or Unix) at `url`.
-    pub fn stream<H: RequestHandler<StreamRequest>>(
+    /// Binds a stream server (TCP or Unix) at `url` for a message handler,
+    /// in the chosen dispatch mode.
+    pub fn stream<H: MessageHandler + Clone>(
+        &mut self,
+        url: &SocketUrl,
+        handler: &H,
+    ) -> Result<(), CliError> {
+        if self.dispatch == DispatchMode::Threads {
+            return self.bind_threads(url, handler.clone());
+        }
+        let options = self.options.clone();
+        let handler = handler.clone();
+        match url {
+            SocketUrl::Tcp(addr) => self.group.add(
+                ReactorTcpServer::bind_with(addr.as_str(), handler, options)
+                    .map_err(|e| cannot_bind(url, e))?,
+            ),
+            SocketUrl::Unix(path) => self.group.add(
+                ReactorUnixStreamServer::bind_with(path, handler, options)
+                    .map_err(|e| cannot_bind(url, e))?,
+            ),
+            _ => return Err(CliError::Usage(format!("{url} is not a stream URL"))),
+        }
+        Ok(())
+    }
+
+    /// Binds a threading stream server (TCP or Unix) at `url`, for a
+    /// handler that runs in threads mode only.
+    pub fn stream_threads<H: RequestHandler<StreamRequest>>(
+        &mut self,
+        url: &SocketUrl,
+        handler: H,
+    ) -> Result<(), CliError> {
+        if self.dispatch == DispatchMode::Reactor {
+            return Err(CliError::Usage(
+                "this service runs in threads mode only (--dispatch threads)".into(),
+            ));
+        }
+        self.bind_threads(url, handler)
+    }
+
+    fn bind_threads<H: RequestHandler<StreamRequest>>(
         &mut self,
         url: &SocketUrl,
         handler: H,
@@ -186,14 +250,14 @@ impl Launcher {
 
     /// Binds a threading server at `url`, stream or datagram as the URL
     /// says, for a handler that serves both.
-    pub fn any<H>(&mut self, url: &SocketUrl, handler: H) -> Result<(), CliError>
+    pub fn any<H>(&mut self, url: &SocketUrl, handler: &H) -> Result<(), CliError>
     where
-        H: RequestHandler<StreamRequest> + RequestHandler<DatagramRequest>,
+        H: MessageHandler + RequestHandler<DatagramRequest> + Clone,
     {
         if url.is_stream() {
             self.stream(url, handler)
         } else {
-            self.datagram(url, handler)
+            self.datagram(url, handler.clone())
         }
     }
 

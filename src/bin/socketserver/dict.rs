@@ -2,7 +2,6 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -42,10 +41,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         })?,
         None => Dictionary::builtin(),
     };
-    let dict = Arc::new(dict.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));
-    let mut launcher = Launcher::new(args.pool.options(None));
+    let dict = dict.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX));
+    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
     for url in &urls {
-        launcher.any(url, Arc::clone(&dict))?;
+        launcher.any(url, &dict)?;
     }
     launcher.run()
 }

@@ -1,7 +1,6 @@
 //! `serve echo-upper` and `client echo-upper`.
 
 use std::io::{self, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -29,10 +28,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     )?;
     // EchoUpper reads into its own buffers: its connections need no read
     // buffer of their own (8 KiB each by default; 80 MiB for 10,000).
-    let mut launcher = Launcher::new(args.pool.options(None).read_buffer(64));
-    let echo = Arc::new(EchoUpper);
+    let mut launcher = Launcher::new(args.pool.options(None).read_buffer(64), args.pool.dispatch);
+    let echo = EchoUpper;
     for url in &urls {
-        launcher.any(url, Arc::clone(&echo))?;
+        launcher.any(url, &echo)?;
     }
     launcher.run()
 }

@@ -96,9 +96,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         log::warn!("no --allow given: every command will be refused");
     }
     let exec = Arc::new(exec);
-    let mut launcher = Launcher::new(args.pool.options(None));
+    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
     for url in &urls {
-        launcher.stream(url, Arc::clone(&exec))?;
+        launcher.stream_threads(url, Arc::clone(&exec))?;
     }
     let result = launcher.run();
     let killed = exec.kill_running();

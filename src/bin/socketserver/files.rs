@@ -61,9 +61,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         .prepare()
         .map_err(|e| CliError::Failed(format!("cannot use --dir {}: {e}", args.dir.display())))?;
     let files = Arc::new(files);
-    let mut launcher = Launcher::new(args.pool.options(None));
+    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
     for url in &urls {
-        launcher.stream(url, Arc::clone(&files))?;
+        launcher.stream_threads(url, Arc::clone(&files))?;
     }
     launcher.run()
 }

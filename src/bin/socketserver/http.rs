@@ -54,9 +54,9 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     // A client that stopped reading is cut by --write-timeout (60 s by
     // default, for every service).
     let options = args.pool.options(Some(DEFAULT_IDLE));
-    let mut launcher = Launcher::new(options);
+    let mut launcher = Launcher::new(options, args.pool.dispatch);
     for url in &urls {
-        launcher.stream(url, Arc::clone(&site))?;
+        launcher.stream_threads(url, Arc::clone(&site))?;
     }
     launcher.run()
 }

@@ -38,11 +38,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         })?,
         None => QaBot::new(),
     };
-    let bot =
-        std::sync::Arc::new(bot.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)));
-    let mut launcher = Launcher::new(args.pool.options(None));
+    let bot = bot.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX));
+    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
     for url in &urls {
-        launcher.stream(url, std::sync::Arc::clone(&bot))?;
+        launcher.stream(url, &bot)?;
     }
     launcher.run()
 }

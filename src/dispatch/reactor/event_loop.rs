@@ -1,0 +1,983 @@
+//! [`EventLoop`]: one reactor thread, its `epoll` instance, its connections
+//! and their deadlines.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use super::blocking::Handoff;
+use super::connection::{Connection, LoopIo, Phase, LINGER};
+use super::timers::{Deadlines, Key};
+use crate::dispatch::Pool;
+use crate::request::{Closing, Conn, Found, Framer, FramingError, MessageHandler, Next, Timeouts};
+use crate::server::{panic_message, Counters, Lifecycle};
+use crate::transport::Accepted;
+
+const WAKE: Token = Token(usize::MAX);
+/// What one read brings at most; the loop's read buffer.
+const READ_BUFFER: usize = 64 * 1024;
+/// What a connection may read in one turn of the loop before the others get
+/// theirs.
+const READ_BUDGET: usize = 256 * 1024;
+/// Past this many unsent bytes, a connection is not read until its client
+/// takes some: its output stays bounded.
+const HIGH_WATER: usize = 1 << 20;
+/// How long after the shutdown deadline a loop waits for connections that a
+/// pool thread still holds.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Work for a loop from other threads.
+pub(super) enum Command<H: MessageHandler> {
+    /// A connection the server admitted.
+    Accept(Accepted),
+    /// A connection back from the pool.
+    Return(Box<Connection<H>>),
+    /// The server shuts down.
+    Shutdown,
+}
+
+/// Requests from [`ConnHandle`](crate::request::ConnHandle)s.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Signal {
+    /// Bytes wait in the connection's outlet.
+    Flush(Key),
+    /// The connection's backlog overflowed.
+    Disconnect(Key),
+    /// Close the connection after what is queued.
+    CloseAfterFlush(Key),
+}
+
+/// Wakes a loop when it sleeps.
+#[derive(Debug)]
+struct Alarm {
+    waker: Waker,
+    sleeping: AtomicBool,
+}
+
+impl Alarm {
+    fn ring(&self) {
+        if self.sleeping.swap(false, SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake an event loop: {e}");
+            }
+        }
+    }
+}
+
+/// Sends signals to a loop, from any thread.
+#[derive(Debug, Clone)]
+pub(super) struct Notify {
+    signals: Sender<Signal>,
+    alarm: Arc<Alarm>,
+}
+
+impl Notify {
+    pub fn signal(&self, signal: Signal) {
+        if self.signals.send(signal).is_ok() {
+            self.alarm.ring();
+        }
+    }
+}
+
+/// Sends commands to a loop, from any thread.
+pub(super) struct LoopHandle<H: MessageHandler> {
+    commands: Sender<Command<H>>,
+    alarm: Arc<Alarm>,
+}
+
+impl<H: MessageHandler> Clone for LoopHandle<H> {
+    fn clone(&self) -> Self {
+        LoopHandle {
+            commands: self.commands.clone(),
+            alarm: Arc::clone(&self.alarm),
+        }
+    }
+}
+
+impl<H: MessageHandler> LoopHandle<H> {
+    /// Sends a command; gives it back when the loop has ended.
+    pub fn send(&self, command: Command<H>) -> Option<Command<H>> {
+        match self.commands.send(command) {
+            Ok(()) => {
+                self.alarm.ring();
+                None
+            }
+            Err(e) => Some(e.into_inner()),
+        }
+    }
+}
+
+/// A place in a loop's table.
+struct Slot<H: MessageHandler> {
+    generation: u32,
+    conn: Option<Box<Connection<H>>>,
+    /// The connection is on a pool thread.
+    in_pool: bool,
+}
+
+/// One event loop.
+pub(super) struct EventLoop<H: MessageHandler> {
+    poll: Poll,
+    lifecycle: Arc<Lifecycle<H>>,
+    pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
+    commands: Receiver<Command<H>>,
+    signals: Receiver<Signal>,
+    alarm: Arc<Alarm>,
+    handle: LoopHandle<H>,
+    notify: Notify,
+    slots: Vec<Slot<H>>,
+    free: Vec<usize>,
+    /// Connections in the table or on the pool.
+    open: usize,
+    deadlines: Deadlines,
+    /// Connections with more to read after their budget ran out.
+    ready: VecDeque<Key>,
+    /// Connections whose blocking message found the pool full.
+    waiting_for_thread: VecDeque<Key>,
+    read_buf: Vec<u8>,
+    write_buf: Vec<u8>,
+    /// The shutdown deadline, once shutting down.
+    shutdown_deadline: Option<Instant>,
+}
+
+impl<H: MessageHandler> EventLoop<H> {
+    pub fn new(
+        lifecycle: Arc<Lifecycle<H>>,
+        pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
+    ) -> io::Result<(Self, LoopHandle<H>)> {
+        let poll = Poll::new()?;
+        let alarm = Arc::new(Alarm {
+            waker: Waker::new(poll.registry(), WAKE)?,
+            sleeping: AtomicBool::new(false),
+        });
+        let (command_tx, commands) = unbounded();
+        let (signal_tx, signals) = unbounded();
+        let handle = LoopHandle {
+            commands: command_tx,
+            alarm: Arc::clone(&alarm),
+        };
+        let notify = Notify {
+            signals: signal_tx,
+            alarm: Arc::clone(&alarm),
+        };
+        let event_loop = EventLoop {
+            poll,
+            lifecycle,
+            pool,
+            commands,
+            signals,
+            alarm,
+            handle: handle.clone(),
+            notify,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            deadlines: Deadlines::default(),
+            ready: VecDeque::new(),
+            waiting_for_thread: VecDeque::new(),
+            read_buf: vec![0; READ_BUFFER],
+            write_buf: Vec::new(),
+            shutdown_deadline: None,
+        };
+        Ok((event_loop, handle))
+    }
+
+    /// Runs until the server has shut down and every connection is closed
+    /// (or the shutdown deadline has long passed).
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.open == 0 || Instant::now() >= deadline + CUT_GRACE {
+                    break;
+                }
+            }
+            // Announce the sleep, then look once more for work sent in
+            // between: a sender who saw the loop awake did not ring.
+            self.alarm.sleeping.store(true, SeqCst);
+            let timeout = if !self.commands.is_empty()
+                || !self.signals.is_empty()
+                || !self.ready.is_empty()
+            {
+                Some(Duration::ZERO)
+            } else {
+                self.deadlines
+                    .next()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
+            let polled = self.poll.poll(&mut events, timeout);
+            self.alarm.sleeping.store(false, SeqCst);
+            if let Err(e) = polled {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("an event loop cannot wait for its sockets: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
+            }
+            while let Ok(command) = self.commands.try_recv() {
+                self.command(command);
+            }
+            while let Ok(signal) = self.signals.try_recv() {
+                self.signal(signal);
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKE {
+                    continue;
+                }
+                let Some(key) = self.key_of(token.0) else {
+                    continue;
+                };
+                if event.is_writable() || event.is_write_closed() || event.is_error() {
+                    self.writable(key);
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.readable(key);
+                }
+            }
+            for _ in 0..self.ready.len() {
+                if let Some(key) = self.ready.pop_front() {
+                    self.readable(key);
+                }
+            }
+            for _ in 0..self.waiting_for_thread.len() {
+                if let Some(key) = self.waiting_for_thread.pop_front() {
+                    self.readable(key);
+                }
+            }
+            self.expire();
+        }
+        // Whatever is left at the end is cut.
+        for slot in 0..self.slots.len() {
+            if let Some(key) = self.key_of(slot) {
+                self.cut(key);
+            }
+        }
+    }
+
+    fn key_of(&self, slot: usize) -> Option<Key> {
+        let entry = self.slots.get(slot)?;
+        entry.conn.as_ref().map(|_| Key {
+            slot,
+            generation: entry.generation,
+        })
+    }
+
+    fn conn(&mut self, key: Key) -> Option<&mut Connection<H>> {
+        conn_in(&mut self.slots, key)
+    }
+
+    fn command(&mut self, command: Command<H>) {
+        match command {
+            Command::Accept(accepted) => self.accept(accepted),
+            Command::Return(conn) => self.returned(conn),
+            Command::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    fn signal(&mut self, signal: Signal) {
+        match signal {
+            Signal::Flush(key) => {
+                if let Some(conn) = self.conn(key) {
+                    if let Some(outlet) = conn.outlet.clone() {
+                        outlet.take_into(&mut conn.out);
+                    }
+                    self.writable(key);
+                }
+            }
+            Signal::Disconnect(key) => {
+                if let Some(conn) = self.conn(key) {
+                    conn.out.clear();
+                    self.close(key, Closing::Error);
+                }
+            }
+            Signal::CloseAfterFlush(key) => {
+                if let Some(conn) = self.conn(key) {
+                    conn.close_when_flushed = Some(Closing::Handler);
+                    self.writable(key);
+                }
+            }
+        }
+    }
+
+    /// A new connection: set it up, register it, verify it, open it.
+    fn accept(&mut self, accepted: Accepted) {
+        let control = self.lifecycle.control();
+        let Accepted { socket, peer } = accepted;
+        if self.shutdown_deadline.is_some() {
+            drop(socket);
+            control.request_done();
+            return;
+        }
+        if !self.lifecycle.handler.verify_request(&peer) {
+            log::debug!("{peer}: refused by verify_request");
+            Counters::bump(&control.counters.rejected);
+            drop(socket);
+            control.request_done();
+            return;
+        }
+        let options = &control.options;
+        let prepared = socket.set_nonblocking(true).and_then(|()| {
+            if options.nodelay && peer.as_inet().is_some() {
+                socket.set_tcp_nodelay(true)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = prepared {
+            self.lifecycle.handler.handle_error(&peer, &e);
+            control.request_done();
+            return;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                    in_pool: false,
+                });
+                self.slots.len() - 1
+            }
+        };
+        let generation = self.slots[slot].generation.wrapping_add(1);
+        self.slots[slot].generation = generation;
+        let key = Key { slot, generation };
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&socket.as_raw_fd()),
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(e) = registered {
+            self.lifecycle.handler.handle_error(&peer, &e);
+            self.free.push(slot);
+            control.request_done();
+            return;
+        }
+        let timeouts = Timeouts::of(self.lifecycle.server());
+        let framer = Framer::new(crate::request::Framing::Chunk { max: 1 });
+        let conn = Connection::new(socket, peer, key, timeouts, framer);
+        self.slots[slot].conn = Some(Box::new(conn));
+        self.open += 1;
+        // `open`, as a message of the handler's: counted, guarded.
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let server = lifecycle.server();
+        let notify = self.notify.clone();
+        let out = &mut self.write_buf;
+        let Some(conn) = self.slots[slot].conn.as_deref_mut() else {
+            return;
+        };
+        let peer = conn.peer.clone();
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            let mut io = LoopIo {
+                conn,
+                out,
+                server,
+                notify: &notify,
+            };
+            lifecycle.handler.open(&mut Conn::new(&mut io))
+        }));
+        match opened {
+            Ok(Ok(session)) => {
+                let framing = lifecycle.handler.framing(&session);
+                conn.framer = Framer::new(framing);
+                conn.session = Some(session);
+                self.flush_replies(key);
+                self.reschedule(key);
+                // Bytes may have come with the connection.
+                self.readable(key);
+            }
+            Ok(Err(e)) => {
+                Counters::bump(&lifecycle.control().counters.failed);
+                lifecycle.handler.handle_error(&peer, &e);
+                self.write_buf.clear();
+                self.finish(key);
+            }
+            Err(panic) => {
+                Counters::bump(&lifecycle.control().counters.panicked);
+                log::error!("{peer}: handler panicked: {}", panic_message(&*panic));
+                self.write_buf.clear();
+                self.finish(key);
+            }
+        }
+    }
+
+    /// Sends what the handler wrote to the loop's write buffer.
+    fn flush_replies(&mut self, key: Key) {
+        if self.write_buf.is_empty() {
+            return;
+        }
+        let mut replies = std::mem::take(&mut self.write_buf);
+        let sent = match self.conn(key) {
+            Some(conn) => conn.send(&replies),
+            None => Ok(()),
+        };
+        replies.clear();
+        self.write_buf = replies;
+        if let Err(e) = sent {
+            self.failed(key, e);
+        }
+    }
+
+    /// The socket may take more: write what waits.
+    fn writable(&mut self, key: Key) {
+        let Some(conn) = self.conn(key) else {
+            return;
+        };
+        let was_full = conn.out.len() >= HIGH_WATER;
+        let written = conn.write_out();
+        match written {
+            Err(e) => self.failed(key, e),
+            Ok(false) => {}
+            Ok(true) => {
+                let Some(conn) = self.conn(key) else {
+                    return;
+                };
+                if let Phase::Lingering { write_shut, .. } = &mut conn.phase {
+                    if !*write_shut {
+                        *write_shut = true;
+                        conn.shut_write();
+                    }
+                    if conn.eof {
+                        self.finish(key);
+                    }
+                    return;
+                }
+                if let Some(why) = conn.close_when_flushed.take() {
+                    if conn.input.is_empty() || why == Closing::Handler {
+                        self.close(key, why);
+                        return;
+                    }
+                    conn.close_when_flushed = Some(why);
+                }
+                if was_full {
+                    // Reading stopped while the output was full.
+                    self.readable(key);
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket has, within the budget, and handles the
+    /// messages it completes.
+    fn readable(&mut self, key: Key) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(slot) = self.slots.get(key.slot) else {
+                return;
+            };
+            if slot.generation != key.generation || slot.in_pool {
+                return;
+            }
+            let Some(conn) = self.slots[key.slot].conn.as_deref_mut() else {
+                return;
+            };
+            if let Phase::Lingering { .. } = conn.phase {
+                self.discard(key);
+                return;
+            }
+            if conn.paused_until.is_some() || conn.out.len() >= HIGH_WATER {
+                return;
+            }
+            if conn.eof {
+                // Only what was received is left to handle.
+                self.handle_input(key, 0);
+                return;
+            }
+            let read = conn.read_some(&mut self.read_buf);
+            let n = match read {
+                Ok(Some(0)) => {
+                    conn.eof = true;
+                    0
+                }
+                Ok(Some(n)) => {
+                    conn.last_active = Instant::now();
+                    n
+                }
+                Ok(None) => {
+                    if !conn.input.is_empty() && conn.message_started.is_none() {
+                        conn.message_started = Some(Instant::now());
+                    }
+                    return;
+                }
+                Err(e) => return self.failed(key, e),
+            };
+            let full = n == self.read_buf.len();
+            if !self.handle_input(key, n) {
+                return;
+            }
+            if !full {
+                // A short read emptied the socket: the next bytes bring a
+                // new edge.
+                return;
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                self.ready.push_back(key);
+                return;
+            }
+        }
+    }
+
+    /// Handles the complete messages in the connection's unused bytes plus
+    /// the `n` just read into the read buffer; keeps the rest. False when
+    /// the connection is done here (closed, or gone to the pool).
+    fn handle_input(&mut self, key: Key, n: usize) -> bool {
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let handler = &lifecycle.handler;
+        let server = lifecycle.server();
+        let notify = self.notify.clone();
+        let Some(conn) = self.slots[key.slot].conn.as_deref_mut() else {
+            return false;
+        };
+        // The bytes to frame: the read buffer alone when nothing was kept
+        // (no copy), else the kept bytes with the new ones after them.
+        let mut kept = std::mem::take(&mut conn.input);
+        let from_buffer = kept.is_empty();
+        if !from_buffer {
+            kept.extend_from_slice(&self.read_buf[..n]);
+        }
+        let data: &[u8] = if from_buffer {
+            &self.read_buf[..n]
+        } else {
+            &kept
+        };
+        let mut at = 0;
+        let mut outcome = Outcome::More;
+        while outcome == Outcome::More {
+            let Some(session) = conn.session.as_mut() else {
+                outcome = Outcome::Closed;
+                break;
+            };
+            conn.framer.set_framing(handler.framing(session));
+            let found = conn.framer.next(&data[at..], conn.eof);
+            match found {
+                Ok(Found::Message {
+                    start,
+                    end,
+                    consumed,
+                }) => {
+                    if handler.blocking(session) {
+                        outcome = Outcome::ToPool;
+                        break;
+                    }
+                    let message = &data[at + start..at + end];
+                    let mut session = conn.session.take().expect("checked above");
+                    let peer = conn.peer.clone();
+                    let mut io = LoopIo {
+                        conn: &mut *conn,
+                        out: &mut self.write_buf,
+                        server,
+                        notify: &notify,
+                    };
+                    let next = lifecycle.run_message(&peer, || {
+                        handler.on_message(&mut session, message, &mut Conn::new(&mut io))
+                    });
+                    conn.session = Some(session);
+                    at += consumed;
+                    conn.message_started = None;
+                    conn.timeouts.next_by = None;
+                    match next {
+                        Some(Next::Continue) => {}
+                        Some(Next::Close) => outcome = Outcome::Close(Closing::Handler),
+                        None => outcome = Outcome::Close(Closing::Error),
+                    }
+                    if conn.paused_until.is_some() && outcome == Outcome::More {
+                        outcome = Outcome::Paused;
+                    }
+                }
+                Ok(Found::NeedMore) => outcome = Outcome::NeedMore,
+                Ok(Found::End) => outcome = Outcome::Close(Closing::Eof),
+                Err(error) => {
+                    let mut session = conn.session.take().expect("checked above");
+                    let peer = conn.peer.clone();
+                    let mut io = LoopIo {
+                        conn: &mut *conn,
+                        out: &mut self.write_buf,
+                        server,
+                        notify: &notify,
+                    };
+                    let answered = lifecycle.run_message(&peer, || {
+                        handler.on_bad_message(&mut session, error, &mut Conn::new(&mut io))
+                    });
+                    conn.session = Some(session);
+                    at = data.len();
+                    outcome = match (answered, error) {
+                        (None, _) => Outcome::Close(Closing::Error),
+                        (_, FramingError::Truncated { .. }) => Outcome::Close(Closing::Eof),
+                        _ => Outcome::Close(Closing::Handler),
+                    };
+                }
+            }
+        }
+        // Keep what was not used.
+        let rest = &data[at..];
+        if from_buffer {
+            conn.input.extend_from_slice(rest);
+        } else {
+            kept.drain(..at);
+            conn.input = kept;
+        }
+        if conn.input.is_empty() {
+            conn.message_started = None;
+        } else if conn.message_started.is_none() {
+            conn.message_started = Some(Instant::now());
+        }
+        if conn.input.is_empty() && conn.input.capacity() > 0 {
+            conn.input = Vec::new();
+        }
+        self.flush_replies(key);
+        if self.conn(key).is_none() {
+            return false;
+        }
+        match outcome {
+            Outcome::Close(why) => {
+                self.close(key, why);
+                false
+            }
+            Outcome::ToPool => {
+                self.hand_to_pool(key);
+                false
+            }
+            Outcome::Paused | Outcome::Closed => {
+                self.reschedule(key);
+                false
+            }
+            Outcome::More | Outcome::NeedMore => {
+                let Some(conn) = self.conn(key) else {
+                    return false;
+                };
+                if let Some(why) = conn.close_when_flushed {
+                    if conn.out.is_empty() && conn.input.is_empty() {
+                        conn.close_when_flushed = None;
+                        self.close(key, why);
+                        return false;
+                    }
+                }
+                self.reschedule(key);
+                true
+            }
+        }
+    }
+
+    /// Sends a connection whose next message may block to the pool.
+    fn hand_to_pool(&mut self, key: Key) {
+        let handoff_conn = {
+            let slot = &mut self.slots[key.slot];
+            if slot.in_pool {
+                return;
+            }
+            match slot.conn.take() {
+                Some(conn) => conn,
+                None => return,
+            }
+        };
+        let handoff = Handoff::new(handoff_conn, self.handle.clone());
+        let submitted = match self.pool.lock().as_ref() {
+            Some(pool) => pool.submit(handoff).map_err(|back| (back, true)),
+            None => Err((handoff, false)),
+        };
+        match submitted {
+            Ok(()) => self.slots[key.slot].in_pool = true,
+            Err((handoff, pool_running)) => {
+                self.slots[key.slot].conn = Some(handoff.into_connection());
+                if pool_running {
+                    // Full: try again on the next turn of the loop.
+                    self.waiting_for_thread.push_back(key);
+                } else {
+                    // The server is going away: nobody can run the message.
+                    self.close(key, Closing::Error);
+                }
+            }
+        }
+    }
+
+    /// A connection back from the pool.
+    fn returned(&mut self, conn: Box<Connection<H>>) {
+        let key = conn.key;
+        let slot = &mut self.slots[key.slot];
+        slot.in_pool = false;
+        slot.conn = Some(conn);
+        let Some(conn) = self.conn(key) else {
+            return;
+        };
+        if let Some(why) = conn.close_when_flushed.take() {
+            if conn.session.is_none() || why != Closing::Shutdown || conn.input.is_empty() {
+                self.close(key, why);
+                return;
+            }
+            conn.close_when_flushed = Some(why);
+        }
+        if conn.session.is_none() {
+            self.finish(key);
+            return;
+        }
+        let idle = conn.is_idle();
+        if self.shutdown_deadline.is_some() && idle {
+            self.close(key, Closing::Shutdown);
+            return;
+        }
+        self.writable(key);
+        // Bytes may have arrived while the pool had it (no edge for them).
+        self.readable(key);
+        self.reschedule(key);
+    }
+
+    /// Reads and discards during a polite close; finishes when the client
+    /// has ended its input (or sent too much) and the replies are out.
+    fn discard(&mut self, key: Key) {
+        loop {
+            let Some(conn) = conn_in(&mut self.slots, key) else {
+                return;
+            };
+            let linger = conn.linger;
+            match conn.read_some(&mut self.read_buf) {
+                Ok(Some(0)) => {
+                    conn.eof = true;
+                    break;
+                }
+                Err(_) => return self.finish(key),
+                Ok(Some(n)) => {
+                    if let Phase::Lingering { discarded, .. } = &mut conn.phase {
+                        *discarded += n;
+                        if *discarded >= linger {
+                            return self.finish(key);
+                        }
+                    }
+                }
+                Ok(None) => break,
+            }
+        }
+        if let Some(conn) = self.conn(key) {
+            if conn.eof && conn.out.is_empty() {
+                self.finish(key);
+            }
+        }
+    }
+
+    /// Ends a conversation: the handler's `close`, then politely (the last
+    /// replies, the write side shut, the client's input drained) when the
+    /// handler chose to end, at once otherwise.
+    fn close(&mut self, key: Key, why: Closing) {
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let server = lifecycle.server();
+        let notify = self.notify.clone();
+        let Some(conn) = conn_in(&mut self.slots, key) else {
+            return;
+        };
+        if let Some(outlet) = &conn.outlet {
+            outlet.closed.store(true, SeqCst);
+        }
+        if let Some(session) = conn.session.take() {
+            let mut io = LoopIo {
+                conn,
+                out: &mut self.write_buf,
+                server,
+                notify: &notify,
+            };
+            let peer = io.conn.peer.clone();
+            let closed = catch_unwind(AssertUnwindSafe(|| {
+                lifecycle
+                    .handler
+                    .close(session, why, &mut Conn::new(&mut io))
+            }));
+            if let Err(panic) = closed {
+                log::error!("{peer}: handler panicked: {}", panic_message(&*panic));
+            }
+        }
+        if why == Closing::Error {
+            self.write_buf.clear();
+            return self.finish(key);
+        }
+        self.flush_replies(key);
+        let Some(conn) = self.conn(key) else {
+            return;
+        };
+        match why {
+            Closing::Handler | Closing::Eof => {
+                conn.phase = Phase::Lingering {
+                    until: Instant::now() + LINGER,
+                    discarded: 0,
+                    write_shut: false,
+                };
+                self.writable(key);
+                if self.conn(key).is_some() {
+                    self.discard(key);
+                    self.reschedule(key);
+                }
+            }
+            _ => {
+                // A last word goes if the socket takes it now.
+                let _ = conn.write_out();
+                self.finish(key);
+            }
+        }
+    }
+
+    /// Closes the socket and frees the slot.
+    fn finish(&mut self, key: Key) {
+        let slot = &mut self.slots[key.slot];
+        if slot.generation != key.generation {
+            return;
+        }
+        let Some(conn) = slot.conn.take() else {
+            return;
+        };
+        if let Some(outlet) = &conn.outlet {
+            outlet.closed.store(true, SeqCst);
+        }
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&conn.socket.as_raw_fd()));
+        drop(conn);
+        self.free.push(key.slot);
+        self.open -= 1;
+        self.lifecycle.control().request_done();
+    }
+
+    /// A connection failed: reported, closed at once.
+    fn failed(&mut self, key: Key, error: io::Error) {
+        if let Some(conn) = self.conn(key) {
+            let peer = conn.peer.clone();
+            self.lifecycle.handler.handle_error(&peer, &error);
+        }
+        self.close(key, Closing::Error);
+    }
+
+    /// Cut at the shutdown deadline.
+    fn cut(&mut self, key: Key) {
+        Counters::bump(&self.lifecycle.control().counters.cut);
+        self.write_buf.clear();
+        if let Some(conn) = self.conn(key) {
+            conn.session = None;
+        }
+        self.finish(key);
+    }
+
+    fn begin_shutdown(&mut self) {
+        let timeout = self.lifecycle.control().options.shutdown_timeout;
+        self.shutdown_deadline = Some(crate::server::deadline_after(timeout));
+        for slot in 0..self.slots.len() {
+            let Some(key) = self.key_of(slot) else {
+                continue;
+            };
+            let Some(conn) = self.conn(key) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            if conn.is_idle() {
+                self.close(key, Closing::Shutdown);
+            } else {
+                conn.close_when_flushed = Some(Closing::Shutdown);
+            }
+        }
+        if let Some(deadline) = self.shutdown_deadline {
+            self.deadlines.push(
+                deadline,
+                Key {
+                    slot: usize::MAX,
+                    generation: 0,
+                },
+            );
+        }
+    }
+
+    /// Puts the connection's next deadline in the heap if it moved earlier.
+    fn reschedule(&mut self, key: Key) {
+        let Some(conn) = self.conn(key) else {
+            return;
+        };
+        let Some(at) = conn.deadline() else {
+            return;
+        };
+        if conn.scheduled.is_none_or(|scheduled| at < scheduled) {
+            conn.scheduled = Some(at);
+            self.deadlines.push(at, key);
+        }
+    }
+
+    /// Handles the deadlines that have come.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some((at, key)) = self.deadlines.pop_due(now) {
+            if key.slot == usize::MAX {
+                // The shutdown deadline: cut what is left in the loop.
+                for slot in 0..self.slots.len() {
+                    if let Some(key) = self.key_of(slot) {
+                        self.cut(key);
+                    }
+                }
+                continue;
+            }
+            let Some(conn) = self.conn(key) else {
+                continue;
+            };
+            if conn.scheduled != Some(at) {
+                continue; // stale
+            }
+            conn.scheduled = None;
+            if let Phase::Lingering { until, .. } = conn.phase {
+                if until <= now {
+                    self.finish(key);
+                } else {
+                    self.reschedule(key);
+                }
+                continue;
+            }
+            if conn.paused_until.is_some_and(|until| until <= now) {
+                conn.paused_until = None;
+                self.readable(key);
+                self.reschedule(key);
+                continue;
+            }
+            let Some(due) = conn.deadline() else {
+                continue;
+            };
+            if due > now {
+                self.reschedule(key);
+                continue;
+            }
+            if conn.paused_until.is_none() {
+                log::debug!("{}: nothing received in time; closing", conn.peer);
+                self.close(key, Closing::Timeout);
+            }
+        }
+    }
+}
+
+/// The connection at `key`, if it is still there and in the loop.
+fn conn_in<H: MessageHandler>(slots: &mut [Slot<H>], key: Key) -> Option<&mut Connection<H>> {
+    let slot = slots.get_mut(key.slot)?;
+    if slot.generation != key.generation {
+        return None;
+    }
+    slot.conn.as_deref_mut()
+}
+
+/// How handling a connection's input ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Look for another message.
+    More,
+    /// The next message is incomplete.
+    NeedMore,
+    /// The handler asked for a pause in reading.
+    Paused,
+    /// The next message may block: to the pool.
+    ToPool,
+    /// End the conversation.
+    Close(Closing),
+    /// Already closed.
+    Closed,
+}

@@ -1,0 +1,161 @@
+//! [`Reactor`]: connections parked on event loops, messages handled inline
+//! or on the pool.
+//!
+//! The design of Tomcat's NIO connector, Netty's event loops and memcached's
+//! workers, for [`MessageHandler`]s:
+//!
+//! - `N` event loops (one per CPU by default, [`Options::reactor_threads`]),
+//!   each a thread with its own `epoll` instance (through `mio`) and its own
+//!   table of connections. The server's accept loop deals new connections to
+//!   them in turn.
+//! - A loop reads what is ready until the socket has no more, cuts it into
+//!   messages with the handler's [`Framing`](crate::request::Framing), and
+//!   calls the handler inline for each, on its own thread: no thread hop per
+//!   message. A message that may block (a program to run, a file to read) goes
+//!   to the server's pool with its connection in blocking mode, and the
+//!   connection comes back to its loop when the handler returns.
+//! - Reads land in a buffer the loop shares among its connections, and
+//!   replies are written from another; a connection keeps bytes of its own
+//!   only while a message is incomplete or a reply waits for its client. An
+//!   idle connection costs its descriptor and a few hundred bytes: no thread,
+//!   no buffer.
+//! - Idle and message timeouts live in each loop's deadline heap; no thread
+//!   and no timer per connection.
+//! - A shutdown closes every connection that has no message in progress at
+//!   once (its handler told [`Closing::Shutdown`](crate::request::Closing)),
+//!   lets the others finish until the deadline, and cuts the rest.
+//!
+//! ```no_run
+//! use socketserver::services::EchoUpper;
+//! use socketserver::{Options, ReactorTcpServer};
+//!
+//! let options = Options::new().reactor_threads(2).max_connections(100_000);
+//! let server = ReactorTcpServer::bind_with("127.0.0.1:9000", EchoUpper, options)?;
+//! server.shutdown_on_ctrl_c()?;
+//! server.serve_forever()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! [`Options::reactor_threads`]: crate::Options::reactor_threads
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+mod blocking;
+mod connection;
+mod event_loop;
+mod outlet;
+mod timers;
+
+use super::private::{Dispatch, Running};
+use super::{Pool, PoolConfig};
+use crate::request::MessageHandler;
+use crate::server::Lifecycle;
+use crate::transport::{Accepted, Address, StreamTransport};
+use blocking::Handoff;
+use event_loop::{Command, EventLoop, LoopHandle};
+
+/// Runs a [`MessageHandler`] on event loops that park idle connections
+/// without a thread; see the [module documentation](self).
+#[derive(Debug)]
+pub enum Reactor {}
+
+impl<T, H> Dispatch<T, H> for Reactor
+where
+    T: StreamTransport,
+    H: MessageHandler,
+{
+    const RUNS_ON_SERVING_THREAD: bool = false;
+
+    fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Box<dyn Running<T>>> {
+        Ok(Box::new(Reactors::start(lifecycle)?))
+    }
+
+    fn verify(handler: &H, peer: &Address) -> bool {
+        handler.verify_request(peer)
+    }
+
+    fn service_actions(handler: &H) {
+        handler.service_actions()
+    }
+
+    fn handle_timeout(_: &H) {}
+}
+
+/// The running loops and the pool of blocking messages.
+struct Reactors<H: MessageHandler> {
+    loops: Vec<LoopHandle<H>>,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    next: AtomicUsize,
+    pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
+}
+
+impl<H: MessageHandler> Reactors<H> {
+    fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Self> {
+        let control = lifecycle.control();
+        let options = &control.options;
+        let pool_slot: Arc<Mutex<Option<Pool<Handoff<H>>>>> = Arc::default();
+        let mut loops = Vec::new();
+        let mut threads = Vec::new();
+        for index in 0..options.reactor_threads {
+            let (event_loop, handle) =
+                EventLoop::new(Arc::clone(lifecycle), Arc::clone(&pool_slot))?;
+            let thread = thread::Builder::new()
+                .name(format!("socketserver-loop-{index}"))
+                .spawn(move || event_loop.run())
+                .map_err(|e| io::Error::other(format!("cannot start an event loop thread: {e}")))?;
+            loops.push(handle);
+            threads.push(thread);
+        }
+        let worker = Arc::clone(lifecycle);
+        let room = Arc::clone(&lifecycle.server().0);
+        let pool = Pool::start(
+            PoolConfig::of(options),
+            Arc::clone(&control.gauges),
+            move |handoff: Handoff<H>| handoff.run(&worker),
+            move || room.announce_room(),
+        )?;
+        *pool_slot.lock() = Some(pool);
+        Ok(Reactors {
+            loops,
+            threads: Mutex::new(threads),
+            next: AtomicUsize::new(0),
+            pool: pool_slot,
+        })
+    }
+}
+
+impl<T: StreamTransport, H: MessageHandler> Running<T> for Reactors<H> {
+    fn submit(&self, accepted: Accepted) -> Result<(), Accepted> {
+        let n = self.next.fetch_add(1, Relaxed) % self.loops.len();
+        self.loops[n].send(Command::Accept(accepted));
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        for handle in &self.loops {
+            handle.send(Command::Shutdown);
+        }
+    }
+
+    fn join(&self, deadline: Instant) -> bool {
+        let mut threads = self.threads.lock();
+        for thread in threads.drain(..) {
+            // A loop ends by itself at the shutdown deadline.
+            let _ = thread.join();
+        }
+        let mut pool = self.pool.lock().take();
+        match pool.as_mut() {
+            Some(pool) => {
+                pool.close();
+                pool.join(deadline)
+            }
+            None => true,
+        }
+    }
+}
