@@ -170,6 +170,9 @@ pub(crate) fn run<H: MessageHandler>(handler: &H, req: &mut StreamRequest) -> io
                 if waits_idle && !req.mark_busy() {
                     break Closing::Shutdown;
                 }
+                if state.outbox.as_ref().is_some_and(|o| o.failed()) {
+                    break Closing::Error;
+                }
                 match read {
                     Ok(0) => eof = true,
                     Ok(_) => {}

@@ -44,6 +44,9 @@ struct State {
     closed: bool,
     /// A handle asked to close the connection.
     close_asked: bool,
+    /// The connection was given up (its backlog overflowed, or a write
+    /// failed).
+    failed: bool,
 }
 
 impl State {
@@ -134,6 +137,7 @@ impl Outbox {
     /// down, which ends the owner's read.
     fn fail(&self, state: &mut State) {
         state.closed = true;
+        state.failed = true;
         state.queue = Vec::new();
         state.written = 0;
         if let Some(slot) = state.watched.take() {
@@ -178,6 +182,12 @@ impl Outbox {
             ));
         }
         Ok(())
+    }
+
+    /// True when the connection was given up: its backlog overflowed or a
+    /// write failed.
+    pub fn failed(&self) -> bool {
+        self.state.lock().failed
     }
 
     /// True when a handle asked to close the connection.

@@ -275,3 +275,85 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// A dispatch mode: every service test runs in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A pool thread per connection.
+    Threads,
+    /// Connections parked on event loops.
+    Reactor,
+}
+
+impl Mode {
+    /// The program's flag for this mode.
+    pub fn flag(self) -> [&'static str; 2] {
+        match self {
+            Mode::Threads => ["--dispatch", "threads"],
+            Mode::Reactor => ["--dispatch", "reactor"],
+        }
+    }
+}
+
+/// Starts `socketserver serve SERVICE --dispatch MODE ARGS...` and waits
+/// for `binds` announced addresses.
+pub fn serve(service: &str, mode: Mode, args: &[&str], binds: usize) -> ServerProcess {
+    let mut all = vec!["serve", service];
+    all.extend_from_slice(&mode.flag());
+    all.extend_from_slice(args);
+    ServerProcess::start(&all, binds)
+}
+
+/// Defines a test that runs once per dispatch mode: `NAME::threads` and
+/// `NAME::reactor`.
+///
+/// ```ignore
+/// both_modes! {
+///     fn answers_lines(mode) {
+///         let server = serve("qa", mode, &[], 1);
+///         // ...
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! both_modes {
+    ($($(#[$attr:meta])* fn $name:ident($mode:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $(#[$attr])*
+                fn case($mode: $crate::support::Mode) $body
+
+                #[test]
+                fn threads() {
+                    case($crate::support::Mode::Threads)
+                }
+
+                #[test]
+                fn reactor() {
+                    case($crate::support::Mode::Reactor)
+                }
+            }
+        )*
+    };
+}
+
+/// Starts a library TCP server on 127.0.0.1 for a message handler, in
+/// `mode`.
+pub fn run_messages<H>(mode: Mode, handler: H, options: socketserver::Options) -> Running
+where
+    H: socketserver::request::MessageHandler,
+{
+    match mode {
+        Mode::Threads => Running::start(
+            socketserver::ThreadingTcpServer::bind_with("127.0.0.1:0", handler, options)
+                .expect("bind"),
+        ),
+        Mode::Reactor => Running::start(
+            socketserver::ReactorTcpServer::bind_with("127.0.0.1:0", handler, options)
+                .expect("bind"),
+        ),
+    }
+}

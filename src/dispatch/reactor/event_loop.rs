@@ -240,18 +240,21 @@ impl<H: MessageHandler> EventLoop<H> {
                 if event.is_writable() || event.is_write_closed() || event.is_error() {
                     self.writable(key);
                 }
-                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                if event.is_read_closed() || event.is_error() {
+                    // The end of input came with the data: read to it.
+                    self.readable_to_end(key);
+                } else if event.is_readable() {
                     self.readable(key);
                 }
             }
             for _ in 0..self.ready.len() {
                 if let Some(key) = self.ready.pop_front() {
-                    self.readable(key);
+                    self.readable_to_end(key);
                 }
             }
             for _ in 0..self.waiting_for_thread.len() {
                 if let Some(key) = self.waiting_for_thread.pop_front() {
-                    self.readable(key);
+                    self.resume(key);
                 }
             }
             self.expire();
@@ -467,8 +470,19 @@ impl<H: MessageHandler> EventLoop<H> {
     }
 
     /// Reads what the socket has, within the budget, and handles the
-    /// messages it completes.
+    /// messages it completes. A read shorter than the buffer emptied the
+    /// socket: what comes later brings a new edge.
     fn readable(&mut self, key: Key) {
+        self.read_input(key, false)
+    }
+
+    /// As [`readable`](Self::readable), reading until the end of input
+    /// whatever the size of the reads.
+    fn readable_to_end(&mut self, key: Key) {
+        self.read_input(key, true)
+    }
+
+    fn read_input(&mut self, key: Key, to_end: bool) {
         let mut budget = READ_BUDGET;
         loop {
             let Some(slot) = self.slots.get(key.slot) else {
@@ -514,7 +528,7 @@ impl<H: MessageHandler> EventLoop<H> {
             if !self.handle_input(key, n) {
                 return;
             }
-            if !full {
+            if !full && !to_end {
                 // A short read emptied the socket: the next bytes bring a
                 // new edge.
                 return;
@@ -726,7 +740,16 @@ impl<H: MessageHandler> EventLoop<H> {
             return;
         }
         self.writable(key);
-        // Bytes may have arrived while the pool had it (no edge for them).
+        self.resume(key);
+    }
+
+    /// Handles what a connection kept (received while it was away, or
+    /// while its blocking message waited for a thread), then reads on:
+    /// bytes that arrived meanwhile brought no edge.
+    fn resume(&mut self, key: Key) {
+        if self.conn(key).is_some_and(|conn| !conn.input.is_empty()) && !self.handle_input(key, 0) {
+            return;
+        }
         self.readable(key);
         self.reschedule(key);
     }

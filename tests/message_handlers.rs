@@ -1,0 +1,490 @@
+//! Message handlers in both dispatch modes: framing at its edges, blocking
+//! messages on the pool, peers that vanish, timeouts, broadcasts, panics
+//! and the shutdown drain. Every test runs once per mode.
+
+mod support;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use socketserver::request::{
+    Closing, Conn, ConnHandle, Endian, Framing, FramingError, MessageHandler, Next,
+};
+use socketserver::Options;
+use support::{run_messages, Mode, Running, STEP};
+
+fn connect(server: &Running) -> TcpStream {
+    let stream = TcpStream::connect(server.inet()).unwrap();
+    stream.set_read_timeout(Some(STEP)).unwrap();
+    stream
+}
+
+/// Connects with a tiny receive buffer, so that a client that does not read
+/// fills up quickly.
+fn connect_small_buffer(server: &Running) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.inet().into()).unwrap();
+    socket.into()
+}
+
+/// Reads until the server closes; what came before.
+fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    rest
+}
+
+/// Big-endian frames of at most 16 bytes, answered reversed; a frame over
+/// the limit is answered `too large` before the connection closes.
+#[derive(Clone, Default)]
+struct Reverse {
+    bad: Arc<Mutex<Vec<FramingError>>>,
+}
+
+impl MessageHandler for Reverse {
+    type Session = ();
+
+    fn framing(&self, _: &()) -> Framing {
+        Framing::LengthPrefixed {
+            endian: Endian::Big,
+            max: 16,
+        }
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn on_message(&self, _: &mut (), frame: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        conn.write_all(&(frame.len() as u32).to_be_bytes())?;
+        let reversed: Vec<u8> = frame.iter().rev().copied().collect();
+        conn.write_all(&reversed)?;
+        Ok(Next::Continue)
+    }
+
+    fn on_bad_message(
+        &self,
+        _: &mut (),
+        error: FramingError,
+        conn: &mut Conn<'_>,
+    ) -> io::Result<()> {
+        self.bad.lock().push(error);
+        if let FramingError::FrameTooLarge { .. } = error {
+            conn.write_all(b"too large")?;
+        }
+        Ok(())
+    }
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = (payload.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut payload).unwrap();
+    payload
+}
+
+crate::both_modes! {
+    fn a_frame_split_one_byte_at_a_time_is_one_message(mode) {
+        let server = run_messages(mode, Reverse::default(), Options::new());
+        let mut stream = connect(&server);
+        stream.set_nodelay(true).unwrap();
+        for byte in frame(b"abcdef") {
+            stream.write_all(&[byte]).unwrap();
+        }
+        assert_eq!(read_frame(&mut stream), b"fedcba");
+        server.stop();
+    }
+
+    fn many_frames_in_one_write_are_answered_in_order(mode) {
+        let server = run_messages(mode, Reverse::default(), Options::new());
+        let mut stream = connect(&server);
+        let batch: Vec<u8> = (0..500u32)
+            .flat_map(|i| frame(format!("{i:05}").as_bytes()))
+            .collect();
+        stream.write_all(&batch).unwrap();
+        for i in 0..500u32 {
+            let expected: Vec<u8> = format!("{i:05}").bytes().rev().collect();
+            assert_eq!(read_frame(&mut stream), expected, "frame {i}");
+        }
+        server.stop();
+    }
+
+    fn a_frame_at_the_limit_passes_and_one_byte_over_is_refused(mode) {
+        let handler = Reverse::default();
+        let server = run_messages(mode, handler.clone(), Options::new());
+        let mut stream = connect(&server);
+        stream.write_all(&frame(&[b'x'; 16])).unwrap();
+        assert_eq!(read_frame(&mut stream), vec![b'x'; 16]);
+        // 17 bytes announced: refused as soon as the length is read, before
+        // any payload arrives.
+        stream.write_all(&17u32.to_be_bytes()).unwrap();
+        assert_eq!(until_closed(&mut stream), b"too large");
+        assert_eq!(
+            *handler.bad.lock(),
+            [FramingError::FrameTooLarge { len: 17, max: 16 }]
+        );
+        server.stop();
+    }
+
+    fn a_peer_that_closes_mid_message_costs_only_its_connection(mode) {
+        let handler = Reverse::default();
+        let server = run_messages(mode, handler.clone(), Options::new());
+        let mut other = connect(&server);
+        let mut stream = connect(&server);
+        stream.write_all(&frame(b"abcdefgh")[..6]).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(until_closed(&mut stream), b"");
+        support::eventually("the truncation is reported", || {
+            *handler.bad.lock() == [FramingError::Truncated { got: 6 }]
+        });
+        other.write_all(&frame(b"still")).unwrap();
+        assert_eq!(read_frame(&mut other), b"llits");
+        let summary = server.stop();
+        assert_eq!(summary.panicked, 0);
+    }
+}
+
+/// Lines of at most 8 bytes, each answered with its length; `block N`
+/// is a blocking message that reads an N-byte body itself and answers with
+/// the name of the thread it ran on.
+#[derive(Clone)]
+struct Lines;
+
+impl MessageHandler for Lines {
+    type Session = Option<usize>;
+
+    fn framing(&self, _: &Option<usize>) -> Framing {
+        Framing::Line { max: 8 }
+    }
+
+    fn blocking(&self, next_body: &Option<usize>) -> bool {
+        next_body.is_some()
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<Option<usize>> {
+        Ok(None)
+    }
+
+    fn on_message(
+        &self,
+        next_body: &mut Option<usize>,
+        line: &[u8],
+        conn: &mut Conn<'_>,
+    ) -> io::Result<Next> {
+        if let Some(size) = next_body.take() {
+            // This message may block: read the body that follows.
+            let mut body = vec![0u8; size];
+            conn.read_exact(&mut body)?;
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            writeln!(
+                conn,
+                "{} {} on {thread}",
+                String::from_utf8_lossy(line),
+                body.len()
+            )?;
+            return Ok(Next::Continue);
+        }
+        if let Some(size) = line.strip_prefix(b"block ") {
+            let size: usize = String::from_utf8_lossy(size).parse().unwrap_or(0);
+            *next_body = Some(size);
+            return Ok(Next::Continue);
+        }
+        if line == b"quit" {
+            writeln!(conn, "bye")?;
+            return Ok(Next::Close);
+        }
+        writeln!(conn, "{}", line.len())?;
+        Ok(Next::Continue)
+    }
+
+    fn on_bad_message(
+        &self,
+        _: &mut Option<usize>,
+        error: FramingError,
+        conn: &mut Conn<'_>,
+    ) -> io::Result<()> {
+        writeln!(conn, "error: {error}")
+    }
+}
+
+fn line(reader: &mut BufReader<TcpStream>) -> String {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    line.trim_end().to_string()
+}
+
+crate::both_modes! {
+    fn a_line_at_the_limit_passes_and_one_byte_over_is_refused(mode) {
+        let server = run_messages(mode, Lines, Options::new());
+        let stream = connect(&server);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        writer.write_all(b"12345678\r\nabc\n").unwrap();
+        assert_eq!(line(&mut reader), "8");
+        assert_eq!(line(&mut reader), "3");
+        writer.write_all(b"123456789").unwrap();
+        assert_eq!(line(&mut reader), "error: a line over 8 bytes");
+        assert_eq!(line(&mut reader), "", "then the connection closes");
+        server.stop();
+    }
+
+    fn a_blocking_message_goes_to_the_pool_and_the_connection_comes_back(mode) {
+        let server = run_messages(mode, Lines, Options::new());
+        let stream = connect(&server);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        // A blocking message, its body pipelined with the next line, then
+        // inline messages again.
+        writer.write_all(b"block 5\nbody\nhello12345\nabc\n").unwrap();
+        let answer = line(&mut reader);
+        assert!(answer.starts_with("body 5 on "), "{answer}");
+        if mode == Mode::Reactor {
+            assert!(
+                !answer.contains("socketserver-loop"),
+                "a blocking message never runs on an event loop: {answer}"
+            );
+        }
+        // The body was the next 5 bytes ("hello"); the rest is lines again.
+        assert_eq!(line(&mut reader), "5");
+        assert_eq!(line(&mut reader), "3");
+        let mut second = connect(&server);
+        second.write_all(b"block 3\nxyz\nabcab\nquit\n").unwrap();
+        let mut reader = BufReader::new(second.try_clone().unwrap());
+        assert!(line(&mut reader).starts_with("xyz 3 on "));
+        assert_eq!(line(&mut reader), "2");
+        assert_eq!(line(&mut reader), "bye");
+        assert_eq!(line(&mut reader), "");
+        server.stop();
+    }
+
+    fn an_idle_connection_is_closed_after_the_idle_timeout(mode) {
+        let options = Options::new().idle_timeout(Some(Duration::from_millis(300)));
+        let server = run_messages(mode, Lines, options);
+        let stream = connect(&server);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        writer.write_all(b"ab\n").unwrap();
+        assert_eq!(line(&mut reader), "2");
+        let started = Instant::now();
+        assert_eq!(line(&mut reader), "", "closed when idle");
+        let idle = started.elapsed();
+        assert!(idle >= Duration::from_millis(250), "{idle:?}");
+        assert!(idle < Duration::from_secs(5), "{idle:?}");
+        server.stop();
+    }
+}
+
+/// A room: every line goes to every other member through their handles;
+/// a line `boom` panics.
+#[derive(Clone, Default)]
+struct Room {
+    members: Arc<Mutex<Vec<ConnHandle>>>,
+    closed: Arc<Mutex<Vec<Closing>>>,
+}
+
+impl MessageHandler for Room {
+    type Session = usize;
+
+    fn framing(&self, _: &usize) -> Framing {
+        Framing::Line { max: 1 << 16 }
+    }
+
+    fn idle_ends_at_shutdown(&self) -> bool {
+        true
+    }
+
+    fn open(&self, conn: &mut Conn<'_>) -> io::Result<usize> {
+        let handle = conn.handle(64 * 1024)?;
+        let mut members = self.members.lock();
+        members.push(handle);
+        Ok(members.len() - 1)
+    }
+
+    fn on_message(&self, me: &mut usize, line: &[u8], _: &mut Conn<'_>) -> io::Result<Next> {
+        if line == b"boom" {
+            panic!("a handler that panics on purpose");
+        }
+        let mut text = line.to_vec();
+        text.push(b'\n');
+        for (i, member) in self.members.lock().iter().enumerate() {
+            if i != *me {
+                member.send(&text);
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    fn close(&self, _: usize, why: Closing, conn: &mut Conn<'_>) {
+        self.closed.lock().push(why);
+        if why == Closing::Shutdown {
+            let _ = conn.write_all(b"goodbye\n");
+        }
+    }
+}
+
+crate::both_modes! {
+    fn broadcasts_reach_every_member_and_a_non_reader_is_cut(mode) {
+        let room = Room::default();
+        let server = run_messages(mode, room.clone(), Options::new());
+        let talker = connect(&server);
+        let listener = connect(&server);
+        let deaf = connect_small_buffer(&server);
+        support::eventually("three members", || room.members.lock().len() == 3);
+        let mut talker_out = talker;
+        let mut reader = BufReader::new(listener);
+        let payload = "y".repeat(1000);
+        // The deaf member reads nothing: its backlog (64 KiB, plus what the
+        // kernel buffers) overflows and it is cut, while the listener gets
+        // every line.
+        let mut sent = 0;
+        while !room.closed.lock().contains(&Closing::Error) {
+            assert!(sent < 20_000, "the deaf member was never cut");
+            writeln!(talker_out, "{sent} {payload}").unwrap();
+            assert_eq!(line(&mut reader), format!("{sent} {payload}"));
+            sent += 1;
+        }
+        drop(deaf);
+        server.stop();
+    }
+
+    fn a_panic_costs_only_its_connection(mode) {
+        let room = Room::default();
+        let server = run_messages(mode, room.clone(), Options::new());
+        let mut bomber = connect(&server);
+        let listener = connect(&server);
+        support::eventually("two members", || room.members.lock().len() == 2);
+        bomber.write_all(b"boom\n").unwrap();
+        assert_eq!(until_closed(&mut bomber), b"");
+        // The server (and in reactor mode, the loop) goes on.
+        let mut third = connect(&server);
+        support::eventually("three members", || room.members.lock().len() == 3);
+        third.write_all(b"still here\n").unwrap();
+        let mut reader = BufReader::new(listener);
+        assert_eq!(line(&mut reader), "still here");
+        let summary = server.stop();
+        assert_eq!(summary.panicked, 1, "{summary}");
+    }
+
+    fn shutdown_closes_idle_members_at_once_with_a_last_word(mode) {
+        let room = Room::default();
+        let server = run_messages(
+            mode,
+            room.clone(),
+            Options::new().shutdown_timeout(Duration::from_secs(30)),
+        );
+        let clients: Vec<TcpStream> = (0..20).map(|_| connect(&server)).collect();
+        support::eventually("every member in", || room.members.lock().len() == 20);
+        let started = Instant::now();
+        let summary = server.stop();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "idle members were not closed at once: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(summary.cut, 0, "{summary}");
+        for mut client in clients {
+            assert_eq!(until_closed(&mut client), b"goodbye\n");
+        }
+    }
+}
+
+/// Answers each line after a signal from the test, to hold a message in
+/// progress.
+#[derive(Clone)]
+struct Slow {
+    release: Arc<Mutex<mpsc::Receiver<()>>>,
+    started: Arc<AtomicUsize>,
+}
+
+impl MessageHandler for Slow {
+    type Session = ();
+
+    fn framing(&self, _: &()) -> Framing {
+        Framing::Line { max: 64 }
+    }
+
+    fn blocking(&self, _: &()) -> bool {
+        true
+    }
+
+    fn idle_ends_at_shutdown(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        self.started.fetch_add(1, SeqCst);
+        let _ = self.release.lock().recv_timeout(STEP);
+        conn.write_all(line)?;
+        conn.write_all(b"\n")?;
+        Ok(Next::Continue)
+    }
+}
+
+crate::both_modes! {
+    fn a_message_in_progress_finishes_at_shutdown_and_idle_ones_close(mode) {
+        let (release, waiting) = mpsc::channel();
+        let slow = Slow {
+            release: Arc::new(Mutex::new(waiting)),
+            started: Arc::new(AtomicUsize::new(0)),
+        };
+        let server = run_messages(
+            mode,
+            slow.clone(),
+            Options::new().shutdown_timeout(Duration::from_secs(30)),
+        );
+        let mut busy = connect(&server);
+        let mut idle = connect(&server);
+        busy.write_all(b"in progress\n").unwrap();
+        support::eventually("the message started", || slow.started.load(SeqCst) == 1);
+        let handle = server.handle.clone();
+        handle.shutdown();
+        // The idle connection is closed at once...
+        assert_eq!(until_closed(&mut idle), b"");
+        // ...and the busy one gets its answer when its handler returns.
+        release.send(()).unwrap();
+        let mut answer = [0u8; 12];
+        busy.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"in progress\n");
+        let summary = server.stop();
+        assert_eq!(summary.cut, 0, "{summary}");
+    }
+}
+
+#[test]
+fn a_reactor_serves_a_thousand_connections_on_two_loops() {
+    let options = Options::new().reactor_threads(2).threads(1);
+    let server = run_messages(Mode::Reactor, Lines, options);
+    let mut clients: Vec<BufReader<TcpStream>> = (0..1000)
+        .map(|_| BufReader::new(connect(&server)))
+        .collect();
+    for round in 0..3 {
+        for client in clients.iter_mut() {
+            client.get_mut().write_all(b"abcd\n").unwrap();
+        }
+        for (i, client) in clients.iter_mut().enumerate() {
+            assert_eq!(line(client), "4", "client {i} round {round}");
+        }
+    }
+    let stats = server.handle.stats();
+    assert!(stats.threads <= 4, "no thread per connection: {stats:?}");
+    let started = Instant::now();
+    server.stop();
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
