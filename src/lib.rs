@@ -94,6 +94,7 @@ pub mod dispatch;
 mod endpoint;
 mod group;
 mod handler;
+pub mod ops;
 mod options;
 mod pool;
 #[cfg(feature = "protocols")]
