@@ -1003,6 +1003,13 @@ mod tests {
     }
 
     #[test]
+    fn the_listeners_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<AdminServer>();
+        shareable::<crate::ops::agent::AgentCheck>();
+    }
+
+    #[test]
     fn binding_a_taken_port_fails() {
         let admin = AdminServer::bind(loopback(), state_with_page(String::new())).unwrap();
         let taken = AdminServer::bind(admin.local_addr(), state_with_page(String::new()));

@@ -880,6 +880,13 @@ mod tests {
     }
 
     #[test]
+    fn a_notifier_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Notifier>();
+        shareable::<InheritedSocket>();
+    }
+
+    #[test]
     fn without_notify_socket_nothing_is_sent() {
         let notifier = Notifier::new(NotifyConfig::from_values(None, Some("1000"), None, 1));
         assert!(!notifier.is_enabled());
