@@ -85,42 +85,26 @@
 
 #![warn(missing_docs)]
 
-mod address;
 #[cfg(feature = "client")]
 pub mod client;
-mod control;
-mod datagram;
 pub mod dispatch;
-mod endpoint;
-mod group;
-mod handler;
 pub mod ops;
-mod options;
-mod pool;
 #[cfg(feature = "protocols")]
 pub mod protocol;
-mod registry;
-mod server;
+pub mod request;
+pub mod server;
 #[cfg(feature = "services")]
 pub mod services;
-mod signal;
-mod stats;
-mod stream;
 pub mod transport;
-mod url;
 
-pub use address::Address;
-pub use control::ServerHandle;
-pub use datagram::DatagramRequest;
-pub use group::ServerGroup;
-pub use handler::{handler_fn, log_request_error, HandlerFn, RequestHandler};
-pub use options::Options;
-pub use server::{BindAddress, Server, Summary};
-pub use stats::Stats;
-pub use stream::{StreamRequest, StreamWriter};
-pub use url::{ParseUrlError, SocketUrl};
+pub use dispatch::{Synchronous, Threading};
+pub use request::{
+    handler_fn, log_request_error, DatagramRequest, HandlerFn, RequestHandler, StreamRequest,
+    StreamWriter,
+};
+pub use server::{BindAddress, Options, Server, ServerGroup, ServerHandle, Stats, Summary};
+pub use transport::{Address, ParseUrlError, SocketUrl};
 
-use dispatch::{Synchronous, Threading};
 use transport::{Tcp, Udp, UnixDatagram, UnixStream};
 
 /// A TCP server that handles one connection at a time (Python's `TCPServer`).

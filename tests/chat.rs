@@ -158,7 +158,9 @@ fn connect_small_buffer(addr: &str) -> TcpStream {
 
 #[test]
 fn a_member_that_stops_reading_never_stalls_the_room_and_is_dropped() {
-    let server = start(&["--max-backlog", "64KiB"]);
+    // (A talker as fast as the room lets it: flood control is not the
+    // subject here.)
+    let server = start(&["--max-backlog", "64KiB", "--max-rate", "1GiB"]);
     let mut slow = Member::with(connect_small_buffer(&server.addr()));
     let mut listener = Member::join(&server);
     let mut talker = Member::join(&server);

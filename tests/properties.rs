@@ -358,7 +358,7 @@ proptest! {
     ) {
         let text = format!("{scheme}://{host}:{port}");
         let url: SocketUrl = text.parse().unwrap();
-        prop_assert_eq!(url.scheme(), scheme);
+        prop_assert_eq!(url.scheme().name(), scheme);
         prop_assert_eq!(url.to_string(), text);
         let over = format!("{scheme}://{host}:{bad_port}");
         prop_assert!(over.parse::<SocketUrl>().is_err());

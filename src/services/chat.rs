@@ -3,11 +3,11 @@
 //! # Protocol
 //!
 //! Every client is a member of one room. A member sends UTF-8 lines ending in
-//! `\n` (`\r\n` accepted; bytes that are not UTF-8 become U+FFFD); each line
-//! goes to every other member as `NAME: LINE`. A member's NAME starts as its
-//! address, `HOST:PORT` (`[HOST]:PORT` for IPv6; `unix#N` on a Unix socket).
-//! The room tells the others when someone arrives, leaves, or changes name;
-//! a member gets no notice of its own arrival:
+//! `\n` (`\r\n` accepted); each line goes to every other member as
+//! `NAME: LINE`. A member's NAME starts as its address, `HOST:PORT`
+//! (`[HOST]:PORT` for IPv6; `unix#N` on a Unix socket). The room tells the
+//! others when someone arrives, leaves, or changes name; a member gets no
+//! notice of its own arrival:
 //!
 //! ```text
 //! * 127.0.0.1:50312 joined
@@ -17,20 +17,31 @@
 //! * alice left
 //! ```
 //!
-//! `/nick NEW` changes the sender's name. An empty name, or one that another
-//! member uses, is refused, and only the sender is told (`* ...`). A line over
-//! the limit (8 KiB by default) is answered `error: line too long` and the
-//! member is disconnected.
+//! `/nick NEW` changes the sender's name. An empty name, one with `:` or
+//! white space, or one that another member uses, is refused, and only the
+//! sender is told (`* ...`). A line over the limit (8 KiB by default) is
+//! answered `error: line too long` and the member is disconnected.
 //!
-//! # A slow member never stalls the room
+//! # What is relayed
 //!
-//! Sending a line to the room only queues it for each member: each member has
-//! its own writer thread that drains its queue to its socket, and no lock is
-//! held while writing to a socket. A member's queue is bounded
+//! Bytes that are not UTF-8 become U+FFFD, and so does every control
+//! character (U+0000 to U+001F but TAB, and U+007F to U+009F) of a line or a
+//! name, before anything is relayed: no member can send terminal escapes
+//! (colours, window titles, erased lines, a fake `* server` notice after a
+//! carriage return) to another.
+//!
+//! # A slow member never stalls the room, a fast one never floods it
+//!
+//! Sending a line to the room queues it for each member without waiting
+//! ([`ConnHandle::send`]). A member's queue is bounded
 //! ([`ChatRoom::max_backlog`], 1 MiB by default): a member that stops reading
-//! while the room keeps talking is disconnected when its queue overflows, and
-//! the others see `* NAME left`. A member that only listens is not cut for
-//! being quiet (unless the server has an idle timeout).
+//! while the room keeps talking is told `* disconnected: ...` if there is
+//! room for it and disconnected, and the others see `* NAME left`. A member
+//! that sends faster than [`ChatRoom::max_rate`] (1 MiB/s by default, with a
+//! burst of as much) is slowed down: the room stops reading from it until
+//! its allowance refills, so its own connection backs up and the readers who
+//! keep reading stay. A member that only listens is not cut for being quiet
+//! (unless the server has an idle timeout).
 //!
 //! When the server shuts down, every member is told
 //! `* the server is shutting down` and its connection is closed, so the
@@ -42,16 +53,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
-use crate::protocol::line::{read_line, Line};
-use crate::{Address, RequestHandler, ServerHandle, StreamRequest, StreamWriter};
+use crate::request::{Closing, Conn, ConnHandle, Framing, FramingError, MessageHandler, Next};
+use crate::transport::Address;
 
 /// The default bound of a member's outgoing queue, in bytes.
 pub const DEFAULT_MAX_BACKLOG: usize = 1 << 20;
 
 /// The default longest line, in bytes.
 pub const DEFAULT_MAX_LINE: usize = 8 * 1024;
+
+/// The default most bytes a member may send per second (its burst too).
+pub const DEFAULT_MAX_RATE: usize = 1 << 20;
 
 /// The answer to a line over the limit, before the member is disconnected.
 pub const LINE_TOO_LONG: &str = "error: line too long";
@@ -60,15 +74,9 @@ pub const LINE_TOO_LONG: &str = "error: line too long";
 /// connections.
 pub const SHUTTING_DOWN: &str = "* the server is shutting down\n";
 
-/// How often an idle member's writer looks whether the server is shutting
-/// down.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
-
-/// How long a leaving member's last messages may take to go out.
-const FLUSH_ON_LEAVE: Duration = Duration::from_secs(2);
-
-/// A chat room: a handler for stream servers (TCP, Unix) whose connections
-/// are the members of one room.
+/// A chat room: a message handler for stream servers (TCP, Unix) whose
+/// connections are the members of one room. Cloning it gives another handle
+/// to the same room (to serve it on two listeners, say).
 ///
 /// ```no_run
 /// use socketserver::services::ChatRoom;
@@ -80,18 +88,28 @@ const FLUSH_ON_LEAVE: Duration = Duration::from_secs(2);
 /// server.serve_forever()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChatRoom {
-    members: Mutex<HashMap<u64, Member>>,
-    next_id: AtomicU64,
+    members: Arc<Mutex<HashMap<u64, Member>>>,
+    next_id: Arc<AtomicU64>,
     max_backlog: usize,
     max_line: usize,
+    max_rate: usize,
 }
 
 #[derive(Debug)]
 struct Member {
     name: String,
-    outbox: Arc<Outbox>,
+    handle: ConnHandle,
+}
+
+/// One member's connection: who it is, and its sending allowance.
+#[derive(Debug)]
+pub struct Membership {
+    id: u64,
+    /// Bytes the member may still send now.
+    allowance: f64,
+    refilled: Instant,
 }
 
 impl Default for ChatRoom {
@@ -101,13 +119,15 @@ impl Default for ChatRoom {
 }
 
 impl ChatRoom {
-    /// An empty room with a 1 MiB backlog per member and an 8 KiB line limit.
+    /// An empty room with a 1 MiB backlog per member, an 8 KiB line limit
+    /// and 1 MiB/s per sender.
     pub fn new() -> Self {
         ChatRoom {
-            members: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            members: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
             max_backlog: DEFAULT_MAX_BACKLOG,
             max_line: DEFAULT_MAX_LINE,
+            max_rate: DEFAULT_MAX_RATE,
         }
     }
 
@@ -125,6 +145,13 @@ impl ChatRoom {
         self
     }
 
+    /// Sets how many bytes per second a member may send, and its burst
+    /// (default 1 MiB); past it, the member is slowed down.
+    pub fn max_rate(mut self, bytes_per_second: usize) -> Self {
+        self.max_rate = bytes_per_second.max(1);
+        self
+    }
+
     /// The names of the members, sorted.
     pub fn members(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -138,26 +165,26 @@ impl ChatRoom {
     }
 
     /// Queues `text` for every member but `from`. Runs under the room's lock
-    /// so that every member sees the room's events in the same order; it only
-    /// copies bytes, it never touches a socket beyond shutting down a member
-    /// whose queue overflows.
+    /// so that every member sees the room's events in the same order; it
+    /// never waits for a member.
     fn broadcast(members: &HashMap<u64, Member>, from: u64, text: &str) {
         for (&id, member) in members {
-            if id != from && !member.outbox.push(text.as_bytes()) {
-                log::info!("chat: {} is not reading; disconnecting it", member.name);
+            if id != from && !member.handle.is_closed() {
+                member.handle.send(text.as_bytes());
             }
         }
     }
 
-    fn join(&self, id: u64, name: String, outbox: Arc<Outbox>) {
+    fn join(&self, id: u64, name: String, handle: ConnHandle) {
         let mut members = self.members.lock();
         Self::broadcast(&members, id, &format!("* {name} joined\n"));
-        members.insert(id, Member { name, outbox });
+        members.insert(id, Member { name, handle });
     }
 
     fn leave(&self, id: u64) {
         let mut members = self.members.lock();
         if let Some(member) = members.remove(&id) {
+            log::debug!("chat: {} left", member.name);
             Self::broadcast(&members, id, &format!("* {} left\n", member.name));
         }
     }
@@ -169,52 +196,40 @@ impl ChatRoom {
         }
     }
 
-    fn rename(&self, id: u64, new: &str) {
-        let mut members = self.members.lock();
-        let reply = |members: &HashMap<u64, Member>, text: String| {
-            if let Some(member) = members.get(&id) {
-                member.outbox.push(text.as_bytes());
-            }
-        };
+    /// A `/nick`: the reply to the sender when refused.
+    fn rename(&self, id: u64, new: &str) -> Option<String> {
         if new.is_empty() {
-            return reply(
-                &members,
-                "* a nick cannot be empty (use /nick NAME)\n".into(),
-            );
+            return Some("* a nick cannot be empty (use /nick NAME)\n".into());
         }
+        if new.contains(|c: char| c == ':' || c.is_whitespace()) {
+            return Some(format!(
+                "* a nick cannot contain ':' or spaces: {new:?} refused\n"
+            ));
+        }
+        let mut members = self.members.lock();
         if members
             .iter()
             .any(|(&other, m)| other != id && m.name == new)
         {
-            return reply(&members, format!("* the nick {new} is taken\n"));
+            return Some(format!("* the nick {new} is taken\n"));
         }
-        let Some(member) = members.get_mut(&id) else {
-            return;
-        };
-        if member.name == new {
-            return;
+        let member = members.get_mut(&id)?;
+        if member.name != new {
+            let old = std::mem::replace(&mut member.name, new.to_string());
+            Self::broadcast(&members, id, &format!("* {old} is now {new}\n"));
         }
-        let old = std::mem::replace(&mut member.name, new.to_string());
-        Self::broadcast(&members, id, &format!("* {old} is now {new}\n"));
+        None
     }
 
-    /// Reads the member's lines until it leaves; true when it sent a line
-    /// over the limit.
-    fn converse(&self, req: &mut StreamRequest, id: u64) -> io::Result<bool> {
-        let mut line = Vec::new();
-        loop {
-            match read_line(req, &mut line, self.max_line)? {
-                Line::Eof => return Ok(false),
-                Line::TooLong => return Ok(true),
-                Line::Complete { .. } => {
-                    let text = String::from_utf8_lossy(&line);
-                    match nick_command(&text) {
-                        Some(new) => self.rename(id, new),
-                        None => self.say(id, &text),
-                    }
-                }
-            }
-        }
+    /// Takes `bytes` from the member's allowance; how long to stop reading
+    /// from it when it sends faster than the rate.
+    fn throttle(&self, membership: &mut Membership, bytes: usize) -> Option<Duration> {
+        let rate = self.max_rate as f64;
+        let now = Instant::now();
+        let refill = now.duration_since(membership.refilled).as_secs_f64() * rate;
+        membership.allowance = (membership.allowance + refill).min(rate) - bytes as f64;
+        membership.refilled = now;
+        (membership.allowance < 0.0).then(|| Duration::from_secs_f64(-membership.allowance / rate))
     }
 }
 
@@ -228,6 +243,21 @@ fn nick_command(line: &str) -> Option<&str> {
     }
 }
 
+/// `bytes` as text that cannot move a terminal: invalid UTF-8 and every
+/// control character but TAB become U+FFFD.
+pub fn sanitize(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            if c != '\t' && (c.is_control() || ('\u{80}'..='\u{9f}').contains(&c)) {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// The name a member starts with.
 fn initial_name(peer: &Address, id: u64) -> String {
     match peer {
@@ -236,207 +266,74 @@ fn initial_name(peer: &Address, id: u64) -> String {
     }
 }
 
-impl RequestHandler<StreamRequest> for ChatRoom {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
-        let id = self.next_id.fetch_add(1, Relaxed);
-        // (`peer_addr` may return the address or a reference to it.)
-        #[allow(clippy::clone_on_copy, clippy::redundant_clone)]
-        let peer: Address = req.peer_addr().clone();
-        let name = initial_name(&peer, id);
-        let outbox = Arc::new(Outbox::new(self.max_backlog, req.try_clone_writer()?));
-        let writer = req.try_clone_writer()?;
-        let server = req.server().clone();
-        std::thread::scope(|scope| {
-            let drainer = Arc::clone(&outbox);
-            std::thread::Builder::new()
-                .name("chat-writer".into())
-                .spawn_scoped(scope, move || drainer.drain(writer, &server))?;
-            // From here on, the member leaves and its writer stops however
-            // this ends, a panic included (the scope waits for the writer).
-            let membership = Membership {
-                room: self,
-                id,
-                outbox: &outbox,
-            };
-            log::debug!("chat: {name} joined");
-            self.join(id, name, Arc::clone(&outbox));
-            let result = self.converse(req, id);
-            // Out of the room first, so that the error is the last line sent.
-            self.leave(id);
-            let too_long = matches!(result, Ok(true));
-            if too_long {
-                outbox.push(format!("{LINE_TOO_LONG}\n").as_bytes());
-            }
-            let flushed = membership.end();
-            if too_long && flushed {
-                req.close_after_answer(1 << 20);
-            }
-            result.map(drop)
-        })
-    }
-}
+impl MessageHandler for ChatRoom {
+    type Session = Membership;
 
-/// A member in the room: leaving it (on drop, or by [`Membership::end`])
-/// announces the departure and stops the member's writer.
-struct Membership<'a> {
-    room: &'a ChatRoom,
-    id: u64,
-    outbox: &'a Outbox,
-}
-
-impl Membership<'_> {
-    /// Leaves the room (if still in it); true when everything queued for the
-    /// member went out.
-    fn end(self) -> bool {
-        self.room.leave(self.id);
-        self.outbox.finish(FLUSH_ON_LEAVE)
-    }
-}
-
-impl Drop for Membership<'_> {
-    fn drop(&mut self) {
-        // A no-op after `end`.
-        self.room.leave(self.id);
-        self.outbox.finish(FLUSH_ON_LEAVE);
-    }
-}
-
-/// The outgoing queue of one member, drained by its writer thread.
-#[derive(Debug)]
-struct Outbox {
-    state: Mutex<OutState>,
-    changed: Condvar,
-    max_backlog: usize,
-    /// To shut the connection down from any thread: on overflow, or when the
-    /// last messages cannot go out in time.
-    connection: StreamWriter,
-}
-
-#[derive(Debug, Default)]
-struct OutState {
-    queue: Vec<u8>,
-    /// Bytes the writer took and has not finished writing.
-    writing: usize,
-    /// No more bytes are accepted.
-    closed: bool,
-    /// The writer stops once the queue is empty.
-    finishing: bool,
-    /// Bytes were lost: the queue overflowed or a write failed.
-    failed: bool,
-    /// The writer thread has returned.
-    done: bool,
-}
-
-impl Outbox {
-    fn new(max_backlog: usize, connection: StreamWriter) -> Self {
-        Outbox {
-            state: Mutex::new(OutState::default()),
-            changed: Condvar::new(),
-            max_backlog,
-            connection,
-        }
+    fn framing(&self, _: &Membership) -> Framing {
+        Framing::Line { max: self.max_line }
     }
 
-    /// Queues bytes; false when the member's backlog overflowed, in which
-    /// case the queue is dropped and the connection shut down.
-    fn push(&self, bytes: &[u8]) -> bool {
-        let mut state = self.state.lock();
-        if state.closed {
-            return true;
-        }
-        if state.queue.len() + state.writing + bytes.len() > self.max_backlog {
-            state.closed = true;
-            state.failed = true;
-            state.queue = Vec::new();
-            drop(state);
-            self.changed.notify_all();
-            let _ = self.connection.shutdown();
-            return false;
-        }
-        state.queue.extend_from_slice(bytes);
-        drop(state);
-        self.changed.notify_all();
+    fn idle_ends_at_shutdown(&self) -> bool {
         true
     }
 
-    /// The writer thread: writes what is queued, batch by batch, until the
-    /// outbox is closed (or finished and empty) or the connection fails.
-    fn drain(&self, mut writer: StreamWriter, server: &ServerHandle) {
-        let mut batch = Vec::new();
-        let mut server_stopping = false;
-        loop {
-            {
-                let mut state = self.state.lock();
-                while state.queue.is_empty() && !state.closed && !state.finishing {
-                    if server.is_shutdown() {
-                        server_stopping = true;
-                        break;
-                    }
-                    self.changed.wait_for(&mut state, SHUTDOWN_POLL);
-                }
-                if server_stopping || state.closed || state.queue.is_empty() {
-                    break;
-                }
-                std::mem::swap(&mut batch, &mut state.queue);
-                state.writing = batch.len();
-            }
-            let written = writer.write_all(&batch);
-            batch.clear();
-            if batch.capacity() > 64 * 1024 {
-                batch = Vec::new();
-            }
-            let mut state = self.state.lock();
-            state.writing = 0;
-            if written.is_err() {
-                state.failed = true;
-                drop(state);
-                let _ = self.connection.shutdown();
-                break;
-            }
-            if server.is_shutdown() {
-                server_stopping = true;
-                break;
-            }
-        }
-        if server_stopping {
-            // A membership never ends by itself: end it, so that the server
-            // stops at once instead of waiting for its shutdown deadline.
-            // The member's reader sees the end of input and leaves the room.
-            let _ = writer.write_all(SHUTTING_DOWN.as_bytes());
-            let _ = self.connection.shutdown();
-        }
-        let mut state = self.state.lock();
-        state.closed = true;
-        state.queue = Vec::new();
-        state.done = true;
-        drop(state);
-        self.changed.notify_all();
+    fn open(&self, conn: &mut Conn<'_>) -> io::Result<Membership> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let name = initial_name(conn.peer(), id);
+        let handle = conn.handle(self.max_backlog)?;
+        log::debug!("chat: {name} joined");
+        self.join(id, name, handle);
+        Ok(Membership {
+            id,
+            allowance: self.max_rate as f64,
+            refilled: Instant::now(),
+        })
     }
 
-    /// Lets the writer send what is queued, for at most `limit`, then stops
-    /// it (shutting the connection down if it is stuck). True when everything
-    /// queued went out.
-    fn finish(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let mut state = self.state.lock();
-        state.finishing = true;
-        self.changed.notify_all();
-        while !state.done {
-            if self.changed.wait_until(&mut state, deadline).timed_out() {
-                break;
+    fn on_message(
+        &self,
+        membership: &mut Membership,
+        line: &[u8],
+        conn: &mut Conn<'_>,
+    ) -> io::Result<Next> {
+        let text = sanitize(line);
+        match nick_command(&text) {
+            Some(new) => {
+                if let Some(refusal) = self.rename(membership.id, new) {
+                    conn.write_all(refusal.as_bytes())?;
+                }
             }
+            None => self.say(membership.id, &text),
         }
-        if state.done {
-            return !state.failed;
+        if let Some(pause) = self.throttle(membership, line.len() + 1) {
+            conn.pause_reading(pause);
         }
-        drop(state);
-        // Stuck writing to a client that does not read: cut it.
-        let _ = self.connection.shutdown();
-        let mut state = self.state.lock();
-        while !state.done {
-            self.changed.wait(&mut state);
+        Ok(Next::Continue)
+    }
+
+    fn on_bad_message(
+        &self,
+        membership: &mut Membership,
+        error: FramingError,
+        conn: &mut Conn<'_>,
+    ) -> io::Result<()> {
+        if let FramingError::LineTooLong { max } = error {
+            log::info!(
+                "chat: {} sent a line over {max} bytes; disconnecting it",
+                conn.peer()
+            );
+            // Out of the room first, so that the error is the last line sent.
+            self.leave(membership.id);
+            writeln!(conn, "{LINE_TOO_LONG}")?;
         }
-        false
+        Ok(())
+    }
+
+    fn close(&self, membership: Membership, why: Closing, conn: &mut Conn<'_>) {
+        self.leave(membership.id);
+        if why == Closing::Shutdown {
+            let _ = conn.write_all(SHUTTING_DOWN.as_bytes());
+        }
     }
 }
 
@@ -461,5 +358,36 @@ mod tests {
         assert_eq!(initial_name(&Address::Inet(v4), 1), "127.0.0.1:5000");
         assert_eq!(initial_name(&Address::Inet(v6), 1), "[::1]:5000");
         assert_eq!(initial_name(&Address::Unix(None), 7), "unix#7");
+    }
+
+    #[test]
+    fn control_characters_never_reach_another_member() {
+        let hostile = "\x1b]0;owned\x07\x1b[2K\r* server says\u{9b}hi\tthere\u{7f}\0";
+        let clean = sanitize(hostile.as_bytes());
+        assert!(
+            !clean.chars().any(|c| c != '\t' && c.is_control()),
+            "{clean:?}"
+        );
+        assert!(clean.contains("\tthere"), "TAB is kept");
+        assert_eq!(clean.matches('\u{fffd}').count(), 7, "{clean:?}");
+        assert_eq!(sanitize(b"caf\xc3\xa9 \xff"), "café \u{fffd}");
+    }
+
+    #[test]
+    fn a_sender_over_its_rate_is_paused_for_as_long_as_it_overdrew() {
+        let room = ChatRoom::new().max_rate(1000);
+        let mut member = Membership {
+            id: 1,
+            allowance: 1000.0,
+            refilled: Instant::now(),
+        };
+        assert_eq!(room.throttle(&mut member, 600), None);
+        let pause = room
+            .throttle(&mut member, 900)
+            .expect("overdrawn by about 500");
+        assert!(
+            pause > Duration::from_millis(400) && pause <= Duration::from_millis(500),
+            "{pause:?}"
+        );
     }
 }

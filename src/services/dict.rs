@@ -32,8 +32,9 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::protocol::line::{read_line, Line};
-use crate::{DatagramRequest, RequestHandler, StreamRequest};
+use crate::request::{
+    Conn, DatagramRequest, Framing, FramingError, MessageHandler, Next, RequestHandler,
+};
 
 /// The answer to a request over the limit.
 pub const LINE_TOO_LONG: &str = "error: line too long";
@@ -239,29 +240,35 @@ impl RequestHandler<DatagramRequest> for Dictionary {
     }
 }
 
-impl RequestHandler<StreamRequest> for Dictionary {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
-        let mut line = Vec::new();
-        loop {
-            match read_line(req, &mut line, self.max_line)? {
-                Line::Eof => return Ok(()),
-                Line::TooLong => {
-                    log::info!(
-                        "{}: a line over {} bytes; closing",
-                        req.peer_addr(),
-                        self.max_line
-                    );
-                    req.write_all(format!("{LINE_TOO_LONG}\n").as_bytes())?;
-                    req.close_after_answer(1 << 20);
-                    return Ok(());
-                }
-                Line::Complete { .. } => {
-                    let mut answer = self.answer_bytes(&line);
-                    answer.push('\n');
-                    req.write_all(answer.as_bytes())?;
-                }
-            }
+impl MessageHandler for Dictionary {
+    type Session = ();
+
+    fn framing(&self, _: &()) -> Framing {
+        Framing::Line { max: self.max_line }
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        let answer = self.answer_bytes(line);
+        conn.write_all(answer.as_bytes())?;
+        conn.write_all(b"\n")?;
+        Ok(Next::Continue)
+    }
+
+    fn on_bad_message(
+        &self,
+        _: &mut (),
+        error: FramingError,
+        conn: &mut Conn<'_>,
+    ) -> io::Result<()> {
+        if let FramingError::LineTooLong { max } = error {
+            log::info!("{}: a line over {max} bytes; closing", conn.peer());
+            writeln!(conn, "{LINE_TOO_LONG}")?;
         }
+        Ok(())
     }
 }
 

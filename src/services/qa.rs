@@ -35,8 +35,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::Path;
 
-use crate::protocol::line::{read_line, Line};
-use crate::{RequestHandler, StreamRequest};
+use crate::request::{Conn, Framing, FramingError, MessageHandler, Next};
 
 /// The built-in table: (keyword, answer), in matching order.
 pub const BUILTIN: [(&str, &str); 5] = [
@@ -169,33 +168,38 @@ impl QaBot {
     }
 }
 
-impl RequestHandler<StreamRequest> for QaBot {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
-        let mut line = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            let answer = match read_line(req, &mut line, self.max_line)? {
-                Line::Eof => return Ok(()),
-                Line::TooLong => {
-                    log::info!(
-                        "{}: a question over {} bytes; closing",
-                        req.peer_addr(),
-                        self.max_line
-                    );
-                    req.write_all(format!("{LINE_TOO_LONG}\n").as_bytes())?;
-                    req.close_after_answer(1 << 20);
-                    return Ok(());
-                }
-                Line::Complete { .. } => match std::str::from_utf8(&line) {
-                    Ok(question) => self.answer(question),
-                    Err(_) => INVALID_UTF8,
-                },
-            };
-            out.clear();
-            out.extend_from_slice(answer.as_bytes());
-            out.push(b'\n');
-            req.write_all(&out)?;
+impl MessageHandler for QaBot {
+    type Session = ();
+
+    fn framing(&self, _: &()) -> Framing {
+        Framing::Line { max: self.max_line }
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        let answer = match std::str::from_utf8(line) {
+            Ok(question) => self.answer(question),
+            Err(_) => INVALID_UTF8,
+        };
+        conn.write_all(answer.as_bytes())?;
+        conn.write_all(b"\n")?;
+        Ok(Next::Continue)
+    }
+
+    fn on_bad_message(
+        &self,
+        _: &mut (),
+        error: FramingError,
+        conn: &mut Conn<'_>,
+    ) -> io::Result<()> {
+        if let FramingError::LineTooLong { max } = error {
+            log::info!("{}: a question over {max} bytes; closing", conn.peer());
+            writeln!(conn, "{LINE_TOO_LONG}")?;
         }
+        Ok(())
     }
 }
 

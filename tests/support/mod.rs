@@ -214,8 +214,8 @@ impl Running {
     pub fn start<T, H, D>(server: socketserver::Server<T, H, D>) -> Running
     where
         T: socketserver::transport::Transport,
-        H: socketserver::RequestHandler<T::Request>,
-        D: socketserver::dispatch::Dispatch,
+        H: Send + Sync + 'static,
+        D: socketserver::dispatch::Dispatch<T, H>,
     {
         let handle = server.handle();
         let addr = server.local_addr().clone();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use socketserver::client::chat::ChatClient;
 use socketserver::services::ChatRoom;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_size, BindArgs, CliError, Launcher, PoolArgs};
@@ -24,14 +25,18 @@ pub struct ServeArgs {
     /// The longest line, in bytes; a longer one disconnects its sender
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "8KiB")]
     max_line: u64,
+    /// Bytes per second a member may send (and its burst); a faster sender is slowed down
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
+    max_rate: u64,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let room = Arc::new(
         ChatRoom::new()
             .max_backlog(usize::try_from(args.max_backlog).unwrap_or(usize::MAX))
-            .max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX)),
+            .max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX))
+            .max_rate(usize::try_from(args.max_rate).unwrap_or(usize::MAX)),
     );
     let mut launcher = Launcher::new(args.pool.options(None));
     for url in &urls {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use socketserver::transport::Scheme;
 use socketserver::{
     DatagramRequest, Options, RequestHandler, ServerGroup, SocketUrl, StreamRequest,
     ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
@@ -106,7 +107,7 @@ pub struct BindArgs {
 impl BindArgs {
     /// The URLs to bind, or `default` when none was given; every one must use
     /// one of `schemes`.
-    pub fn urls(&self, default: &str, schemes: &[&str]) -> Result<Vec<SocketUrl>, CliError> {
+    pub fn urls(&self, default: &str, schemes: &[Scheme]) -> Result<Vec<SocketUrl>, CliError> {
         if self.urls.is_empty() {
             return Ok(vec![default.parse().expect("default URLs parse")]);
         }
@@ -115,7 +116,11 @@ impl BindArgs {
                 return Err(CliError::Usage(format!(
                     "this service does not speak {} (--bind {url}); it speaks {}",
                     url.scheme(),
-                    schemes.join(", ")
+                    schemes
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::dict::DictClient;
 use socketserver::services::Dictionary;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{
@@ -31,9 +32,10 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args
-        .bind
-        .urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
+    let urls = args.bind.urls(
+        DEFAULT_URL,
+        &[Scheme::Tcp, Scheme::Udp, Scheme::Unix, Scheme::Unixgram],
+    )?;
     let dict = match &args.words {
         Some(path) => Dictionary::load(path).map_err(|e| {
             CliError::Failed(format!("cannot load --words {}: {e}", path.display()))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::{pipe, Connection, DatagramClient};
 use socketserver::services::EchoUpper;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{for_each_message, parse_duration, BindArgs, CliError, Launcher, PoolArgs};
@@ -22,9 +23,10 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args
-        .bind
-        .urls(DEFAULT_URL, &["tcp", "udp", "unix", "unixgram"])?;
+    let urls = args.bind.urls(
+        DEFAULT_URL,
+        &[Scheme::Tcp, Scheme::Udp, Scheme::Unix, Scheme::Unixgram],
+    )?;
     // EchoUpper reads into its own buffers: its connections need no read
     // buffer of their own (8 KiB each by default; 80 MiB for 10,000).
     let mut launcher = Launcher::new(args.pool.options(None).read_buffer(64));

@@ -10,6 +10,7 @@ use clap::Args;
 use socketserver::client::exec::ExecClient;
 use socketserver::protocol::framing::Framing;
 use socketserver::services::Exec;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
@@ -57,7 +58,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let framing = Framing::new()
         .endian(args.endian.frame_endian)
         .max_frame(frame_size("--max-frame", args.max_frame)?);

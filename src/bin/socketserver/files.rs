@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use socketserver::client::files::FilesClient;
 use socketserver::protocol::framing::Framing;
 use socketserver::services::Files;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
@@ -44,7 +45,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let framing = Framing::new()
         .endian(args.endian.frame_endian)
         .max_header(frame_size("--max-header", args.max_header)?);

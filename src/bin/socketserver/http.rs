@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::http;
 use socketserver::services::StaticHttp;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
@@ -37,7 +38,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let site = match &args.root {
         Some(root) => StaticHttp::with_root(root)
             .map_err(|e| CliError::Failed(format!("cannot use --root {}: {e}", root.display())))?,

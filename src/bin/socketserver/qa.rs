@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::qa::QaClient;
 use socketserver::services::QaBot;
+use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{
@@ -30,7 +31,7 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &["tcp", "unix"])?;
+    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let bot = match &args.answers {
         Some(path) => QaBot::load(path).map_err(|e| {
             CliError::Failed(format!("cannot load --answers {}: {e}", path.display()))

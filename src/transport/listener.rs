@@ -1,5 +1,5 @@
-//! The bound socket of a server, and the work it produces: accepted
-//! connections and received datagrams.
+//! [`Listener`]: the bound socket of a server, and what arrives on it:
+//! [`Accepted`] connections and received [`Datagram`]s.
 
 use std::fs;
 use std::io;
@@ -12,34 +12,49 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::{Address, Options};
+use super::Address;
 
-/// Work for a handler: an accepted connection or a received packet.
-#[derive(Debug)]
-pub enum Job {
-    Connection {
-        socket: Socket,
-        peer: Address,
-    },
-    Datagram {
-        packet: Vec<u8>,
-        peer: Address,
-        endpoint: Arc<Endpoint>,
-    },
+/// How a listening socket is set up: the socket options of
+/// [`Options`](crate::Options) that apply before a server accepts anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenOptions {
+    pub reuse_address: bool,
+    pub reuse_port: bool,
+    pub backlog: i32,
+    pub only_v6: Option<bool>,
 }
 
-impl Job {
-    pub fn peer(&self) -> &Address {
-        match self {
-            Job::Connection { peer, .. } | Job::Datagram { peer, .. } => peer,
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            reuse_address: true,
+            reuse_port: false,
+            backlog: 1024,
+            only_v6: None,
         }
     }
+}
+
+/// A connection a stream listener accepted: the socket (blocking, as every
+/// dispatcher but the reactor wants it) and the client's address.
+#[derive(Debug)]
+pub struct Accepted {
+    pub socket: Socket,
+    pub peer: Address,
+}
+
+/// A packet a datagram listener received, with the listener to answer from.
+#[derive(Debug)]
+pub struct Datagram {
+    pub packet: Vec<u8>,
+    pub peer: Address,
+    pub listener: Arc<Listener>,
 }
 
 /// The bound socket of a server; for a datagram server it is shared with the
 /// requests that reply through it, with a store of packet buffers to reuse.
 #[derive(Debug)]
-pub struct Endpoint {
+pub struct Listener {
     pub socket: Socket,
     unix_path: Option<PathBuf>,
     spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
@@ -50,9 +65,9 @@ const MAX_DATAGRAM: usize = 65_536;
 /// How many spare packet buffers a datagram server keeps for reuse.
 const SPARE_BUFFERS: usize = 256;
 
-impl Endpoint {
+impl Listener {
     fn new(socket: Socket, unix_path: Option<PathBuf>) -> Self {
-        Endpoint {
+        Listener {
             socket,
             unix_path,
             spare: bounded(SPARE_BUFFERS),
@@ -68,9 +83,9 @@ impl Endpoint {
     }
 
     /// Accepts one connection; `None` when none is waiting.
-    pub fn accept(&self) -> io::Result<Option<Job>> {
+    pub fn accept(&self) -> io::Result<Option<Accepted>> {
         match self.socket.accept() {
-            Ok((socket, peer)) => Ok(Some(Job::Connection {
+            Ok((socket, peer)) => Ok(Some(Accepted {
                 socket,
                 peer: Address::from_sockaddr(&peer),
             })),
@@ -80,7 +95,10 @@ impl Endpoint {
     }
 
     /// Receives one datagram into a reused buffer; `None` when none is waiting.
-    pub fn receive(self: &Arc<Self>, scratch: &mut [MaybeUninit<u8>]) -> io::Result<Option<Job>> {
+    pub fn receive(
+        self: &Arc<Self>,
+        scratch: &mut [MaybeUninit<u8>],
+    ) -> io::Result<Option<Datagram>> {
         match self
             .socket
             .recv_from_with_flags(scratch, libc::MSG_DONTWAIT)
@@ -90,10 +108,10 @@ impl Endpoint {
                 let data = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
                 let mut packet = self.spare.1.try_recv().unwrap_or_default();
                 packet.extend_from_slice(data);
-                Ok(Some(Job::Datagram {
+                Ok(Some(Datagram {
                     packet,
                     peer: Address::from_sockaddr(&from),
-                    endpoint: Arc::clone(self),
+                    listener: Arc::clone(self),
                 }))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -109,13 +127,13 @@ impl Endpoint {
         }
     }
 
-    /// A receive buffer for [`Endpoint::receive`].
+    /// A receive buffer for [`Listener::receive`].
     pub fn scratch() -> Box<[MaybeUninit<u8>]> {
         vec![MaybeUninit::uninit(); MAX_DATAGRAM].into_boxed_slice()
     }
 }
 
-impl Drop for Endpoint {
+impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(path) = &self.unix_path {
             if let Err(e) = fs::remove_file(path) {
@@ -129,12 +147,12 @@ impl Drop for Endpoint {
 pub(crate) fn bind_inet(
     addrs: impl ToSocketAddrs,
     ty: Type,
-    options: &Options,
-) -> io::Result<Endpoint> {
+    options: &ListenOptions,
+) -> io::Result<Listener> {
     let mut last = None;
     for addr in addrs.to_socket_addrs()? {
         match bind_one_inet(addr, ty, options) {
-            Ok(endpoint) => return Ok(endpoint),
+            Ok(listener) => return Ok(listener),
             Err(e) => last = Some(e),
         }
     }
@@ -146,7 +164,7 @@ pub(crate) fn bind_inet(
     }))
 }
 
-fn bind_one_inet(addr: SocketAddr, ty: Type, options: &Options) -> io::Result<Endpoint> {
+fn bind_one_inet(addr: SocketAddr, ty: Type, options: &ListenOptions) -> io::Result<Listener> {
     let socket = Socket::new(Domain::for_address(addr), ty, None)?;
     if addr.is_ipv6() {
         if let Some(only_v6) = options.only_v6 {
@@ -168,7 +186,7 @@ fn bind_one_inet(addr: SocketAddr, ty: Type, options: &Options) -> io::Result<En
 
 /// Binds a Unix socket of type `ty` at `path`, replacing a stale socket file
 /// that no server listens on; a live one is an `AddrInUse` error.
-pub(crate) fn bind_unix(path: &Path, ty: Type, options: &Options) -> io::Result<Endpoint> {
+pub(crate) fn bind_unix(path: &Path, ty: Type, options: &ListenOptions) -> io::Result<Listener> {
     let addr = SockAddr::unix(path)?;
     let socket = Socket::new(Domain::UNIX, ty, None)?;
     if let Err(e) = socket.bind(&addr) {
@@ -183,10 +201,14 @@ pub(crate) fn bind_unix(path: &Path, ty: Type, options: &Options) -> io::Result<
 }
 
 /// True when `path` is a socket file that nobody listens on.
+///
+/// The probe connects without blocking: a live server whose backlog is full
+/// answers `EAGAIN` at once (a blocking probe would wait for ever), and only
+/// `ECONNREFUSED` means nobody listens.
 fn is_stale_socket(path: &Path, addr: &SockAddr, ty: Type) -> bool {
     let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
     is_socket
-        && Socket::new(Domain::UNIX, ty, None)
+        && Socket::new(Domain::UNIX, ty.nonblocking(), None)
             .and_then(|probe| probe.connect(addr))
             .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
 }
@@ -195,26 +217,17 @@ fn finish_bind(
     socket: Socket,
     ty: Type,
     unix_path: Option<PathBuf>,
-    options: &Options,
-) -> io::Result<Endpoint> {
-    let endpoint = Endpoint::new(socket, unix_path);
+    options: &ListenOptions,
+) -> io::Result<Listener> {
+    let listener = Listener::new(socket, unix_path);
     if ty == Type::STREAM {
-        endpoint.socket.listen(options.backlog)?;
+        listener.socket.listen(options.backlog)?;
         // The accept loop waits in `poll`; accepted sockets are blocking.
-        endpoint.socket.set_nonblocking(true)?;
+        listener.socket.set_nonblocking(true)?;
     }
     // A datagram socket stays blocking for replies; the receive loop passes
     // MSG_DONTWAIT instead.
-    Ok(endpoint)
-}
-
-impl Job {
-    pub(crate) fn into_connection(self) -> Option<(Socket, Address)> {
-        match self {
-            Job::Connection { socket, peer } => Some((socket, peer)),
-            Job::Datagram { .. } => None,
-        }
-    }
+    Ok(listener)
 }
 
 #[cfg(test)]
@@ -226,7 +239,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("socketserver-stale-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
-        let options = Options::new();
+        let options = ListenOptions::default();
         // A socket closed without cleanup leaves its file behind: stale.
         let raw = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
         raw.bind(&SockAddr::unix(&path).unwrap()).unwrap();
@@ -240,6 +253,29 @@ mod tests {
         assert!(path.exists());
         drop(live);
         assert!(!path.exists(), "the socket file is removed on close");
+        // A live server whose backlog is full is live too, and the probe
+        // says so at once instead of waiting in connect.
+        let full = bind_unix(
+            &path,
+            Type::STREAM,
+            &ListenOptions {
+                backlog: 1,
+                ..options
+            },
+        )
+        .unwrap();
+        let _queued: Vec<Socket> = (0..4)
+            .filter_map(|_| {
+                let client = Socket::new(Domain::UNIX, Type::STREAM.nonblocking(), None).ok()?;
+                client.connect(&SockAddr::unix(&path).ok()?).ok()?;
+                Some(client)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let err = bind_unix(&path, Type::STREAM, &options).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(full);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use super::Scheme;
+
 /// A socket address with its transport: `tcp://HOST:PORT`, `udp://HOST:PORT`,
 /// `unix:PATH` or `unixgram:PATH`. HOST is a name, an IPv4 address, or an IPv6
 /// address in brackets (`tcp://[::1]:9000`); port 0 asks for a free port.
@@ -30,18 +32,18 @@ pub enum SocketUrl {
 
 impl SocketUrl {
     /// The scheme: `tcp`, `udp`, `unix` or `unixgram`.
-    pub fn scheme(&self) -> &'static str {
+    pub fn scheme(&self) -> Scheme {
         match self {
-            SocketUrl::Tcp(_) => "tcp",
-            SocketUrl::Udp(_) => "udp",
-            SocketUrl::Unix(_) => "unix",
-            SocketUrl::Unixgram(_) => "unixgram",
+            SocketUrl::Tcp(_) => Scheme::Tcp,
+            SocketUrl::Udp(_) => Scheme::Udp,
+            SocketUrl::Unix(_) => Scheme::Unix,
+            SocketUrl::Unixgram(_) => Scheme::Unixgram,
         }
     }
 
     /// True for the stream transports (`tcp`, `unix`).
     pub fn is_stream(&self) -> bool {
-        matches!(self, SocketUrl::Tcp(_) | SocketUrl::Unix(_))
+        self.scheme().is_stream()
     }
 }
 
@@ -57,36 +59,57 @@ impl fmt::Display for ParseUrlError {
 
 impl std::error::Error for ParseUrlError {}
 
+impl SocketUrl {
+    /// The URL of `scheme` holding `rest`: `HOST:PORT` for the IP schemes, a
+    /// path for the Unix ones.
+    fn of(scheme: Scheme, rest: String) -> SocketUrl {
+        match scheme {
+            Scheme::Tcp => SocketUrl::Tcp(rest),
+            Scheme::Udp => SocketUrl::Udp(rest),
+            Scheme::Unix => SocketUrl::Unix(PathBuf::from(rest)),
+            Scheme::Unixgram => SocketUrl::Unixgram(PathBuf::from(rest)),
+        }
+    }
+}
+
 impl FromStr for SocketUrl {
     type Err = ParseUrlError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let error = |why: &str| ParseUrlError(format!("invalid URL {text:?}: {why}"));
-        if let Some(rest) = text.strip_prefix("tcp://") {
-            return host_port(rest)
-                .map(SocketUrl::Tcp)
-                .map_err(|why| error(&why));
-        }
-        if let Some(rest) = text.strip_prefix("udp://") {
-            return host_port(rest)
-                .map(SocketUrl::Udp)
-                .map_err(|why| error(&why));
-        }
-        for (scheme, make) in [
-            ("unixgram:", SocketUrl::Unixgram as fn(PathBuf) -> SocketUrl),
-            ("unix:", SocketUrl::Unix),
-        ] {
-            if let Some(path) = text.strip_prefix(scheme) {
-                let path = path.strip_prefix("//").unwrap_or(path);
-                if path.is_empty() {
-                    return Err(error("the path is empty"));
-                }
-                return Ok(make(PathBuf::from(path)));
+        let known = text
+            .split_once(':')
+            .and_then(|(name, rest)| Some((Scheme::from_name(name)?, rest)));
+        let Some((scheme, rest)) = known else {
+            let expected = Scheme::ALL.map(|s| format!("{s}:{}", placeholder(s)));
+            let mut why = format!("expected {}", expected.join(", "));
+            if host_port(text).is_ok() {
+                why.push_str(&format!(" (did you mean tcp://{text}?)"));
             }
+            return Err(error(&why));
+        };
+        if scheme.is_inet() {
+            let rest = rest
+                .strip_prefix("//")
+                .ok_or_else(|| error(&format!("expected {scheme}://HOST:PORT")))?;
+            return host_port(rest)
+                .map(|addr| SocketUrl::of(scheme, addr))
+                .map_err(|why| error(&why));
         }
-        Err(error(
-            "expected tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH",
-        ))
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() {
+            return Err(error("the path is empty"));
+        }
+        Ok(SocketUrl::of(scheme, path.to_string()))
+    }
+}
+
+/// What follows a scheme's colon, in help texts.
+fn placeholder(scheme: Scheme) -> &'static str {
+    if scheme.is_inet() {
+        "//HOST:PORT"
+    } else {
+        "PATH"
     }
 }
 
@@ -118,12 +141,11 @@ fn host_port(text: &str) -> Result<String, String> {
 
 impl fmt::Display for SocketUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.scheme();
         match self {
-            SocketUrl::Tcp(addr) => write!(f, "tcp://{addr}"),
-            SocketUrl::Udp(addr) => write!(f, "udp://{addr}"),
-            SocketUrl::Unix(path) => write!(f, "unix:{}{}", slashes(path), path.display()),
-            SocketUrl::Unixgram(path) => {
-                write!(f, "unixgram:{}{}", slashes(path), path.display())
+            SocketUrl::Tcp(addr) | SocketUrl::Udp(addr) => write!(f, "{scheme}://{addr}"),
+            SocketUrl::Unix(path) | SocketUrl::Unixgram(path) => {
+                write!(f, "{scheme}:{}{}", slashes(path), path.display())
             }
         }
     }
@@ -188,6 +210,16 @@ mod tests {
         ] {
             assert!(bad.parse::<SocketUrl>().is_err(), "{bad} should not parse");
         }
+        let e = "127.0.0.1:9000"
+            .parse::<SocketUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean tcp://127.0.0.1:9000?"), "{e}");
+        let e = "ftp://x:1".parse::<SocketUrl>().unwrap_err().to_string();
+        assert!(
+            e.contains("tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unixgram:PATH"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! nothing: the queue holds jobs by value, and the counters are atomics.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{fence, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
+
+use crate::server::Gauges;
 
 /// Sizes and names of a pool.
 #[derive(Debug, Clone)]
@@ -25,11 +27,18 @@ pub(crate) struct PoolConfig {
     pub stack_size: Option<usize>,
 }
 
-/// Thread counts that the owner of a pool can read at any time.
-#[derive(Debug, Default)]
-pub(crate) struct Gauges {
-    pub threads: AtomicUsize,
-    pub idle: AtomicUsize,
+impl PoolConfig {
+    /// The pool a server's options ask for.
+    pub fn of(options: &crate::Options) -> Self {
+        PoolConfig {
+            core: options.threads,
+            max: options.max_threads,
+            queue: options.queue,
+            keep_alive: options.keep_alive,
+            name: options.thread_name.clone(),
+            stack_size: options.stack_size,
+        }
+    }
 }
 
 /// A bounded, elastic pool of threads that run `J`s with one function.

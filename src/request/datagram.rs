@@ -1,14 +1,12 @@
 //! [`DatagramRequest`]: one packet of a UDP or Unix datagram server.
 
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use socket2::SockAddr;
 
-use crate::endpoint::{Endpoint, Job};
-use crate::transport::private;
-use crate::{Address, Options, ServerHandle};
+use crate::transport::{Datagram, Listener};
+use crate::{Address, ServerHandle};
 
 /// One packet of a UDP or Unix datagram server: Python's
 /// `DatagramRequestHandler`, with the packet, its sender, and a way to answer.
@@ -30,11 +28,25 @@ use crate::{Address, Options, ServerHandle};
 pub struct DatagramRequest {
     packet: Vec<u8>,
     peer: Address,
-    endpoint: Arc<Endpoint>,
+    listener: Arc<Listener>,
     server: ServerHandle,
 }
 
 impl DatagramRequest {
+    pub(crate) fn new(datagram: Datagram, server: ServerHandle) -> Self {
+        let Datagram {
+            packet,
+            peer,
+            listener,
+        } = datagram;
+        DatagramRequest {
+            packet,
+            peer,
+            listener,
+            server,
+        }
+    }
+
     /// The packet's bytes.
     pub fn packet(&self) -> &[u8] {
         &self.packet
@@ -53,7 +65,7 @@ impl DatagramRequest {
 
     /// The server's own address.
     pub fn local_addr(&self) -> io::Result<Address> {
-        self.endpoint.local_addr()
+        self.listener.local_addr()
     }
 
     /// Sends one datagram back to the sender, from the server's socket. A
@@ -70,7 +82,7 @@ impl DatagramRequest {
                 ))
             }
         };
-        let sent = self.endpoint.socket.send_to(data, &to)?;
+        let sent = self.listener.socket.send_to(data, &to)?;
         if sent == data.len() {
             Ok(())
         } else {
@@ -90,34 +102,6 @@ impl DatagramRequest {
 
 impl Drop for DatagramRequest {
     fn drop(&mut self) {
-        self.endpoint.recycle(std::mem::take(&mut self.packet));
-    }
-}
-
-impl private::Request for DatagramRequest {
-    fn from_job(job: Job, handle: &ServerHandle, _options: &Options) -> io::Result<Self> {
-        match job {
-            Job::Datagram {
-                packet,
-                peer,
-                endpoint,
-            } => Ok(DatagramRequest {
-                packet,
-                peer,
-                endpoint,
-                server: handle.clone(),
-            }),
-            Job::Connection { .. } => {
-                Err(io::Error::other("a connection reached a datagram server"))
-            }
-        }
-    }
-
-    fn peer(&self) -> &Address {
-        &self.peer
-    }
-
-    fn connection(&self) -> Option<RawFd> {
-        None
+        self.listener.recycle(std::mem::take(&mut self.packet));
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::transport::ListenOptions;
+
 /// Every setting of a server: the thread pool, limits, timeouts and socket
 /// options. A builder: start from [`Options::new`] (the defaults), chain the
 /// setters, and pass it to [`Server::bind_with`](crate::Server::bind_with).
@@ -43,10 +45,7 @@ pub struct Options {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) nodelay: bool,
-    pub(crate) reuse_address: bool,
-    pub(crate) reuse_port: bool,
-    pub(crate) backlog: i32,
-    pub(crate) only_v6: Option<bool>,
+    pub(crate) listen: ListenOptions,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) timeout: Option<Duration>,
     pub(crate) poll_interval: Duration,
@@ -67,10 +66,7 @@ impl Default for Options {
             idle_timeout: None,
             write_timeout: None,
             nodelay: true,
-            reuse_address: true,
-            reuse_port: false,
-            backlog: 1024,
-            only_v6: None,
+            listen: ListenOptions::default(),
             shutdown_timeout: Duration::from_secs(10),
             timeout: None,
             poll_interval: Duration::from_millis(500),
@@ -163,27 +159,27 @@ impl Options {
     /// SO_REUSEADDR on the listening socket (Python's `allow_reuse_address`).
     /// Default on.
     pub fn reuse_address(mut self, reuse: bool) -> Self {
-        self.reuse_address = reuse;
+        self.listen.reuse_address = reuse;
         self
     }
 
     /// SO_REUSEPORT on the listening socket, so several servers can share a
     /// port (Python's `allow_reuse_port`). Default off.
     pub fn reuse_port(mut self, reuse: bool) -> Self {
-        self.reuse_port = reuse;
+        self.listen.reuse_port = reuse;
         self
     }
 
     /// The listen backlog (Python's `request_queue_size`). Default 1024.
     pub fn backlog(mut self, backlog: i32) -> Self {
-        self.backlog = backlog.max(1);
+        self.listen.backlog = backlog.max(1);
         self
     }
 
     /// IPV6_V6ONLY for a server bound to an IPv6 address: `Some(false)` also
     /// accepts IPv4 clients on `[::]`. Default: the system's setting.
     pub fn only_v6(mut self, only_v6: Option<bool>) -> Self {
-        self.only_v6 = only_v6;
+        self.listen.only_v6 = only_v6;
         self
     }
 

@@ -3,9 +3,9 @@
 use std::io;
 use std::thread;
 
+use super::{Server, ServerHandle, Summary};
 use crate::dispatch::Dispatch;
 use crate::transport::Transport;
-use crate::{RequestHandler, Server, ServerHandle, Summary};
 
 /// Servers of any transports run together, one thread each, and shut down
 /// together: a service on TCP and UDP at once, say.
@@ -40,8 +40,8 @@ trait AnyServer: Send + Sync {
 impl<T, H, D> AnyServer for Server<T, H, D>
 where
     T: Transport,
-    H: RequestHandler<T::Request>,
-    D: Dispatch,
+    H: Send + Sync + 'static,
+    D: Dispatch<T, H>,
 {
     fn url(&self) -> String {
         Server::url(self)
@@ -64,8 +64,8 @@ impl ServerGroup {
     pub fn add<T, H, D>(&mut self, server: Server<T, H, D>)
     where
         T: Transport,
-        H: RequestHandler<T::Request>,
-        D: Dispatch,
+        H: Send + Sync + 'static,
+        D: Dispatch<T, H>,
     {
         self.servers.push(Box::new(server));
     }

@@ -2,14 +2,15 @@
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use socket2::Socket;
 
-use crate::endpoint::Job;
-use crate::transport::private;
-use crate::{Address, Options, ServerHandle};
+use crate::server::Tracked;
+use crate::{Address, ServerHandle};
 
 /// One connection of a TCP or Unix stream server: Python's
 /// `StreamRequestHandler` with its `rfile` and `wfile`.
@@ -41,9 +42,107 @@ pub struct StreamRequest {
     buffer: ReadBuffer,
     peer: Address,
     server: ServerHandle,
+    /// The connection's entry in the server's registry, through which it
+    /// says when it waits idle.
+    tracked: Option<Arc<Tracked>>,
 }
 
 impl StreamRequest {
+    /// A request for an accepted connection: the server's options applied
+    /// (TCP_NODELAY, idle and write timeouts), `buffered` (bytes read before
+    /// the handler's turn, past a PROXY header say) first in the read
+    /// buffer; with `register`, in the server's registry until it is
+    /// dropped, so that a shutdown can close it.
+    pub(crate) fn new(
+        socket: Socket,
+        peer: Address,
+        buffered: Vec<u8>,
+        server: ServerHandle,
+        register: bool,
+    ) -> io::Result<Self> {
+        let options = server.options();
+        if options.nodelay && matches!(peer, Address::Inet(_)) {
+            socket.set_tcp_nodelay(true)?;
+        }
+        if options.idle_timeout.is_some() {
+            socket.set_read_timeout(options.idle_timeout)?;
+        }
+        if options.write_timeout.is_some() {
+            socket.set_write_timeout(options.write_timeout)?;
+        }
+        let mut buffer = ReadBuffer::new(options.read_buffer);
+        buffer.prefill(buffered);
+        let tracked = register.then(|| server.0.registry.insert(socket.as_raw_fd()));
+        Ok(StreamRequest {
+            socket,
+            buffer,
+            peer,
+            server,
+            tracked,
+        })
+    }
+
+    /// Waits, idle, for the first byte of the client's next message (an
+    /// HTTP request on a kept-alive connection, a chat line): true when it
+    /// has arrived (it waits in the read buffer), false when the client
+    /// closed the connection or the server began shutting down.
+    ///
+    /// While a connection waits here it counts as idle: a shutdown closes it
+    /// at once instead of waiting for its deadline (the handler can still
+    /// write a last word), and a busy one, between its first byte and its
+    /// answer, gets until the deadline. The read timeout (the server's
+    /// [`idle_timeout`](crate::Options::idle_timeout)) still applies and ends
+    /// the wait with an error of kind `WouldBlock` or `TimedOut`.
+    pub fn wait_for_input(&mut self) -> io::Result<bool> {
+        if self.buffer.has_bytes() {
+            return Ok(true);
+        }
+        if !self.mark_idle() {
+            return Ok(false);
+        }
+        let filled = self.fill_buf().map(|bytes| !bytes.is_empty());
+        if !self.mark_busy() {
+            return Ok(false);
+        }
+        filled
+    }
+
+    /// Says the connection waits for its next message; false when the
+    /// server is already shutting down (the wait should not begin).
+    pub(crate) fn mark_idle(&self) -> bool {
+        match &self.tracked {
+            Some(tracked) => {
+                tracked.set_idle();
+                // A shutdown that began before the mark did not see it idle.
+                !self.server.is_shutdown()
+            }
+            None => true,
+        }
+    }
+
+    /// Says a message is in progress; false when a shutdown closed the
+    /// connection while it waited.
+    pub(crate) fn mark_busy(&self) -> bool {
+        self.tracked
+            .as_ref()
+            .is_none_or(|tracked| tracked.set_busy())
+    }
+
+    /// Reads what the read buffer holds, or else straight from the socket
+    /// into `out`: for a reader with buffers of its own.
+    pub(crate) fn read_unbuffered(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.buffer.has_bytes() {
+            return self.buffer.read(&self.socket, out);
+        }
+        (&self.socket).read(out)
+    }
+
+    /// True when a shutdown closed this connection while it waited idle
+    /// (see [`wait_for_input`](StreamRequest::wait_for_input)): the end of
+    /// input it read was the server's doing, not the client's.
+    pub fn closed_by_shutdown(&self) -> bool {
+        self.tracked.as_ref().is_some_and(|t| t.is_cut())
+    }
     /// The client's address.
     pub fn peer_addr(&self) -> Address {
         self.peer.clone()
@@ -148,6 +247,16 @@ impl StreamRequest {
     }
 }
 
+impl Drop for StreamRequest {
+    fn drop(&mut self) {
+        // Out of the registry before the socket closes (the fields drop
+        // after this), so that a cut never touches a reused descriptor.
+        if let Some(tracked) = self.tracked.take() {
+            self.server.0.registry.remove(&tracked);
+        }
+    }
+}
+
 impl Read for StreamRequest {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.buffer.read(&self.socket, buf)
@@ -183,6 +292,21 @@ impl ReadBuffer {
             start: 0,
             end: 0,
         }
+    }
+
+    /// Starts with `bytes` already read.
+    fn prefill(&mut self, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.end = bytes.len();
+            self.capacity = self.capacity.max(bytes.len());
+            let mut boxed = bytes;
+            boxed.resize(self.capacity, 0);
+            self.bytes = boxed.into_boxed_slice();
+        }
+    }
+
+    fn has_bytes(&self) -> bool {
+        self.start < self.end
     }
 
     fn fill(&mut self, mut socket: &Socket) -> io::Result<&[u8]> {
@@ -297,38 +421,5 @@ impl Write for StreamWriter {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-impl private::Request for StreamRequest {
-    fn from_job(job: Job, handle: &ServerHandle, options: &Options) -> io::Result<Self> {
-        let (socket, peer) = job
-            .into_connection()
-            .ok_or_else(|| io::Error::other("a datagram reached a stream server"))?;
-        #[cfg(not(target_os = "linux"))]
-        socket.set_nonblocking(false)?;
-        if options.nodelay && matches!(peer, Address::Inet(_)) {
-            socket.set_tcp_nodelay(true)?;
-        }
-        if options.idle_timeout.is_some() {
-            socket.set_read_timeout(options.idle_timeout)?;
-        }
-        if options.write_timeout.is_some() {
-            socket.set_write_timeout(options.write_timeout)?;
-        }
-        Ok(StreamRequest {
-            socket,
-            buffer: ReadBuffer::new(options.read_buffer),
-            peer,
-            server: handle.clone(),
-        })
-    }
-
-    fn peer(&self) -> &Address {
-        &self.peer
-    }
-
-    fn connection(&self) -> Option<RawFd> {
-        Some(self.socket().as_raw_fd())
     }
 }

@@ -1,0 +1,202 @@
+//! The accept loop's state: the listening socket, its poll, and admission of
+//! what arrives under the server's limits.
+
+use std::io;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll};
+
+use super::control::{deadline_after, Control};
+use super::stats::{Counters, Summary};
+use crate::dispatch::private::Running;
+use crate::transport::private::Arrival;
+use crate::transport::{Listener, Scratch, Transport};
+
+/// How long cut connections get to unwind before `serve_forever` gives up on
+/// their threads.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// What only the serving thread touches: the listening socket and its poll,
+/// and the running dispatcher. Dropping it closes the server (the end of
+/// `serve_forever`, or of a server dropped unserved).
+pub(crate) struct Serving<T: Transport> {
+    /// `None` once closed; datagram requests in flight may still hold it to
+    /// reply.
+    listener: Option<Arc<Listener>>,
+    poll: Poll,
+    events: Events,
+    /// An accepted connection that waits for room.
+    pending: Option<T::Arrival>,
+    /// The receive buffer of a datagram server.
+    scratch: Scratch,
+    dispatch: Box<dyn Running<T>>,
+    control: Arc<Control>,
+    url: String,
+    closed: bool,
+}
+
+impl<T: Transport> Serving<T> {
+    pub fn new(
+        listener: Arc<Listener>,
+        poll: Poll,
+        dispatch: Box<dyn Running<T>>,
+        control: Arc<Control>,
+        url: String,
+    ) -> Self {
+        let scratch = if T::SCHEME.is_stream() {
+            Scratch::default()
+        } else {
+            Listener::scratch()
+        };
+        Serving {
+            listener: Some(listener),
+            poll,
+            events: Events::with_capacity(16),
+            pending: None,
+            scratch,
+            dispatch,
+            control,
+            url,
+            closed: false,
+        }
+    }
+
+    /// Waits for an arrival, a wake-up, or `timeout`.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes in what has arrived (one arrival at most when `once`), and
+    /// dispatches it; true when it dispatched something. Stops when nothing
+    /// waits, when the server is full (keeping a connection for later), or at
+    /// shutdown. `verify` judges datagrams here; connections are judged on
+    /// their worker, after their stream layers.
+    pub fn pump(
+        &mut self,
+        verify: impl Fn(&crate::Address) -> bool,
+        once: bool,
+    ) -> io::Result<bool> {
+        let control = Arc::clone(&self.control);
+        let counters = &control.counters;
+        let mut dispatched = false;
+        while !control.is_shutdown() {
+            let arrival = match self.pending.take() {
+                Some(arrival) => arrival,
+                None => {
+                    let Some(listener) = &self.listener else {
+                        break;
+                    };
+                    let Some(arrival) = T::receive(listener, &mut self.scratch)? else {
+                        break;
+                    };
+                    if !T::Arrival::IS_CONNECTION && !verify(arrival.peer()) {
+                        log::debug!("{}: refused by verify_request", arrival.peer());
+                        Counters::bump(&counters.dropped);
+                        continue;
+                    }
+                    arrival
+                }
+            };
+            let arrival = match self.admit(arrival) {
+                Ok(()) => {
+                    dispatched = true;
+                    if once {
+                        break;
+                    }
+                    continue;
+                }
+                Err(arrival) => arrival,
+            };
+            if !T::Arrival::IS_CONNECTION {
+                log::debug!("{}: queue full, datagram dropped", arrival.peer());
+                Counters::bump(&counters.dropped);
+            } else if control.options.reject_when_full {
+                log::debug!("{}: server full, connection rejected", arrival.peer());
+                Counters::bump(&counters.rejected);
+            } else {
+                self.pending = Some(arrival);
+                // Announce the pause, then try once more: room freed in
+                // between is not missed. The second time round, stop.
+                if control.paused.swap(true, SeqCst) {
+                    break;
+                }
+            }
+        }
+        Ok(dispatched)
+    }
+
+    /// Hands `arrival` to the dispatcher if the limits allow; gives it back
+    /// if not.
+    fn admit(&mut self, arrival: T::Arrival) -> Result<(), T::Arrival> {
+        let control = &self.control;
+        let in_flight = &control.counters.in_flight;
+        if T::Arrival::IS_CONNECTION && in_flight.load(SeqCst) >= control.options.max_connections {
+            return Err(arrival);
+        }
+        in_flight.fetch_add(1, SeqCst);
+        match self.dispatch.submit(arrival) {
+            Ok(()) => {
+                control.paused.store(false, SeqCst);
+                Ok(())
+            }
+            Err(arrival) => {
+                in_flight.fetch_sub(1, SeqCst);
+                Err(arrival)
+            }
+        }
+    }
+
+    /// Stops accepting, drains, cuts at the deadline, joins.
+    pub fn close(mut self) -> Summary {
+        self.shut()
+    }
+
+    fn shut(&mut self) -> Summary {
+        self.closed = true;
+        let started = Instant::now();
+        let control = &self.control;
+        control.begin_shutdown();
+        let in_flight = control.in_flight_at_shutdown.load(SeqCst);
+        // New connections are refused from here on: the listening socket
+        // closes, and a connection that waited for room with it.
+        self.pending = None;
+        self.listener = None;
+        self.dispatch.close();
+        let deadline = deadline_after(control.options.shutdown_timeout);
+        control.drain(deadline);
+        let grace = Instant::now().max(deadline) + CUT_GRACE;
+        if !self.dispatch.join(grace) || !control.wait_idle(grace) {
+            log::error!(
+                "some handlers ignored the shutdown deadline; leaving their threads behind"
+            );
+        }
+        control.stop_flusher();
+        let stats = control.counters.snapshot(&control.gauges);
+        let summary = Summary {
+            served: stats.served,
+            failed: stats.failed,
+            panicked: stats.panicked,
+            rejected: stats.rejected,
+            dropped: stats.dropped,
+            in_flight,
+            cut: stats.cut,
+            threads_left: stats.threads,
+            elapsed: started.elapsed(),
+        };
+        log::info!("{} shut down: {summary}", self.url);
+        summary
+    }
+}
+
+impl<T: Transport> Drop for Serving<T> {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.shut();
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! [`ServerHandle`]: the shared control block of a running server, and the
+//! shutdown it announces.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::flusher::Flusher;
+use super::registry::Registry;
+use super::stats::{Counters, Gauges, Stats};
+use crate::Options;
+
+/// A cloneable handle to a server, for any thread, a handler's own included:
+/// ask it to shut down, wait for its shutdown, read its counters and options.
+///
+/// [`shutdown`](ServerHandle::shutdown) only asks: it returns at once, so it
+/// cannot deadlock even when called from inside a handler (Python's
+/// `shutdown()` waits for `serve_forever` and would hang there). The server's
+/// [`serve_forever`](crate::Server::serve_forever) returns when the shutdown is
+/// done.
+#[derive(Clone)]
+pub struct ServerHandle(pub(crate) Arc<Control>);
+
+/// What a server shares between its accept loop, its workers and its handles.
+pub(crate) struct Control {
+    shutdown: AtomicBool,
+    /// Requests in flight when the shutdown began.
+    pub in_flight_at_shutdown: AtomicUsize,
+    /// Set at the shutdown deadline: queued work is dropped unstarted.
+    pub cancelled: AtomicBool,
+    /// Set while the accept loop waits for room in the pool or under the
+    /// connection cap; whoever frees room then wakes it.
+    pub paused: AtomicBool,
+    waker: mio::Waker,
+    pub counters: Counters,
+    pub gauges: Arc<Gauges>,
+    pub registry: Registry,
+    pub options: Options,
+    /// A one-at-a-time server runs its request on the accept loop's thread,
+    /// so a shutdown from elsewhere needs a watchdog to enforce the deadline.
+    needs_watchdog: bool,
+    /// Notified when the last request is done during a shutdown, and when a
+    /// shutdown begins.
+    changed: Mutex<()>,
+    changed_cv: Condvar,
+    /// The threads mode's writer of last resort, started when first needed.
+    flusher: OnceLock<Arc<Flusher>>,
+}
+
+impl Control {
+    pub fn new(waker: mio::Waker, options: Options, needs_watchdog: bool) -> Self {
+        Control {
+            shutdown: AtomicBool::new(false),
+            in_flight_at_shutdown: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            waker,
+            counters: Counters::default(),
+            gauges: Arc::default(),
+            registry: Registry::default(),
+            options,
+            needs_watchdog,
+            changed: Mutex::new(()),
+            changed_cv: Condvar::new(),
+            flusher: OnceLock::new(),
+        }
+    }
+
+    /// Marks the shutdown, closes the idle connections, and wakes the accept
+    /// loop and every waiter; false when it was already marked.
+    pub fn begin_shutdown(&self) -> bool {
+        if self.shutdown.swap(true, SeqCst) {
+            return false;
+        }
+        self.in_flight_at_shutdown
+            .store(self.counters.in_flight.load(SeqCst), SeqCst);
+        let closed = self.registry.cut_idle();
+        if closed > 0 {
+            log::debug!("shutdown: closed {closed} idle connection(s)");
+        }
+        self.wake();
+        let _guard = self.changed.lock();
+        self.changed_cv.notify_all();
+        true
+    }
+
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.load(SeqCst)
+    }
+
+    /// The server's [`Flusher`], started on first use.
+    pub fn flusher(&self) -> io::Result<Arc<Flusher>> {
+        if let Some(flusher) = self.flusher.get() {
+            return Ok(Arc::clone(flusher));
+        }
+        let started = Flusher::start()?;
+        match self.flusher.set(Arc::clone(&started)) {
+            Ok(()) => Ok(started),
+            Err(_) => {
+                started.stop();
+                Ok(Arc::clone(self.flusher.get().expect("set by the winner")))
+            }
+        }
+    }
+
+    /// Stops the flusher, if it was started: the end of the server.
+    pub fn stop_flusher(&self) {
+        if let Some(flusher) = self.flusher.get() {
+            flusher.stop();
+        }
+    }
+
+    /// Wakes the accept loop if it waits for room.
+    pub fn announce_room(&self) {
+        if self.paused.load(SeqCst) {
+            self.wake();
+        }
+    }
+
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the accept loop: {e}");
+        }
+    }
+
+    /// Called when an admitted request is over, served or not.
+    pub fn request_done(&self) {
+        let left = self.counters.in_flight.fetch_sub(1, SeqCst) - 1;
+        fence(SeqCst);
+        self.announce_room();
+        if left == 0 && self.is_shutdown() {
+            let _guard = self.changed.lock();
+            self.changed_cv.notify_all();
+        }
+    }
+
+    /// Waits until no request is in flight, or `deadline` passes; then cuts
+    /// what is left: running connections are shut down, queued work is
+    /// dropped. Returns how many connections it shut down.
+    pub fn drain(&self, deadline: Instant) -> usize {
+        if self.wait_idle(deadline) {
+            return 0;
+        }
+        self.cancelled.store(true, SeqCst);
+        let cut = self.registry.cut_all();
+        self.counters.cut.fetch_add(cut as u64, SeqCst);
+        log::warn!("shutdown deadline passed: cut {cut} connection(s) still in progress");
+        cut
+    }
+
+    /// Waits until no request is in flight, or `deadline` passes; true when
+    /// none is.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut guard = self.changed.lock();
+        while self.counters.in_flight.load(SeqCst) > 0 {
+            if self.changed_cv.wait_until(&mut guard, deadline).timed_out() {
+                return self.counters.in_flight.load(SeqCst) == 0;
+            }
+        }
+        true
+    }
+}
+
+impl ServerHandle {
+    /// Asks the server to shut down, from any thread; returns at once and may
+    /// be called any number of times. The server stops accepting at once,
+    /// closes its listening socket and its idle connections, lets in-flight
+    /// requests finish until its
+    /// [`shutdown_timeout`](crate::Options::shutdown_timeout), then shuts the
+    /// rest down.
+    pub fn shutdown(&self) {
+        let control = &self.0;
+        if !control.begin_shutdown() {
+            return;
+        }
+        if control.needs_watchdog && control.counters.in_flight.load(SeqCst) > 0 {
+            let watched = Arc::clone(control);
+            let deadline = deadline_after(control.options.shutdown_timeout);
+            let spawned = std::thread::Builder::new()
+                .name("socketserver-deadline".into())
+                .spawn(move || watched.drain(deadline));
+            if let Err(e) = spawned {
+                log::error!("cannot start the shutdown deadline watchdog: {e}");
+            }
+        }
+    }
+
+    /// True once [`shutdown`](ServerHandle::shutdown) was called.
+    pub fn is_shutdown(&self) -> bool {
+        self.0.is_shutdown()
+    }
+
+    /// Waits until a shutdown begins, or `timeout` passes (`None`: for
+    /// ever); true when the server is shutting down. A thread of a handler's
+    /// own (a timer, a writer) waits here instead of polling
+    /// [`is_shutdown`](ServerHandle::is_shutdown).
+    pub fn wait_for_shutdown(&self, timeout: Option<Duration>) -> bool {
+        let control = &self.0;
+        let deadline = timeout.map(deadline_after);
+        let mut guard = control.changed.lock();
+        while !control.is_shutdown() {
+            match deadline {
+                Some(deadline) => {
+                    if control
+                        .changed_cv
+                        .wait_until(&mut guard, deadline)
+                        .timed_out()
+                    {
+                        return control.is_shutdown();
+                    }
+                }
+                None => control.changed_cv.wait(&mut guard),
+            }
+        }
+        true
+    }
+
+    /// The options the server runs with.
+    pub fn options(&self) -> &Options {
+        &self.0.options
+    }
+
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> Stats {
+        self.0.counters.snapshot(&self.0.gauges)
+    }
+
+    /// Shuts the server down on SIGINT (Ctrl-C) or SIGTERM. A second signal
+    /// exits the process at once with status 130. Any number of servers may
+    /// register; one signal shuts them all down.
+    pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
+        super::signal::shutdown_on_signal(self.clone())
+    }
+}
+
+/// `now + after`, or a time so far away that it never comes when the sum
+/// does not fit in an `Instant`.
+pub(crate) fn deadline_after(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("shutdown", &self.is_shutdown())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Control")
+            .field("shutdown", &self.is_shutdown())
+            .finish_non_exhaustive()
+    }
+}
