@@ -12,7 +12,9 @@ use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore};
 use socket2::Socket;
 
-use super::config::{crypto_provider, load_certificates, TlsConfigError, TlsFile, PROTOCOL_VERSIONS};
+use super::config::{
+    crypto_provider, load_certificates, TlsConfigError, TlsFile, PROTOCOL_VERSIONS,
+};
 use super::handshake::{self, Incoming};
 use super::{TlsInfo, TlsStream};
 
@@ -69,7 +71,10 @@ pub fn client_config(
                     ClientConfigError::CaFile(TlsConfigError::new(
                         TlsFile::TrustedCertificates,
                         path,
-                        format!("certificate {} is not a usable CA certificate: {e}", index + 1),
+                        format!(
+                            "certificate {} is not a usable CA certificate: {e}",
+                            index + 1
+                        ),
                     ))
                 })?;
             }
@@ -167,10 +172,11 @@ impl TlsStream {
 /// A rustls error in words, naming the reason a certificate was refused.
 pub fn describe_error(e: &rustls::Error) -> Cow<'static, str> {
     match e {
-        rustls::Error::InvalidCertificate(cert) => {
-            format!("the server's certificate was refused: {}", describe_certificate_error(cert))
-                .into()
-        }
+        rustls::Error::InvalidCertificate(cert) => format!(
+            "the server's certificate was refused: {}",
+            describe_certificate_error(cert)
+        )
+        .into(),
         rustls::Error::AlertReceived(alert) => {
             format!("the server refused the handshake (alert {alert:?})").into()
         }
@@ -186,7 +192,10 @@ fn describe_certificate_error(e: &CertificateError) -> String {
         CertificateError::NotValidForName => {
             "name mismatch (the certificate is not valid for the server's name)".into()
         }
-        CertificateError::NotValidForNameContext { expected, presented } => {
+        CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
             let valid = if presented.is_empty() {
                 "no name".to_string()
             } else {

@@ -184,7 +184,11 @@ fn server_config(
 ) -> Result<Arc<ServerConfig>, TlsConfigError> {
     let provider = crypto_provider();
     let Some(first) = chain.first() else {
-        return Err(TlsConfigError::new(TlsFile::Certificate, cert, "no certificate in it"));
+        return Err(TlsConfigError::new(
+            TlsFile::Certificate,
+            cert,
+            "no certificate in it",
+        ));
     };
     if let Err(e) = ParsedCertificate::try_from(first) {
         return Err(TlsConfigError::new(
@@ -244,7 +248,11 @@ pub(crate) fn load_certificates(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsConfigError::new(file, path, pem_reason(&e)))?;
     if certs.is_empty() {
-        return Err(TlsConfigError::new(file, path, absent_reason(&bytes, "certificate")));
+        return Err(TlsConfigError::new(
+            file,
+            path,
+            absent_reason(&bytes, "certificate"),
+        ));
     }
     Ok(certs)
 }
@@ -310,7 +318,9 @@ fn pem_reason(e: &pem::Error) -> String {
             "not valid PEM: a section does not end (no {} line)",
             String::from_utf8_lossy(end_marker)
         ),
-        pem::Error::IllegalSectionStart { .. } => "not valid PEM: a malformed -----BEGIN line".into(),
+        pem::Error::IllegalSectionStart { .. } => {
+            "not valid PEM: a malformed -----BEGIN line".into()
+        }
         pem::Error::Base64Decode(detail) => format!("not valid PEM: bad base64 ({detail})"),
         pem::Error::NoItemsFound => "nothing usable in it".into(),
         pem::Error::SectionTooLarge => "not valid PEM: a section is too large".into(),

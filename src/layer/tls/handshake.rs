@@ -134,7 +134,11 @@ pub(crate) fn send_all(socket: &Socket, mut bytes: &[u8]) -> io::Result<()> {
 /// Sends as much of `bytes` as goes before `deadline` (the socket's
 /// timeouts left alone); returns how much went, or an error of kind
 /// `TimedOut` when not all did.
-pub(crate) fn send_before(socket: &Socket, bytes: &[u8], deadline: Instant) -> (usize, io::Result<()>) {
+pub(crate) fn send_before(
+    socket: &Socket,
+    bytes: &[u8],
+    deadline: Instant,
+) -> (usize, io::Result<()>) {
     let mut sent = 0;
     while sent < bytes.len() {
         match socket.send_with_flags(&bytes[sent..], NO_SIGNAL | libc::MSG_DONTWAIT) {
@@ -278,7 +282,10 @@ pub(crate) fn drive(
 
 /// Whether a socket error is a timeout (`WouldBlock` on Unix).
 pub(crate) fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Sends the queued alert without waiting, ends the sending direction, and

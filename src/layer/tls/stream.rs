@@ -94,7 +94,8 @@ impl Writing {
     }
 
     fn fail(&mut self, e: &io::Error) {
-        self.failure.get_or_insert_with(|| (e.kind(), e.to_string()));
+        self.failure
+            .get_or_insert_with(|| (e.kind(), e.to_string()));
     }
 
     fn give_back_memory(&mut self) {
@@ -278,8 +279,12 @@ impl Duplex {
             }
             if !reading.incoming.pending().is_empty() {
                 let fed = match &mut *conn {
-                    rustls::Connection::Server(c) => feed_connection(&mut **c, reading.incoming.pending(), 1),
-                    rustls::Connection::Client(c) => feed_connection(&mut **c, reading.incoming.pending(), 1),
+                    rustls::Connection::Server(c) => {
+                        feed_connection(&mut **c, reading.incoming.pending(), 1)
+                    }
+                    rustls::Connection::Client(c) => {
+                        feed_connection(&mut **c, reading.incoming.pending(), 1)
+                    }
                 };
                 let result = match fed {
                     Ok((n, _)) => {
@@ -480,9 +485,7 @@ impl Write for &TlsWriter {
 }
 
 fn first_nonempty<'a>(bufs: &'a [IoSlice<'a>]) -> &'a [u8] {
-    bufs.iter()
-        .find(|b| !b.is_empty())
-        .map_or(&[][..], |b| b)
+    bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b)
 }
 
 impl AsFd for TlsStream {
