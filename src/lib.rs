@@ -88,6 +88,7 @@
 #[cfg(feature = "client")]
 pub mod client;
 pub mod dispatch;
+pub mod layer;
 pub mod ops;
 #[cfg(feature = "protocols")]
 pub mod protocol;

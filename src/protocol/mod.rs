@@ -1,6 +1,6 @@
 //! The wire formats that services and clients share: length-prefixed frames
 //! and JSON-header messages ([`framing`]), the HMAC challenge-response
-//! ([`auth`]), bounded lines ([`line`]) and SHA-256 digests ([`digest`]).
+//! ([`auth`]), bounded lines ([`line`](mod@line)) and SHA-256 digests ([`digest`]).
 //!
 //! Both sides of every protocol use these, so a server and its client can
 //! never disagree on a byte.

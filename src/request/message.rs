@@ -1,49 +1,4 @@
-//! [`MessageHandler`]: a handler called once per whole message, which runs
-//! in both dispatch modes.
-//!
-//! A [`RequestHandler`](crate::RequestHandler) owns its connection for its
-//! whole life: its `handle` is a blocking loop, as in Python. A message
-//! handler instead declares how its messages are [framed](Framing) and is
-//! called with each whole message, with the connection's state kept between
-//! calls in its [`Session`](MessageHandler::Session). The same handler then
-//! runs on a pool thread per connection (the threads mode: every message
-//! handler is a `RequestHandler<StreamRequest>` too) or on an event loop that
-//! parks idle connections without a thread or a buffer (the reactor mode).
-//!
-//! Replies written to the [`Conn`] are buffered and sent when the handler
-//! returns. A handler whose messages may block (running a program, reading a
-//! file) says so with [`blocking`](MessageHandler::blocking): in reactor mode
-//! it then runs on a pool thread with the connection in blocking mode, and
-//! can read more bytes itself (a body whose size the message gave).
-//!
-//! ```
-//! use std::io::{self, Write};
-//! use socketserver::request::{Conn, Framing, MessageHandler, Next};
-//! use socketserver::ThreadingTcpServer;
-//!
-//! /// Answers every line with its length.
-//! struct LineLength;
-//!
-//! impl MessageHandler for LineLength {
-//!     type Session = ();
-//!
-//!     fn framing(&self, _: &()) -> Framing {
-//!         Framing::Line { max: 1024 }
-//!     }
-//!
-//!     fn open(&self, _: &mut Conn<'_>) -> io::Result<()> {
-//!         Ok(())
-//!     }
-//!
-//!     fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
-//!         writeln!(conn, "{}", line.len())?;
-//!         Ok(Next::Continue)
-//!     }
-//! }
-//!
-//! let server = ThreadingTcpServer::bind("127.0.0.1:0", LineLength)?;
-//! # Ok::<(), io::Error>(())
-//! ```
+//! [`MessageHandler`]: a handler called once per whole message.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -87,8 +42,52 @@ pub enum Closing {
     Error,
 }
 
-/// A handler called once per whole message, with per-connection state; see
-/// the [module documentation](self).
+/// A handler called once per whole message, with per-connection state.
+///
+///
+/// A [`RequestHandler`](crate::RequestHandler) owns its connection for its
+/// whole life: its `handle` is a blocking loop, as in Python. A message
+/// handler instead declares how its messages are [framed](Framing) and is
+/// called with each whole message, with the connection's state kept between
+/// calls in its [`Session`](MessageHandler::Session). The same handler then
+/// runs on a pool thread per connection (the threads mode: every message
+/// handler is a `RequestHandler<StreamRequest>` too) or on an event loop that
+/// parks idle connections without a thread or a buffer (the reactor mode).
+///
+/// Replies written to the [`Conn`] are buffered and sent when the handler
+/// returns. A handler whose messages may block (running a program, reading a
+/// file) says so with [`blocking`](MessageHandler::blocking): in reactor mode
+/// it then runs on a pool thread with the connection in blocking mode, and
+/// can read more bytes itself (a body whose size the message gave).
+///
+/// ```
+/// use std::io::{self, Write};
+/// use socketserver::request::{Conn, Framing, MessageHandler, Next};
+/// use socketserver::ThreadingTcpServer;
+///
+/// /// Answers every line with its length.
+/// struct LineLength;
+///
+/// impl MessageHandler for LineLength {
+///     type Session = ();
+///
+///     fn framing(&self, _: &()) -> Framing {
+///         Framing::Line { max: 1024 }
+///     }
+///
+///     fn open(&self, _: &mut Conn<'_>) -> io::Result<()> {
+///         Ok(())
+///     }
+///
+///     fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+///         writeln!(conn, "{}", line.len())?;
+///         Ok(Next::Continue)
+///     }
+/// }
+///
+/// let server = ThreadingTcpServer::bind("127.0.0.1:0", LineLength)?;
+/// # Ok::<(), io::Error>(())
+/// ```
 ///
 /// One handler value serves every connection, so methods take `&self`;
 /// what belongs to one connection lives in its

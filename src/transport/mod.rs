@@ -3,9 +3,9 @@
 //! The four transports share one implementation over `socket2`; they differ in
 //! the socket's domain and type. Stream transports ([`Tcp`], [`UnixStream`])
 //! accept connections, which handlers see as
-//! [`StreamRequest`](crate::StreamRequest)s; datagram transports ([`Udp`],
+//! [`StreamRequest`]s; datagram transports ([`Udp`],
 //! [`UnixDatagram`]) receive packets, which handlers see as
-//! [`DatagramRequest`](crate::DatagramRequest)s.
+//! [`DatagramRequest`]s.
 //!
 //! [`Scheme`] is the one table of transport names: URLs, listening lines and
 //! the program's checks all read it.

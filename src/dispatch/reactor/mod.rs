@@ -1,42 +1,7 @@
 //! [`Reactor`]: connections parked on event loops, messages handled inline
 //! or on the pool.
 //!
-//! The design of Tomcat's NIO connector, Netty's event loops and memcached's
-//! workers, for [`MessageHandler`]s:
-//!
-//! - `N` event loops (one per CPU by default, [`Options::reactor_threads`]),
-//!   each a thread with its own `epoll` instance (through `mio`) and its own
-//!   table of connections. The server's accept loop deals new connections to
-//!   them in turn.
-//! - A loop reads what is ready until the socket has no more, cuts it into
-//!   messages with the handler's [`Framing`](crate::request::Framing), and
-//!   calls the handler inline for each, on its own thread: no thread hop per
-//!   message. A message that may block (a program to run, a file to read) goes
-//!   to the server's pool with its connection in blocking mode, and the
-//!   connection comes back to its loop when the handler returns.
-//! - Reads land in a buffer the loop shares among its connections, and
-//!   replies are written from another; a connection keeps bytes of its own
-//!   only while a message is incomplete or a reply waits for its client. An
-//!   idle connection costs its descriptor and a few hundred bytes: no thread,
-//!   no buffer.
-//! - Idle and message timeouts live in each loop's deadline heap; no thread
-//!   and no timer per connection.
-//! - A shutdown closes every connection that has no message in progress at
-//!   once (its handler told [`Closing::Shutdown`](crate::request::Closing)),
-//!   lets the others finish until the deadline, and cuts the rest.
-//!
-//! ```no_run
-//! use socketserver::services::EchoUpper;
-//! use socketserver::{Options, ReactorTcpServer};
-//!
-//! let options = Options::new().reactor_threads(2).max_connections(100_000);
-//! let server = ReactorTcpServer::bind_with("127.0.0.1:9000", EchoUpper, options)?;
-//! server.shutdown_on_ctrl_c()?;
-//! server.serve_forever()?;
-//! # Ok::<(), std::io::Error>(())
-//! ```
-//!
-//! [`Options::reactor_threads`]: crate::Options::reactor_threads
+//! See [`Reactor`].
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -61,7 +26,44 @@ use blocking::Handoff;
 use event_loop::{Command, EventLoop, LoopHandle};
 
 /// Runs a [`MessageHandler`] on event loops that park idle connections
-/// without a thread; see the [module documentation](self).
+/// without a thread.
+///
+/// The design of Tomcat's NIO connector, Netty's event loops and memcached's
+/// workers, for [`MessageHandler`]s:
+///
+/// - `N` event loops (one per CPU by default, [`Options::reactor_threads`]),
+///   each a thread with its own `epoll` instance (through `mio`) and its own
+///   table of connections. The server's accept loop deals new connections to
+///   them in turn.
+/// - A loop reads what is ready until the socket has no more, cuts it into
+///   messages with the handler's [`Framing`](crate::request::Framing), and
+///   calls the handler inline for each, on its own thread: no thread hop per
+///   message. A message that may block (a program to run, a file to read) goes
+///   to the server's pool with its connection in blocking mode, and the
+///   connection comes back to its loop when the handler returns.
+/// - Reads land in a buffer the loop shares among its connections, and
+///   replies are written from another; a connection keeps bytes of its own
+///   only while a message is incomplete or a reply waits for its client. An
+///   idle connection costs its descriptor and a few hundred bytes: no thread,
+///   no buffer.
+/// - Idle and message timeouts live in each loop's deadline heap; no thread
+///   and no timer per connection.
+/// - A shutdown closes every connection that has no message in progress at
+///   once (its handler told [`Closing::Shutdown`](crate::request::Closing)),
+///   lets the others finish until the deadline, and cuts the rest.
+///
+/// ```no_run
+/// use socketserver::services::EchoUpper;
+/// use socketserver::{Options, ReactorTcpServer};
+///
+/// let options = Options::new().reactor_threads(2).max_connections(100_000);
+/// let server = ReactorTcpServer::bind_with("127.0.0.1:9000", EchoUpper, options)?;
+/// server.shutdown_on_ctrl_c()?;
+/// server.serve_forever()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// [`Options::reactor_threads`]: crate::Options::reactor_threads
 #[derive(Debug)]
 pub enum Reactor {}
 
