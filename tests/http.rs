@@ -463,14 +463,14 @@ fn oversized_requests_get_414_and_431() {
         414,
     );
 
-    // 100 fields pass, 101 are 431.
+    // 100 fields pass (Host is one of them: HTTP/1.1 requires it), 101 are 431.
     let fields = |n: usize| {
         (0..n)
             .map(|i| format!("X-F{i}: {i}\r\n"))
             .collect::<String>()
     };
     let mut conn = Conn::open(&server);
-    conn.send(format!("GET / HTTP/1.1\r\n{}\r\n", fields(100)).as_bytes());
+    conn.send(format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", fields(99)).as_bytes());
     assert_eq!(conn.response(false).status, 200);
     refused(
         &server,
@@ -719,4 +719,291 @@ fn shutdown_closes_idle_keep_alive_connections_at_once() {
         !server.stderr_text().contains("cut"),
         "nothing was cut at the deadline"
     );
+}
+
+// The tests below take the server's extra arguments (the dispatch mode, say)
+// so that each can run in every mode with one more line.
+
+#[test]
+fn http_1_1_needs_exactly_one_host() {
+    host_case(&[]);
+}
+
+/// RFC 9112, section 3.2: an HTTP/1.1 request without a Host field, or any
+/// request with two, is 400 and the connection closes.
+fn host_case(extra: &[&str]) {
+    let server = start(extra);
+    refused(&server, b"GET / HTTP/1.1\r\n\r\n", 400);
+    refused(&server, b"GET / HTTP/1.1\r\nUser-Agent: x\r\n\r\n", 400);
+    refused(
+        &server,
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        400,
+    );
+    refused(
+        &server,
+        b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+        400,
+    );
+    refused(
+        &server,
+        b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        400,
+    );
+    // One Host, in any case; HTTP/1.0 may go without.
+    let mut conn = Conn::open(&server);
+    conn.send(b"GET / HTTP/1.1\r\nhOsT: a\r\n\r\n");
+    assert_eq!(conn.response(false).status, 200);
+    let mut conn = Conn::open(&server);
+    conn.send(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(conn.response(false).status, 200);
+}
+
+#[test]
+fn a_bare_cr_or_a_nul_in_a_field_is_400() {
+    bare_cr_and_nul_case(&[]);
+}
+
+fn bare_cr_and_nul_case(extra: &[&str]) {
+    let server = start(extra);
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: t\r\nX-A: one\rtwo\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: t\rX-Smuggled: yes\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-A: one\0two\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX-A: \0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nX\0A: one\r\n\r\n",
+    ] {
+        refused(&server, request, 400);
+    }
+}
+
+#[test]
+fn redirects_are_paths_with_a_single_leading_slash() {
+    redirect_case(&[]);
+}
+
+/// `GET //sub` for a directory used to answer `Location: //sub/`, which a
+/// browser reads as the host `sub`; and the query went unescaped into the
+/// 301 page.
+fn redirect_case(extra: &[&str]) {
+    let (dir, root) = site();
+    std::fs::create_dir(root.join("evil.example")).unwrap();
+    let server = start_root(&root, extra);
+    for (target, location) in [
+        ("//evil.example", "/evil.example/"),
+        ("//sub", "/sub/"),
+        ("///sub?x=1", "/sub/?x=1"),
+        ("/.//sub", "/sub/"),
+        ("/%2Fsub", "/sub/"),
+        ("/sub/.", "/sub/"),
+        ("http://example.com//sub", "/sub/"),
+        ("/.", "/"),
+    ] {
+        let moved = get(&server, target);
+        assert_eq!(moved.status, 301, "{target}");
+        assert_eq!(moved.header("Location"), Some(location), "{target}");
+    }
+    // The query stays in the field (graphic ASCII), escaped in the page.
+    let moved = get(&server, "/sub?q=\"><script>alert(1)</script>");
+    assert_eq!(
+        moved.header("Location"),
+        Some("/sub/?q=\"><script>alert(1)</script>")
+    );
+    let page = moved.text();
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(page.contains("&lt;script&gt;"), "{page}");
+    drop(dir);
+}
+
+#[test]
+fn slow_heads_are_cut_at_the_head_timeout() {
+    slow_head_case(&[]);
+}
+
+/// Slowloris: a client that sends one header line every 2 s never goes idle,
+/// but its head must be complete 3 s after its first byte; an honest client
+/// is served meanwhile.
+fn slow_head_case(extra: &[&str]) {
+    let mut args = vec!["--head-timeout", "3"];
+    args.extend_from_slice(extra);
+    let server = start(&args);
+    let mut slow = TcpStream::connect(server.addr()).unwrap();
+    slow.set_read_timeout(Some(STEP)).unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let trickle = {
+        let mut slow = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..10 {
+                // One line every 2 s, until told to stop.
+                if stopped.recv_timeout(Duration::from_secs(2)).is_ok() {
+                    return;
+                }
+                if slow
+                    .write_all(format!("X-Slow-{i}: y\r\n").as_bytes())
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+    };
+    let honest = Instant::now();
+    assert_eq!(get(&server, "/").status, 200);
+    let served_in = honest.elapsed();
+    assert!(
+        served_in < Duration::from_millis(2500),
+        "the honest client waited {served_in:?}"
+    );
+    let mut rest = Vec::new();
+    match slow.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let cut_after = started.elapsed();
+    assert!(
+        cut_after >= Duration::from_millis(2900) && cut_after < Duration::from_millis(5500),
+        "cut after {cut_after:?}"
+    );
+    let _ = stop.send(());
+    trickle.join().unwrap();
+    // The server goes on.
+    assert_eq!(get(&server, "/").status, 200);
+}
+
+#[test]
+fn the_head_timeout_spares_waits_and_bodies() {
+    head_timeout_spares_case(&[]);
+}
+
+/// The head timeout counts from a head's first byte: a connection that
+/// waits before its request, or a body that arrives slowly, is not cut by it
+/// (only by the idle timeout).
+fn head_timeout_spares_case(extra: &[&str]) {
+    let mut args = vec!["--head-timeout", "0.5"];
+    args.extend_from_slice(extra);
+    let server = start(&args);
+    let mut conn = Conn::open(&server);
+    std::thread::sleep(Duration::from_millis(800));
+    conn.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n12345");
+    std::thread::sleep(Duration::from_millis(800));
+    conn.send(b"67890GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(conn.response(false).status, 405);
+    assert!(conn.response(false).text().contains("hello world"));
+    // And the next head is held to it again.
+    conn.send(b"GET / HTTP/1.1\r\n");
+    let asked = Instant::now();
+    assert!(conn.closed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[test]
+fn bodies_up_to_a_mebibyte_are_discarded() {
+    bodies_case(&[]);
+}
+
+/// A body is read and discarded before the answer, in pieces, with or
+/// without a root; the next request follows it on the same connection. One
+/// byte over 1 MiB: answered, then closed.
+fn bodies_case(extra: &[&str]) {
+    let (_dir, root) = site();
+    for server in [start(extra), start_root(&root, extra)] {
+        let body: Vec<u8> = (0..1u32 << 20).map(|i| (i % 249) as u8).collect();
+        let mut conn = Conn::open(&server);
+        let mut request =
+            b"PUT /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+        request.extend_from_slice(&body);
+        request.extend_from_slice(b"GET /index.html HTTP/1.1\r\nHost: t\r\n\r\n");
+        let writer = {
+            let mut stream = conn.writer.try_clone().unwrap();
+            std::thread::spawn(move || stream.write_all(&request).unwrap())
+        };
+        assert_eq!(conn.response(false).status, 405);
+        let page = conn.response(false);
+        assert_eq!(page.status, 200);
+        assert!(page.text().contains("index") || page.text().contains("hello world"));
+        writer.join().unwrap();
+
+        let mut conn = Conn::open(&server);
+        conn.send(b"GET /index.html HTTP/1.1\r\nHost: t\r\nContent-Length: 1048577\r\n\r\nsome");
+        let response = conn.response(false);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("Connection"), Some("close"));
+        assert!(conn.closed());
+    }
+}
+
+#[test]
+fn directories_are_listed_only_when_asked() {
+    listing_case(&[]);
+}
+
+/// `--list-directories`: a directory without index.html gets a listing,
+/// sorted, names escaped for HTML and percent-encoded in links, sizes,
+/// directories with a slash; symlinks out of the root are left out. Off by
+/// default: 404.
+fn listing_case(extra: &[&str]) {
+    let dir = TempDir::new("http-listing");
+    std::fs::write(dir.join("secret.txt"), "TOP SECRET").unwrap();
+    let root = dir.join("root");
+    let docs = root.join("docs");
+    std::fs::create_dir_all(docs.join("alpha")).unwrap();
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/index.html"), "<h1>sub index</h1>").unwrap();
+    std::fs::write(docs.join("<b>&\"x\".txt"), "12345").unwrap();
+    std::fs::write(docs.join("a b.txt"), "spaced").unwrap();
+    std::fs::write(docs.join("Zeta.txt"), "").unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.txt"), docs.join("leak.txt")).unwrap();
+    std::os::unix::fs::symlink(root.join("sub"), docs.join("inside")).unwrap();
+
+    let off = start_root(&root, extra);
+    assert_eq!(get(&off, "/docs/").status, 404);
+    assert_eq!(get(&off, "/").status, 404);
+    drop(off);
+
+    let mut args = vec!["--list-directories"];
+    args.extend_from_slice(extra);
+    let server = start_root(&root, &args);
+    let listing = get(&server, "/docs/");
+    assert_eq!(listing.status, 200);
+    assert_eq!(
+        listing.header("Content-Type"),
+        Some("text/html; charset=utf-8")
+    );
+    let page = listing.text();
+    assert!(page.contains("Index of /docs/"), "{page}");
+    let rows = [
+        r#"<a href="%3Cb%3E%26%22x%22.txt">&lt;b&gt;&amp;&quot;x&quot;.txt</a></td><td>5</td>"#,
+        r#"<a href="a%20b.txt">a b.txt</a></td><td>6</td>"#,
+        r#"<a href="alpha/">alpha/</a></td><td>-</td>"#,
+        r#"<a href="inside/">inside/</a></td><td>-</td>"#,
+        r#"<a href="Zeta.txt">Zeta.txt</a></td><td>0</td>"#,
+    ];
+    let mut last = 0;
+    for row in rows {
+        let at = page
+            .find(row)
+            .unwrap_or_else(|| panic!("{row} not in {page}"));
+        assert!(at > last, "{row} out of order in {page}");
+        last = at;
+    }
+    assert!(!page.contains("<b>&"), "{page}");
+    assert!(!page.contains("leak.txt"), "{page}");
+    assert!(page.contains(r#"<a href="../">"#), "{page}");
+    // The links lead where they say.
+    assert_eq!(get(&server, "/docs/%3Cb%3E%26%22x%22.txt").text(), "12345");
+    assert_eq!(get(&server, "/docs/a%20b.txt").text(), "spaced");
+    let alpha = get(&server, "/docs/alpha/");
+    assert_eq!(alpha.status, 200);
+    assert!(alpha.text().contains("Index of /docs/alpha/"));
+    // An index still wins; the root is listed without a parent link.
+    assert_eq!(get(&server, "/sub/").text(), "<h1>sub index</h1>");
+    let top = get(&server, "/").text();
+    assert!(top.contains(r#"<a href="docs/">docs/</a>"#), "{top}");
+    assert!(!top.contains(r#"href="../""#), "{top}");
 }

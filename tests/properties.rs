@@ -470,10 +470,11 @@ proptest! {
         fields in prop::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,15}", "[ -~]{0,30}"), 0..10),
         capacity in 1usize..64,
     ) {
-        let mut head = format!("{method} {target} {version}\r\n");
+        // HTTP/1.1 requires exactly one Host (RFC 9112); HTTP/1.0 takes one too.
+        let mut head = format!("{method} {target} {version}\r\nHost: x\r\n");
         for (name, value) in &fields {
             let lower = name.to_ascii_lowercase();
-            if ["content-length", "transfer-encoding", "connection"].contains(&lower.as_str()) {
+            if ["content-length", "transfer-encoding", "connection", "host"].contains(&lower.as_str()) {
                 continue;
             }
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -530,7 +531,7 @@ proptest! {
         junk in "[^0-9\\s][^0-9\r\n]{0,4}",
     ) {
         let site = StaticHttp::builtin();
-        let two = format!("POST / HTTP/1.1\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\n");
+        let two = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {a}\r\nContent-Length: {b}\r\n\r\n");
         let parsed = site.parse_head(&mut two.as_bytes()).unwrap();
         if a == b {
             let is_request = matches!(parsed, ParsedHead::Request { content_length, .. } if content_length == a);
@@ -539,10 +540,82 @@ proptest! {
             let is_400 = matches!(parsed, ParsedHead::Bad { status: 400, .. });
             prop_assert!(is_400, "{:?}", parsed);
         }
-        let bad = format!("POST / HTTP/1.1\r\nContent-Length: {a}{junk}\r\n\r\n");
+        let bad = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {a}{junk}\r\n\r\n");
         let parsed = site.parse_head(&mut bad.as_bytes()).unwrap();
         let is_400 = matches!(parsed, ParsedHead::Bad { status: 400, .. });
         prop_assert!(is_400, "{:?}", parsed);
+    }
+
+    #[test]
+    fn http_1_1_needs_exactly_one_host(
+        hosts in 0usize..4,
+        version in prop_oneof![Just("HTTP/1.1"), Just("HTTP/1.0")],
+        name in prop_oneof![Just("Host"), Just("host"), Just("HOST")],
+        capacity in 1usize..64,
+    ) {
+        let mut head = format!("GET / {version}\r\nAccept: */*\r\n");
+        for i in 0..hosts {
+            head.push_str(&format!("{name}: h{i}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut reader = BufReader::with_capacity(capacity, head.as_bytes());
+        let parsed = StaticHttp::builtin().parse_head(&mut reader).unwrap();
+        let allowed = hosts == 1 || (hosts == 0 && version == "HTTP/1.0");
+        if allowed {
+            let is_request = matches!(parsed, ParsedHead::Request { .. });
+            prop_assert!(is_request, "{:?}", parsed);
+        } else {
+            let is_400 = matches!(parsed, ParsedHead::Bad { status: 400, .. });
+            prop_assert!(is_400, "{:?}", parsed);
+        }
+    }
+
+    #[test]
+    fn a_bare_cr_or_a_nul_anywhere_in_a_field_is_400(
+        value in "[ -~]{0,20}",
+        at in any::<prop::sample::Index>(),
+        bad in prop_oneof![Just(b'\r'), Just(b'\0')],
+        capacity in 1usize..64,
+    ) {
+        let mut field = format!("X-Field: {value}").into_bytes();
+        let at = 2 + at.index(field.len() - 1);
+        field.insert(at, bad);
+        let mut head = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        head.extend_from_slice(&field);
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut reader = BufReader::with_capacity(capacity, &head[..]);
+        let parsed = StaticHttp::builtin().parse_head(&mut reader).unwrap();
+        let is_400 = matches!(parsed, ParsedHead::Bad { status: 400, .. });
+        prop_assert!(is_400, "{:?}: {:?}", String::from_utf8_lossy(&head), parsed);
+    }
+
+    #[test]
+    fn heads_do_not_depend_on_how_the_input_arrives(
+        input in prop::collection::vec(prop_oneof![
+            Just(b'\n'), Just(b'\r'), Just(b':'), Just(b' '), Just(b'/'), b'A'..=b'Z', any::<u8>()
+        ], 0..600),
+        prefix in prop::sample::select(vec![
+            &b""[..], b"GET / HTTP/1.1\r\nHost: x\r\n", b"\r\nHEAD /a HTTP/1.0\r\n",
+        ]),
+        capacity in 1usize..64,
+    ) {
+        let mut data = prefix.to_vec();
+        data.extend_from_slice(&input);
+        let site = StaticHttp::builtin().max_request_line(100).max_head(300).max_headers(5);
+        let heads = |capacity: usize| {
+            let mut reader = BufReader::with_capacity(capacity, &data[..]);
+            let mut heads = Vec::new();
+            for _ in 0..16 {
+                let head = site.parse_head(&mut reader).unwrap();
+                let last = !matches!(head, ParsedHead::Request { .. });
+                heads.push(head);
+                if last {
+                    break;
+                }
+            }
+            heads
+        };
+        prop_assert_eq!(heads(capacity), heads(data.len().max(1)));
     }
 
     #[test]

@@ -2,20 +2,17 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::http;
-use socketserver::services::StaticHttp;
+use socketserver::services::http::{StaticHttp, DEFAULT_IDLE_TIMEOUT};
 use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
 
 const DEFAULT_URL: &str = "tcp://127.0.0.1:8000";
-/// Idle connections close after this long unless --idle-timeout says otherwise.
-const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -35,6 +32,12 @@ pub struct ServeArgs {
     /// The most header fields in a request (more: 431)
     #[arg(long, value_name = "N", default_value_t = 100)]
     max_headers: usize,
+    /// Close a connection whose request head is not complete SECS after its first byte (0: no limit)
+    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
+    head_timeout: Duration,
+    /// Answer a directory without index.html with a listing of its files (without it: 404)
+    #[arg(long)]
+    list_directories: bool,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -45,18 +48,19 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         None => StaticHttp::builtin(),
     };
     let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
-    let site = Arc::new(
-        site.max_request_line(size(args.max_request_line))
-            .max_head(size(args.max_head))
-            .max_headers(args.max_headers)
-            .idle_timeout(args.pool.idle_timeout().or(Some(DEFAULT_IDLE))),
-    );
-    // A client that stopped reading is cut by --write-timeout (60 s by
-    // default, for every service).
-    let options = args.pool.options(Some(DEFAULT_IDLE));
+    let site = site
+        .max_request_line(size(args.max_request_line))
+        .max_head(size(args.max_head))
+        .max_headers(args.max_headers)
+        .head_timeout(Some(args.head_timeout))
+        .list_directories(args.list_directories);
+    // Idle keep-alive connections close after --idle-timeout (60 s unless
+    // given); a client that stopped reading is cut by --write-timeout (60 s
+    // by default, for every service).
+    let options = args.pool.options(Some(DEFAULT_IDLE_TIMEOUT));
     let mut launcher = Launcher::new(options, args.pool.dispatch);
     for url in &urls {
-        launcher.stream_threads(url, Arc::clone(&site))?;
+        launcher.stream(url, &site)?;
     }
     launcher.run()
 }
