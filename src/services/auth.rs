@@ -458,7 +458,12 @@ impl<H: MessageHandler> MessageHandler for Authenticated<H> {
                 StartupRefused(before),
             ));
         }
+        // The answer's deadline governs the handshake, not the server's idle
+        // timeout (which applies again once the client is in).
         conn.set_message_timeout(self.config.timeout, true);
+        if let Some(timeout) = self.config.timeout {
+            conn.set_idle_timeout(Some(timeout));
+        }
         let challenge = auth::challenge()?;
         conn.write_all(&challenge)?;
         Ok(AuthSession {
@@ -498,6 +503,7 @@ impl<H: MessageHandler> MessageHandler for Authenticated<H> {
         }
         log::debug!("{peer}: authenticated");
         conn.set_message_timeout(None, true);
+        conn.set_idle_timeout(None);
         // Out of the handshake: the slot is released with the old state.
         session.state = State::In(self.inner.open(conn)?);
         Ok(Next::Continue)
@@ -558,6 +564,91 @@ impl<H: MessageHandler> MessageHandler for Authenticated<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    use crate::protocol::auth::client_handshake;
+    use crate::services::EchoUpper;
+    use crate::ThreadingTcpServer;
+
+    /// Serves `handler` on a thread; returns its address, its handle and
+    /// the thread.
+    fn serve<H: MessageHandler>(
+        handler: H,
+    ) -> (
+        std::net::SocketAddr,
+        crate::ServerHandle,
+        std::thread::JoinHandle<io::Result<crate::Summary>>,
+    ) {
+        let server = ThreadingTcpServer::bind("127.0.0.1:0", handler).unwrap();
+        let addr = server.local_addr().as_inet().unwrap();
+        let handle = server.handle();
+        (
+            addr,
+            handle,
+            std::thread::spawn(move || server.serve_forever()),
+        )
+    }
+
+    fn connect(addr: std::net::SocketAddr) -> TcpStream {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    #[test]
+    fn any_message_handler_can_be_put_behind_the_handshake() {
+        let key = Key::new(&b"the key"[..]).unwrap();
+        let config = AuthConfig::new(key.clone()).endian(Endian::Big);
+        let (addr, handle, thread) = serve(Authenticated::new(EchoUpper, config));
+        let big = FrameCodec::new().endian(Endian::Big);
+        let mut stream = connect(addr);
+        client_handshake(&mut stream, &key, &big).unwrap();
+        stream.write_all(b"hello").unwrap();
+        let mut answer = [0u8; 5];
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HELLO");
+        // A wrong key is denied, and nothing it sends is echoed.
+        let mut other = connect(addr);
+        let e = client_handshake(&mut other, &Key::new(&b"guess"[..]).unwrap(), &big).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        let _ = other.write_all(b"sneaky");
+        let mut rest = Vec::new();
+        let _ = other.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{rest:?}");
+        drop((stream, other));
+        handle.shutdown();
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_full_handshake_refuses_new_connections_before_the_challenge() {
+        let key = Key::new(&b"k"[..]).unwrap();
+        let config = AuthConfig::new(key.clone()).max_startups("1".parse().unwrap());
+        let (addr, handle, thread) = serve(Authenticated::new(EchoUpper, config));
+        let mut first = connect(addr);
+        let mut challenge = [0u8; CHALLENGE_LEN];
+        first.read_exact(&mut challenge).unwrap();
+        // One connection in the handshake: the next is closed at once.
+        let mut second = connect(addr);
+        let mut got = Vec::new();
+        second.read_to_end(&mut got).unwrap();
+        assert!(got.is_empty());
+        // Once the first is in, there is room again.
+        first.write_all(&key.answer(&challenge)).unwrap();
+        let verdict = FrameCodec::new()
+            .read_answer(&mut first, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(verdict["status"], "ok");
+        let mut third = connect(addr);
+        client_handshake(&mut third, &key, &FrameCodec::new()).unwrap();
+        drop((first, second, third));
+        handle.shutdown();
+        thread.join().unwrap().unwrap();
+    }
 
     #[test]
     fn startup_limits_parse_and_print() {
