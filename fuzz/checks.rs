@@ -8,7 +8,11 @@ use std::io::Read;
 use std::path::{Component, Path};
 
 use serde_json::Value;
-use socketserver::protocol::framing::{body, parse_header, Endian, FrameError, Framing};
+use socketserver::protocol::exec::Answer as ExecAnswer;
+use socketserver::protocol::files::{
+    Answer as FilesAnswer, BadRequest, Fetched, Listing, Request, Stored,
+};
+use socketserver::protocol::framing::{body, parse_header, Endian, FrameCodec, FrameError};
 use socketserver::protocol::line::{read_line, Line};
 use socketserver::services::exec::split_command;
 use socketserver::services::files::{check_file_name, MAX_NAME_BYTES, TEMP_PREFIX};
@@ -25,6 +29,8 @@ pub fn run(target: &str, data: &[u8]) {
         "socket_url" => socket_url(data),
         "line_reader" => line_reader(data),
         "http_head" => http_head(data),
+        "files_request" => files_request(data),
+        "answers" => answers(data),
         other => panic!("no fuzz target named {other}"),
     }
 }
@@ -38,6 +44,8 @@ pub const TARGETS: &[&str] = &[
     "socket_url",
     "line_reader",
     "http_head",
+    "files_request",
+    "answers",
 ];
 
 /// Length-prefixed frames and bodies: any input reads as whole frames, a
@@ -58,7 +66,7 @@ pub fn frames(data: &[u8]) {
     } else {
         u32::from(control >> 2) * 64
     };
-    let framing = Framing::new().endian(order).max_frame(limit);
+    let framing = FrameCodec::new().endian(order).max_frame(limit);
     let mut rest = input;
     let mut payload = Vec::new();
     let mut rewritten = Vec::new();
@@ -104,7 +112,7 @@ pub fn frames(data: &[u8]) {
 pub fn json_header(data: &[u8]) {
     // The payload alone, as the parser sees it.
     if let Ok(object) = parse_header(data) {
-        let framing = Framing::new();
+        let framing = FrameCodec::new();
         let mut wire = Vec::new();
         framing.write_header(&mut wire, &object).unwrap();
         let back = framing
@@ -117,7 +125,7 @@ pub fn json_header(data: &[u8]) {
         );
     }
     // The same bytes as a stream: a length, then whatever follows.
-    let framing = Framing::new().max_header(4096);
+    let framing = FrameCodec::new().max_header(4096);
     let mut rest = data;
     let mut scratch = Vec::new();
     while let Ok(Some(_)) = framing.read_header(&mut rest, &mut scratch) {}
@@ -247,5 +255,74 @@ pub fn http_head(data: &[u8]) {
                 assert!(rest.len() < before, "a request consumed no input");
             }
         }
+    }
+}
+
+/// The files service's request decoder: any payload is a request or a
+/// named refusal; a refusal closes the connection exactly when the header
+/// may announce a body (a put, or not understood); an accepted request
+/// writes back and decodes again as the same, with a name the checker
+/// accepts.
+pub fn files_request(data: &[u8]) {
+    match Request::parse(data) {
+        Ok(request) => {
+            let text = serde_json::to_vec(&request).unwrap();
+            assert_eq!(Request::parse(&text), Ok(request.clone()));
+            match &request {
+                Request::Put {
+                    file_name, sha256, ..
+                } => {
+                    assert!(check_file_name(file_name).is_ok());
+                    assert!(sha256.as_ref().is_none_or(|s| s.len() == 64
+                        && s.bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))));
+                }
+                Request::Get { file_name } => assert!(check_file_name(file_name).is_ok()),
+                Request::List => {}
+            }
+        }
+        Err(BadRequest { reason, closes }) => {
+            assert!(!reason.is_empty());
+            if let Ok(header) = parse_header(data) {
+                let op = header.get("op");
+                let may_be_put = matches!(op, None | Some(Value::Null))
+                    || op.and_then(Value::as_str) == Some("put");
+                assert_eq!(closes, may_be_put, "{reason}");
+            } else {
+                assert!(closes, "{reason}");
+            }
+        }
+    }
+}
+
+/// The answers clients decode (exec's, files'): any header either decodes
+/// to a typed answer that writes back and decodes again as the same, or is
+/// refused; nothing panics.
+pub fn answers(data: &[u8]) {
+    let Ok(header) = parse_header(data) else {
+        return;
+    };
+    let value = Value::Object(header);
+    fn round_trip<T>(value: &Value)
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + std::fmt::Debug,
+    {
+        if let Ok(answer) = serde_json::from_value::<T>(value.clone()) {
+            let text = serde_json::to_string(&answer).unwrap();
+            assert!(text.starts_with("{\"status\":"), "{text}");
+            assert_eq!(serde_json::from_str::<T>(&text).unwrap(), answer);
+        }
+    }
+    round_trip::<ExecAnswer>(&value);
+    round_trip::<FilesAnswer<Stored>>(&value);
+    round_trip::<FilesAnswer<Fetched>>(&value);
+    round_trip::<FilesAnswer<Listing>>(&value);
+    if let Ok(answer) = serde_json::from_value::<ExecAnswer>(value) {
+        // What a client skips or reads after the header.
+        let (stdout, stderr) = match &answer {
+            ExecAnswer::Ok(status) => (status.stdout_size, status.stderr_size),
+            ExecAnswer::Error(failure) => (failure.stdout_size, failure.stderr_size),
+        };
+        assert_eq!(answer.body_size(), stdout.saturating_add(stderr));
     }
 }

@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proptest::prelude::*;
-use socketserver::protocol::framing::{body, parse_header, Endian, Framing, DEFAULT_MAX_FRAME};
+use socketserver::protocol::framing::{body, parse_header, Endian, FrameCodec, DEFAULT_MAX_FRAME};
 use socketserver::protocol::line::{read_line, Line};
 use socketserver::services::exec::split_command;
 use socketserver::services::files::check_file_name;
@@ -82,7 +82,7 @@ fn the_counter_counts() {
 #[test]
 fn an_over_limit_length_allocates_nothing_large() {
     for order in [Endian::Little, Endian::Big] {
-        let framing = Framing::new().endian(order);
+        let framing = FrameCodec::new().endian(order);
         let wire = order.encode(u32::MAX);
         let (result, peak) = peak_of(|| framing.read_frame(&wire[..]));
         assert!(result.is_err());
@@ -95,14 +95,14 @@ fn a_claimed_frame_costs_what_arrives() {
     // 16 MiB claimed (the limit), 10 bytes sent.
     let mut wire = DEFAULT_MAX_FRAME.to_le_bytes().to_vec();
     wire.extend_from_slice(b"0123456789");
-    let (result, peak) = peak_of(|| Framing::new().read_frame(&wire[..]));
+    let (result, peak) = peak_of(|| FrameCodec::new().read_frame(&wire[..]));
     assert!(result.is_err());
     assert!(peak <= 65 * KIB, "{peak} bytes for a 10-byte frame");
     // 1 MiB claimed and 300 KiB sent: what grows is what arrived (a
     // doubling vector, old and new buffers both alive while it moves).
     let mut wire = (1u32 << 20).to_le_bytes().to_vec();
     wire.extend(std::iter::repeat_n(7u8, 300 * KIB));
-    let (result, peak) = peak_of(|| Framing::new().read_frame(&wire[..]));
+    let (result, peak) = peak_of(|| FrameCodec::new().read_frame(&wire[..]));
     assert!(result.is_err());
     assert!(peak <= 3 * 300 * KIB, "{peak} bytes for 300 KiB");
 }
@@ -111,7 +111,7 @@ fn a_claimed_frame_costs_what_arrives() {
 fn a_claimed_header_costs_what_arrives() {
     let mut wire = (64u32 << 10).to_le_bytes().to_vec();
     wire.extend_from_slice(br#"{"op":"put"#);
-    let (result, peak) = peak_of(|| Framing::new().read_header(&wire[..], &mut Vec::new()));
+    let (result, peak) = peak_of(|| FrameCodec::new().read_header(&wire[..], &mut Vec::new()));
     assert!(result.is_err());
     assert!(peak <= 65 * KIB, "{peak} bytes for a 10-byte header");
 }
@@ -161,7 +161,7 @@ proptest! {
     fn any_frame_input_costs_at_most_a_few_times_its_size(
         input in prop::collection::vec(any::<u8>(), 0..4096),
     ) {
-        let framing = Framing::new();
+        let framing = FrameCodec::new();
         let (_, peak) = peak_of(|| {
             let mut rest = &input[..];
             let mut payload = Vec::new();

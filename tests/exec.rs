@@ -14,7 +14,7 @@ use serde_json::Value;
 use socketserver::client::exec::ExecClient;
 use socketserver::client::Connection;
 use socketserver::protocol::auth::{client_handshake, Key};
-use socketserver::protocol::framing::{Endian, Framing};
+use socketserver::protocol::framing::{Endian, FrameCodec};
 use socketserver::SocketUrl;
 use support::{program, run_with_input, ServerProcess, TempDir, STEP};
 
@@ -67,10 +67,10 @@ impl Setup {
     }
 
     fn client(&self) -> ExecClient {
-        self.client_with(Framing::new())
+        self.client_with(FrameCodec::new())
     }
 
-    fn client_with(&self, framing: Framing) -> ExecClient {
+    fn client_with(&self, framing: FrameCodec) -> ExecClient {
         ExecClient::connect(&self.url(), &Key::new(KEY).unwrap(), framing, Some(STEP))
             .expect("authenticate")
     }
@@ -86,7 +86,7 @@ impl Setup {
     /// A raw connection past the handshake.
     fn raw_authenticated(&self) -> TcpStream {
         let mut stream = self.raw();
-        client_handshake(&mut stream, &Key::new(KEY).unwrap(), &Framing::new()).unwrap();
+        client_handshake(&mut stream, &Key::new(KEY).unwrap(), &FrameCodec::new()).unwrap();
         stream
     }
 
@@ -187,7 +187,7 @@ fn big_endian_frames_everything_including_the_verdict() {
     let answer: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(answer["stdout"], "network order\n");
 
-    let mut client = setup.client_with(Framing::new().endian(Endian::Big));
+    let mut client = setup.client_with(FrameCodec::new().endian(Endian::Big));
     assert_eq!(client.run("echo big").unwrap().unwrap().stdout, b"big\n");
 
     // The verdict itself is big-endian: its length starts with zero bytes.
@@ -210,7 +210,7 @@ fn a_wrong_key_is_denied_and_the_connection_closed() {
     raw.write_all(&Key::new(&b"not the key"[..]).unwrap().answer(&challenge))
         .unwrap();
     // A command sent right away must not run.
-    Framing::new()
+    FrameCodec::new()
         .write_frame(&mut raw, b"echo sneaky")
         .unwrap();
     assert_eq!(read_header_text(&mut raw), r#"{"status":"denied"}"#);
@@ -220,7 +220,7 @@ fn a_wrong_key_is_denied_and_the_connection_closed() {
     let e = ExecClient::connect(
         &setup.url(),
         &Key::new(&b"wrong"[..]).unwrap(),
-        Framing::new(),
+        FrameCodec::new(),
         Some(STEP),
     )
     .unwrap_err();
@@ -287,14 +287,14 @@ fn refused_commands_are_answered_and_the_connection_goes_on() {
 
     // A command line that is not UTF-8.
     let mut raw = setup.raw_authenticated();
-    Framing::new()
+    FrameCodec::new()
         .write_frame(&mut raw, b"echo \xff\xfe")
         .unwrap();
     assert_eq!(
         read_header_text(&mut raw),
         r#"{"status":"error","error":"the command line is not UTF-8","stdout_size":0,"stderr_size":0}"#
     );
-    Framing::new().write_frame(&mut raw, b"echo ok").unwrap();
+    FrameCodec::new().write_frame(&mut raw, b"echo ok").unwrap();
     assert_eq!(
         read_header_text(&mut raw),
         r#"{"status":"ok","exit_code":0,"signal":null,"stdout_size":3,"stderr_size":0,"timed_out":false,"truncated":false}"#
@@ -394,7 +394,8 @@ fn a_command_cut_at_the_shutdown_deadline_is_killed_with_its_group() {
     let url = setup.url();
     let runner = std::thread::spawn(move || {
         let mut client =
-            ExecClient::connect(&url, &Key::new(KEY).unwrap(), Framing::new(), Some(STEP)).unwrap();
+            ExecClient::connect(&url, &Key::new(KEY).unwrap(), FrameCodec::new(), Some(STEP))
+                .unwrap();
         client.run("sh -c 'sleep 30 & echo $! > bg.pid; sleep 30'")
     });
     // Wait until the command runs (nothing on the wire says so).
@@ -535,7 +536,7 @@ fn serves_on_a_unix_socket() {
     let connection = Connection::connect(&sock.parse().unwrap(), Some(STEP)).unwrap();
     connection.set_read_timeout(Some(STEP)).unwrap();
     let mut client =
-        ExecClient::handshake(connection, &Key::new(KEY).unwrap(), Framing::new()).unwrap();
+        ExecClient::handshake(connection, &Key::new(KEY).unwrap(), FrameCodec::new()).unwrap();
     assert_eq!(client.run("echo unix").unwrap().unwrap().stdout, b"unix\n");
 }
 
@@ -650,4 +651,192 @@ fn usage_and_startup_errors() {
     );
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("cannot use --workdir"), "{err}");
+}
+
+/// A unique `sleep` duration of about 42 s, to find that very process in
+/// /proc: `42.<pid><n>`.
+fn sleep_marker() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("42.{}{n:03}", std::process::id())
+}
+
+/// The live processes (zombies have no command line) running
+/// `sleep MARKER`.
+fn sleeping(marker: &str) -> Vec<String> {
+    let wanted = format!("sleep\0{marker}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| cmdline == wanted.as_bytes())
+        })
+        .map(|entry| entry.file_name().into_string().unwrap())
+        .collect()
+}
+
+/// No `sleep MARKER` is alive, soon (a SIGKILL is delivered at once, but
+/// the process takes a moment to go).
+fn assert_no_survivor(marker: &str, what: &str) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let alive = sleeping(marker);
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            // Do not leave it behind for the next run.
+            for pid in &alive {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+            panic!("{what}: sleep {marker} survives as {alive:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Issue 14, item 2: background processes, even those that leave their
+/// process group (`setsid`), never outlive their command: not when it
+/// ends, not at its timeout.
+fn background_processes_case(extra_args: &[&str]) {
+    let mut args = vec!["--allow", "setsid", "--timeout", "1"];
+    args.extend_from_slice(extra_args);
+    let setup = Setup::start("exec-background", &args);
+    let mut client = setup.client();
+    for prefix in ["", "setsid "] {
+        // Answered at once: the sleep does not hold the pipes.
+        let marker = sleep_marker();
+        let line = format!("sh -c '{prefix}sleep {marker} >/dev/null 2>&1 & echo started'");
+        let output = client.run(&line).unwrap().unwrap();
+        assert_eq!(output.stdout, b"started\n");
+        assert!(!output.status.timed_out);
+        assert_no_survivor(&marker, &line);
+        // Killed at the timeout, with the command.
+        let marker = sleep_marker();
+        let line =
+            format!("sh -c '{prefix}sleep {marker} >/dev/null 2>&1 & echo started; sleep 30'");
+        let output = client.run(&line).unwrap().unwrap();
+        assert!(output.status.timed_out, "{line}");
+        assert_eq!(output.stdout, b"started\n");
+        assert_no_survivor(&marker, &line);
+        if prefix.is_empty() {
+            continue;
+        }
+        // Started directly (no shell around it), holding the output pipes:
+        // answered at the timeout, and killed.
+        let marker = sleep_marker();
+        let output = client
+            .run(&format!("setsid --fork sleep {marker}"))
+            .unwrap()
+            .unwrap();
+        assert!(output.status.timed_out);
+        assert_eq!(output.status.exit_code, Some(0), "setsid itself exited");
+        assert_no_survivor(&marker, "setsid --fork sleep");
+    }
+    setup.assert_serves();
+}
+
+#[test]
+fn background_processes_never_outlive_their_command() {
+    background_processes_case(&[]);
+}
+
+#[test]
+fn background_processes_never_outlive_their_command_in_process_groups() {
+    background_processes_case(&["--contain", "process-group"]);
+}
+
+/// Issue 14, item 2: what a command left running dies with the server.
+fn escapees_die_with_the_server_case(extra_args: &[&str]) {
+    let mut args = vec![
+        "--allow",
+        "setsid",
+        "--timeout",
+        "60",
+        "--shutdown-timeout",
+        "0.3",
+    ];
+    args.extend_from_slice(extra_args);
+    let mut setup = Setup::start("exec-escapee-exit", &args);
+    let marker = sleep_marker();
+    let url = setup.url();
+    let line = format!("sh -c 'setsid sleep {marker} >/dev/null 2>&1 & sleep 30'");
+    let runner = std::thread::spawn(move || {
+        let mut client =
+            ExecClient::connect(&url, &Key::new(KEY).unwrap(), FrameCodec::new(), Some(STEP))
+                .unwrap();
+        client.run(&line)
+    });
+    support::eventually("the escaping sleep runs", || !sleeping(&marker).is_empty());
+    setup.server.signal("TERM");
+    let status = setup.server.wait(STEP).expect("the server exits");
+    assert_eq!(status.code(), Some(0));
+    assert_no_survivor(&marker, "a sleep that left its group, at the server's exit");
+    assert!(
+        runner.join().unwrap().is_err(),
+        "no answer for a cut command"
+    );
+}
+
+#[test]
+fn escapees_die_with_the_server() {
+    escapees_die_with_the_server_case(&[]);
+}
+
+#[test]
+fn escapees_die_with_the_server_in_process_groups() {
+    escapees_die_with_the_server_case(&["--contain", "process-group"]);
+}
+
+/// Issue 15, item 3: `client exec` pointed at another kind of server says
+/// within its `--timeout` what it expected.
+fn not_an_exec_server_case(extra_args: &[&str]) {
+    let mut args = vec!["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"];
+    args.extend_from_slice(extra_args);
+    let echo = ServerProcess::start(&args, 1);
+    let dir = TempDir::new("exec-not-exec");
+    std::fs::write(dir.join("key"), KEY).unwrap();
+    let key = dir.join("key").display().to_string();
+    let started = Instant::now();
+    let (status, out, err) = run_with_input(
+        program().args([
+            "client",
+            "exec",
+            "--connect",
+            echo.url(),
+            "--key-file",
+            &key,
+            "--timeout",
+            "1",
+            "echo",
+            "hi",
+        ]),
+        b"",
+    );
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(out.is_empty());
+    assert_eq!(
+        err,
+        format!(
+            "error: no challenge from {} within 1 s: is it an exec server?\n",
+            echo.url()
+        )
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn the_client_says_when_the_server_is_not_an_exec_server() {
+    not_an_exec_server_case(&[]);
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use socketserver::client::files::{Entry, FilesClient, Refused};
 use socketserver::protocol::auth::{client_handshake, Key};
-use socketserver::protocol::framing::{Endian, Framing};
+use socketserver::protocol::framing::{Endian, FrameCodec};
 use socketserver::SocketUrl;
 use support::{program, run_with_input, ServerProcess, TempDir, STEP};
 
@@ -59,7 +59,7 @@ impl Setup {
     }
 
     fn client(&self) -> FilesClient {
-        FilesClient::connect(&self.url(), None, Framing::new(), Some(STEP)).unwrap()
+        FilesClient::connect(&self.url(), None, FrameCodec::new(), Some(STEP)).unwrap()
     }
 
     fn raw(&self) -> TcpStream {
@@ -111,7 +111,7 @@ fn python(script: &str, args: &[&str]) -> String {
 }
 
 fn send_header(stream: &mut TcpStream, header: &Value) {
-    Framing::new().write_header(stream, header).unwrap();
+    FrameCodec::new().write_header(stream, header).unwrap();
 }
 
 fn read_answer(stream: &mut TcpStream) -> Value {
@@ -220,7 +220,7 @@ fn big_endian_frames() {
     let mut client = FilesClient::connect(
         &setup.url(),
         None,
-        Framing::new().endian(Endian::Big),
+        FrameCodec::new().endian(Endian::Big),
         Some(STEP),
     )
     .unwrap();
@@ -374,7 +374,7 @@ fn malformed_headers_are_answered_then_closed() {
     ];
     for (header, why) in cases {
         let mut raw = setup.raw();
-        Framing::new().write_frame(&mut raw, header).unwrap();
+        FrameCodec::new().write_frame(&mut raw, header).unwrap();
         raw.write_all(b"hello").unwrap();
         assert_eq!(
             read_answer(&mut raw),
@@ -682,7 +682,7 @@ fn with_a_key_only_authenticated_clients_are_served() {
     let mut challenge = [0u8; 32];
     raw.read_exact(&mut challenge).unwrap();
     let mut request = Vec::new();
-    Framing::new()
+    FrameCodec::new()
         .write_header(&mut request, &json!({"op": "list", "pad": "0123456789"}))
         .unwrap();
     raw.write_all(&request[..32]).unwrap();
@@ -694,7 +694,7 @@ fn with_a_key_only_authenticated_clients_are_served() {
     client_handshake(
         &mut stream,
         &Key::new(&b"files key"[..]).unwrap(),
-        &Framing::new(),
+        &FrameCodec::new(),
     )
     .unwrap();
     send_header(&mut stream, &json!({"op": "list"}));
@@ -713,7 +713,7 @@ fn serves_on_a_unix_socket_and_refuses_other_transports() {
     let mut client = FilesClient::connect(
         &server.url().parse().unwrap(),
         None,
-        Framing::new(),
+        FrameCodec::new(),
         Some(STEP),
     )
     .unwrap();
@@ -736,4 +736,137 @@ fn serves_on_a_unix_socket_and_refuses_other_transports() {
         b"",
     );
     assert_eq!(status.code(), Some(2));
+}
+
+/// Issue 14, item 7 (rule 18): a listing is one answer whatever its size;
+/// the header limit bounds what the server accepts, not what it sends.
+fn a_long_listing_is_one_answer_case(extra_args: &[&str]) {
+    let setup = Setup::start("files-long-list", extra_args);
+    let names: Vec<String> = (0..3000)
+        .map(|i| format!("{i:04}-{}", "long name ".repeat(24)))
+        .collect();
+    for name in &names {
+        std::fs::write(setup.store().join(name), b"x").unwrap();
+    }
+    let listed = setup.client().list().unwrap();
+    assert_eq!(listed.len(), 3000);
+    assert!(listed
+        .iter()
+        .zip(&names)
+        .all(|(e, n)| &e.name == n && e.size == 1));
+    // The same through the program, and the answer's header is far over 64 KiB.
+    let (status, out, err) = run_with_input(
+        program().args(["client", "files", "--connect", setup.server.url(), "list"]),
+        b"",
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3000);
+    let mut raw = setup.raw();
+    send_header(&mut raw, &json!({"op": "list"}));
+    let mut len = [0u8; 4];
+    raw.read_exact(&mut len).unwrap();
+    let len = u32::from_le_bytes(len);
+    assert!(len > 64 << 10, "{len}");
+    // The connection goes on after it.
+    let mut rest = vec![0u8; len as usize];
+    raw.read_exact(&mut rest).unwrap();
+    send_header(&mut raw, &json!({"op": "get", "file_name": "missing"}));
+    assert_eq!(read_answer(&mut raw)["error"], "no such file: missing");
+}
+
+#[test]
+fn a_long_listing_is_one_answer() {
+    a_long_listing_is_one_answer_case(&[]);
+}
+
+/// Issue 15, item 9: `client files get NAME` does not overwrite ./NAME
+/// unless told to (`--force`, or `-o` naming the file).
+fn get_does_not_overwrite_case(extra_args: &[&str]) {
+    let setup = Setup::start("files-overwrite", extra_args);
+    std::fs::create_dir_all(setup.store()).unwrap();
+    std::fs::write(setup.store().join("a.txt"), b"from the server\n").unwrap();
+    let here = setup.dir.join("here");
+    std::fs::create_dir(&here).unwrap();
+    std::fs::write(here.join("a.txt"), b"mine\n").unwrap();
+    let url = setup.server.url().to_string();
+    let get = |args: &[&str]| {
+        let mut command = program();
+        command
+            .current_dir(&here)
+            .args(["client", "files", "--connect", &url, "get"])
+            .args(args);
+        run_with_input(&mut command, b"")
+    };
+    let (status, out, err) = get(&["a.txt"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(out.is_empty());
+    assert_eq!(
+        err,
+        "error: a.txt exists: use --force to replace it, or -o PATH to save elsewhere\n"
+    );
+    assert_eq!(std::fs::read(here.join("a.txt")).unwrap(), b"mine\n");
+    let (status, _, err) = get(&["a.txt", "-o", "a.txt"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        std::fs::read(here.join("a.txt")).unwrap(),
+        b"from the server\n"
+    );
+    std::fs::write(here.join("a.txt"), b"mine again\n").unwrap();
+    let (status, out, err) = get(&["--force", "a.txt"]);
+    assert!(status.success(), "{err}");
+    assert!(out.starts_with(b"saved a.txt to a.txt"));
+    assert_eq!(
+        std::fs::read(here.join("a.txt")).unwrap(),
+        b"from the server\n"
+    );
+    // Nothing to protect: a plain get.
+    std::fs::remove_file(here.join("a.txt")).unwrap();
+    let (status, _, err) = get(&["a.txt"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        std::fs::read(here.join("a.txt")).unwrap(),
+        b"from the server\n"
+    );
+}
+
+#[test]
+fn get_does_not_overwrite_a_local_file_unless_told() {
+    get_does_not_overwrite_case(&[]);
+}
+
+/// Issue 15, item 3: `client files --key-file` pointed at a server that
+/// sends no challenge says so within its `--timeout`.
+fn not_an_authenticating_files_server_case(extra_args: &[&str]) {
+    let setup = Setup::start("files-no-challenge", extra_args);
+    std::fs::write(setup.dir.join("key"), b"k").unwrap();
+    let key = setup.dir.join("key").display().to_string();
+    let started = Instant::now();
+    let (status, _, err) = run_with_input(
+        program().args([
+            "client",
+            "files",
+            "--connect",
+            setup.server.url(),
+            "--key-file",
+            &key,
+            "--timeout",
+            "1",
+            "list",
+        ]),
+        b"",
+    );
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        err,
+        format!(
+            "error: no challenge from {} within 1 s: is it a files server with a key?\n",
+            setup.server.url()
+        )
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn the_client_says_when_the_server_sends_no_challenge() {
+    not_an_authenticating_files_server_case(&[]);
 }

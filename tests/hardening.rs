@@ -23,7 +23,7 @@ use socket2::{Domain, Socket, Type};
 use socketserver::client::exec::ExecClient;
 use socketserver::client::files::FilesClient;
 use socketserver::protocol::auth::{client_handshake, Key};
-use socketserver::protocol::framing::Framing;
+use socketserver::protocol::framing::FrameCodec;
 use socketserver::SocketUrl;
 use support::{eventually, ServerProcess, TempDir, STEP};
 
@@ -64,7 +64,7 @@ fn reset(stream: TcpStream) {
 }
 
 fn read_answer(stream: &mut impl Read) -> Value {
-    let header = Framing::new()
+    let header = FrameCodec::new()
         .read_header(stream, &mut Vec::new())
         .unwrap()
         .expect("an answer");
@@ -106,7 +106,7 @@ fn files_server(store: &Path, extra: &[&str]) -> ServerProcess {
 
 fn files_client(server: &ServerProcess) -> FilesClient {
     let url: SocketUrl = server.url().parse().unwrap();
-    FilesClient::connect(&url, None, Framing::new(), Some(STEP)).unwrap()
+    FilesClient::connect(&url, None, FrameCodec::new(), Some(STEP)).unwrap()
 }
 
 /// A files server still stores, serves and lists for a new client.
@@ -165,7 +165,7 @@ impl ExecSetup {
         ExecClient::handshake(
             socketserver::client::Connection::Tcp(stream),
             &Key::new(KEY).unwrap(),
-            Framing::new(),
+            FrameCodec::new(),
         )
     }
 
@@ -202,7 +202,7 @@ fn a_replayed_handshake_answer_is_denied_and_runs_nothing() {
     let fresh = challenge(&mut replay);
     assert_ne!(key.answer(&fresh), recorded, "the challenge is fresh");
     replay.write_all(&recorded).unwrap();
-    Framing::new()
+    FrameCodec::new()
         .write_frame(&mut replay, b"touch replayed")
         .unwrap();
     assert_eq!(read_answer(&mut replay), json!({"status": "denied"}));
@@ -240,9 +240,17 @@ fn truncated_and_reset_handshakes_cost_only_their_connection() {
 
 #[test]
 fn a_flood_of_wrong_keys_is_refused_per_address_and_never_runs_a_command() {
+    // Room in the handshake for all 40 (the startup limit is another test's).
     let setup = ExecSetup::start(
         "hard-flood",
-        &["--auth-max-failures", "3", "--auth-failure-window", "2"],
+        &[
+            "--auth-max-failures",
+            "3",
+            "--auth-failure-window",
+            "2",
+            "--max-startups",
+            "50:30:100",
+        ],
     );
     let addr = setup.server.addr();
     let wrong = Key::new(&b"guess"[..]).unwrap();
@@ -265,7 +273,7 @@ fn a_flood_of_wrong_keys_is_refused_per_address_and_never_runs_a_command() {
             continue;
         };
         stream.write_all(&wrong.answer(c)).unwrap();
-        let _ = Framing::new().write_frame(&mut *stream, b"touch pwned");
+        let _ = FrameCodec::new().write_frame(&mut *stream, b"touch pwned");
     }
     for (stream, c) in streams.iter_mut().zip(&challenges) {
         if c.is_some() {
@@ -315,13 +323,13 @@ fn exec_frames_cut_or_reset_midway_cost_only_their_connection() {
     let addr = setup.server.addr();
     let key = Key::new(KEY).unwrap();
     let mut frame = Vec::new();
-    Framing::new()
+    FrameCodec::new()
         .write_frame(&mut frame, b"touch cut")
         .unwrap();
     for cut in [1, 3, 4, 8] {
         for half_close in [true, false] {
             let mut stream = connect(&addr);
-            client_handshake(&mut stream, &key, &Framing::new()).unwrap();
+            client_handshake(&mut stream, &key, &FrameCodec::new()).unwrap();
             stream.write_all(&frame[..cut]).unwrap();
             if half_close {
                 stream.shutdown(Shutdown::Write).unwrap();
@@ -333,8 +341,8 @@ fn exec_frames_cut_or_reset_midway_cost_only_their_connection() {
     }
     // Mid-answer: a command with a large output, and a reset before reading.
     let mut stream = connect(&addr);
-    client_handshake(&mut stream, &key, &Framing::new()).unwrap();
-    Framing::new()
+    client_handshake(&mut stream, &key, &FrameCodec::new()).unwrap();
+    FrameCodec::new()
         .write_frame(&mut stream, b"echo a long answer that nobody reads")
         .unwrap();
     let mut first = [0u8; 4];
@@ -365,7 +373,7 @@ fn hostile_file_names_are_refused_or_kept_inside_the_directory() {
     ];
     for name in &refused {
         let mut stream = connect(&server.addr());
-        Framing::new()
+        FrameCodec::new()
             .write_header(&mut stream, &json!({"file_name": name, "file_size": 3}))
             .unwrap();
         stream.write_all(b"bad").unwrap();
@@ -404,7 +412,7 @@ fn hostile_file_names_are_refused_or_kept_inside_the_directory() {
     assert_eq!(std::fs::read(store.join(&longest)).unwrap(), b"long");
     let too_long = format!("x{longest}");
     let mut stream = connect(&server.addr());
-    Framing::new()
+    FrameCodec::new()
         .write_header(&mut stream, &json!({"file_name": too_long, "file_size": 4}))
         .unwrap();
     assert_eq!(
@@ -414,7 +422,7 @@ fn hostile_file_names_are_refused_or_kept_inside_the_directory() {
     assert_closed(&mut stream);
     // A get of such a name is refused the same way, and the connection goes on.
     let mut stream = connect(&server.addr());
-    Framing::new()
+    FrameCodec::new()
         .write_header(
             &mut stream,
             &json!({"op": "get", "file_name": "y".repeat(4000)}),
@@ -424,7 +432,7 @@ fn hostile_file_names_are_refused_or_kept_inside_the_directory() {
         read_answer(&mut stream)["error"],
         "refused file name of 4000 bytes: the limit is 255 bytes"
     );
-    Framing::new()
+    FrameCodec::new()
         .write_header(&mut stream, &json!({"op": "list"}))
         .unwrap();
     assert_eq!(read_answer(&mut stream)["status"], "ok");
@@ -435,7 +443,7 @@ fn hostile_file_names_are_refused_or_kept_inside_the_directory() {
 /// Starts an upload of `size` bytes named `name` and sends `sent` of them.
 fn partial_upload(addr: &str, name: &str, size: usize, sent: usize) -> TcpStream {
     let mut stream = connect(addr);
-    Framing::new()
+    FrameCodec::new()
         .write_header(&mut stream, &json!({"file_name": name, "file_size": size}))
         .unwrap();
     stream.write_all(&vec![b'p'; sent]).unwrap();
@@ -457,7 +465,7 @@ fn uploads_cut_by_a_reset_or_a_half_close_leave_nothing() {
     }
     // Header cut midway, too.
     let mut header = Vec::new();
-    Framing::new()
+    FrameCodec::new()
         .write_header(&mut header, &json!({"file_name": "h", "file_size": 1}))
         .unwrap();
     for cut in [2, 4, 10] {
@@ -496,7 +504,7 @@ fn downloads_cut_midway_and_clients_that_never_read_free_the_worker() {
     let addr = server.addr();
     // A reset in the middle of an answer.
     let mut stream = connect(&addr);
-    Framing::new()
+    FrameCodec::new()
         .write_header(&mut stream, &json!({"op": "get", "file_name": "big"}))
         .unwrap();
     assert_eq!(read_answer(&mut stream)["file_size"], big.len());
@@ -514,7 +522,7 @@ fn downloads_cut_midway_and_clients_that_never_read_free_the_worker() {
         socket.connect_timeout(&target.into(), STEP).unwrap();
         TcpStream::from(socket)
     };
-    Framing::new()
+    FrameCodec::new()
         .write_header(&mut stuck, &json!({"op": "get", "file_name": "big"}))
         .unwrap();
     std::thread::sleep(Duration::from_millis(100)); // let it take the worker
@@ -699,7 +707,7 @@ fn sigterm_while_echo_clients_stream_and_uploads_run_loses_nothing() {
                     let name = format!("u{i}-{round}.bin");
                     let digest = sha256(&data);
                     if client.is_none() || i % 2 == 1 {
-                        match FilesClient::connect(&url, None, Framing::new(), Some(STEP)) {
+                        match FilesClient::connect(&url, None, FrameCodec::new(), Some(STEP)) {
                             Ok(c) => client = Some(c),
                             Err(_) => break, // the listener is closed
                         }
@@ -805,4 +813,160 @@ impl Read for Paced<'_> {
         self.at += n;
         Ok(n)
     }
+}
+
+/// A handshake with the wrong key from `local`: denied.
+fn wrong_key_from(setup: &ExecSetup, local: &str) {
+    let mut stream = connect_from(local, &setup.server.addr());
+    let e = client_handshake(
+        &mut stream,
+        &Key::new(&b"guess"[..]).unwrap(),
+        &FrameCodec::new(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+}
+
+/// Issue 14, item 9: silent connections hold no more than the startup
+/// limit lets them (`--max-startups`, OpenSSH's MaxStartups); the others are
+/// closed at once, so they cannot fill `--max-connections`, and an honest
+/// client that retries gets in long before the silent ones time out.
+fn silent_connections_do_not_keep_an_honest_client_out_case(extra_args: &[&str]) {
+    // The default --max-startups, 10:30:100.
+    let mut args = vec!["--auth-timeout", "30", "--max-connections", "150"];
+    args.extend_from_slice(extra_args);
+    let setup = ExecSetup::start("hard-startups", &args);
+    let addr = setup.server.addr();
+    let silent: Vec<TcpStream> = (0..200).map(|_| connect_from("127.0.1.1", &addr)).collect();
+    let started = Instant::now();
+    let bound = Duration::from_secs(10);
+    let mut attempts = 0;
+    let output = loop {
+        attempts += 1;
+        let stream = connect_from("127.0.0.1", &addr);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let client = ExecClient::handshake(
+            socketserver::client::Connection::Tcp(stream),
+            &Key::new(KEY).unwrap(),
+            FrameCodec::new(),
+        );
+        match client {
+            Ok(mut client) => {
+                client.connection().set_read_timeout(Some(STEP)).unwrap();
+                break client.run("echo let in").unwrap().unwrap();
+            }
+            Err(e) => assert!(
+                started.elapsed() < bound,
+                "200 silent connections kept an honest client out for {:?} ({attempts} \
+                 attempts; last: {e})",
+                started.elapsed()
+            ),
+        }
+    };
+    assert_eq!(output.stdout, b"let in\n");
+    // What became of the silent ones: challenged and held, or closed.
+    let (mut held, mut closed) = (0, 0);
+    for mut stream in silent {
+        stream.set_read_timeout(Some(STEP)).unwrap();
+        let mut first = [0u8; 1];
+        match stream.read(&mut first) {
+            Ok(1) => held += 1,
+            _ => closed += 1,
+        }
+    }
+    assert!(held <= 100 && closed >= 100, "{held} held, {closed} closed");
+    eprintln!(
+        "figures: of 200 silent connections, {held} were challenged and held, {closed} closed at \
+         once; an honest client got in after {attempts} attempt(s) in {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn silent_connections_do_not_keep_an_honest_client_out() {
+    silent_connections_do_not_keep_an_honest_client_out_case(&[]);
+}
+
+/// Issue 14, item 3: a client that lets the handshake time out has failed
+/// it, as one that answers wrong.
+fn silent_handshakes_count_as_failures_case(extra_args: &[&str]) {
+    let mut args = vec!["--auth-timeout", "0.3", "--auth-max-failures", "2"];
+    args.extend_from_slice(extra_args);
+    let setup = ExecSetup::start("hard-silent-failures", &args);
+    for _ in 0..2 {
+        let mut silent = connect(&setup.server.addr());
+        challenge(&mut silent);
+        assert_closed(&mut silent); // at the handshake's timeout
+    }
+    let e = setup.client_from("127.0.0.1").unwrap_err();
+    assert!(e.to_string().contains("before the challenge"), "{e}");
+    setup.assert_serves_from("127.0.0.2");
+    let mut server = setup.server;
+    server.signal("TERM");
+    assert_eq!(server.wait(STEP).and_then(|s| s.code()), Some(0));
+    let log = server.stderr_text();
+    assert_eq!(
+        log.matches("no answer to the challenge in time").count(),
+        2,
+        "{log}"
+    );
+}
+
+#[test]
+fn silent_handshakes_count_as_failures() {
+    silent_handshakes_count_as_failures_case(&[]);
+}
+
+/// Issue 14, item 3: failures are counted per /24 as well as per address,
+/// and in all: a client that rotates its address within its network, or
+/// across networks, runs into the wider limits.
+fn failures_are_counted_per_network_and_in_all_case(extra_args: &[&str]) {
+    let mut args = vec![
+        "--auth-max-failures",
+        "2",
+        "--auth-network-max-failures",
+        "4",
+        "--auth-global-max-failures",
+        "0",
+    ];
+    args.extend_from_slice(extra_args);
+    let setup = ExecSetup::start("hard-networks", &args);
+    for local in ["127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"] {
+        wrong_key_from(&setup, local);
+    }
+    // Never failed itself, but its /24 did.
+    let e = setup.client_from("127.0.0.4").unwrap_err();
+    assert!(e.to_string().contains("before the challenge"), "{e}");
+    setup.assert_serves_from("127.0.1.4");
+
+    let mut args = vec![
+        "--auth-max-failures",
+        "1",
+        "--auth-network-max-failures",
+        "0",
+        "--auth-global-max-failures",
+        "3",
+    ];
+    args.extend_from_slice(extra_args);
+    let global = ExecSetup::start("hard-global", &args);
+    for local in ["127.0.1.1", "127.0.2.1", "127.0.3.1"] {
+        wrong_key_from(&global, local);
+    }
+    let e = global.client_from("127.0.4.1").unwrap_err();
+    assert!(e.to_string().contains("before the challenge"), "{e}");
+    let mut server = global.server;
+    server.signal("TERM");
+    assert_eq!(server.wait(STEP).and_then(|s| s.code()), Some(0));
+    let log = server.stderr_text();
+    assert!(
+        log.contains("recent failed handshakes from all clients"),
+        "{log}"
+    );
+}
+
+#[test]
+fn failures_are_counted_per_network_and_in_all() {
+    failures_are_counted_per_network_and_in_all_case(&[]);
 }

@@ -1,7 +1,9 @@
 //! Property tests of every parser and codec: frames in both byte orders,
 //! limits and truncation, JSON headers and bodies, the exec command-line
-//! splitter, the files name checker, `SocketUrl`, the bounded line reader of
-//! qa, dict and chat, and the HTTP request head parser. Round trips hold, and
+//! splitter, the typed exec and files messages (requests, answers), the
+//! files name checker, the handshake's startup limit, `SocketUrl`, the
+//! bounded line reader of qa, dict and chat, and the HTTP request head
+//! parser. Round trips hold, and
 //! no input panics or grows a buffer past its limit (allocation itself is
 //! measured in `tests/allocation.rs`, which has a counting allocator).
 //!
@@ -13,8 +15,11 @@ use std::path::{Component, Path};
 
 use proptest::prelude::*;
 use serde_json::{Map, Value};
-use socketserver::protocol::framing::{body, parse_header, Endian, FrameError, Framing};
+use socketserver::protocol::exec::{Answer as ExecAnswer, Status};
+use socketserver::protocol::files::{Answer as FilesAnswer, Entry, Listing, Request};
+use socketserver::protocol::framing::{body, parse_header, Endian, FrameCodec, FrameError};
 use socketserver::protocol::line::{read_line, Line};
+use socketserver::services::auth::StartupLimit;
 use socketserver::services::exec::split_command;
 use socketserver::services::files::{check_file_name, MAX_NAME_BYTES, TEMP_PREFIX};
 use socketserver::services::http::{ParsedHead, StaticHttp};
@@ -96,7 +101,7 @@ proptest! {
         step in 1usize..64,
     ) {
         let largest = payloads.iter().map(Vec::len).max().unwrap_or(0) as u32;
-        let framing = Framing::new().endian(order).max_frame(largest);
+        let framing = FrameCodec::new().endian(order).max_frame(largest);
         let mut wire = Vec::new();
         for payload in &payloads {
             framing.write_frame(&mut wire, payload).unwrap();
@@ -120,7 +125,7 @@ proptest! {
         order in endian(),
         payload in prop::collection::vec(any::<u8>(), 0..300),
     ) {
-        let framing = Framing::new().endian(order);
+        let framing = FrameCodec::new().endian(order);
         let mut wire = Vec::new();
         framing.write_frame(&mut wire, &payload).unwrap();
         prop_assert_eq!(framing.read_frame(&wire[..0]).unwrap(), None);
@@ -148,7 +153,7 @@ proptest! {
         tail in prop::collection::vec(any::<u8>(), 0..64),
     ) {
         let claimed = limit.saturating_add(excess).max(limit + 1);
-        let framing = Framing::new().endian(order).max_frame(limit);
+        let framing = FrameCodec::new().endian(order).max_frame(limit);
         let mut wire = order.encode(claimed).to_vec();
         wire.extend_from_slice(&tail);
         let mut payload = Vec::new();
@@ -164,7 +169,7 @@ proptest! {
         );
         prop_assert_eq!(payload.capacity(), 0);
         // A header has its own limit, checked the same way.
-        let header = Framing::new().endian(order).max_header(limit);
+        let header = FrameCodec::new().endian(order).max_header(limit);
         let mut scratch = Vec::new();
         let e = header.read_header(&wire[..], &mut scratch).unwrap_err();
         prop_assert_eq!(frame_error(&e), FrameError::TooLarge { len: claimed.into(), limit });
@@ -187,7 +192,7 @@ proptest! {
         input in prop::collection::vec(any::<u8>(), 0..4096),
         limit in prop_oneof![Just(16u32 << 20), 0u32..5000],
     ) {
-        let framing = Framing::new().endian(order).max_frame(limit);
+        let framing = FrameCodec::new().endian(order).max_frame(limit);
         let mut rest = &input[..];
         let mut payload = Vec::new();
         let mut consumed = 0;
@@ -218,7 +223,7 @@ proptest! {
 
     #[test]
     fn headers_round_trip(order in endian(), header in json_object(), step in 1usize..32) {
-        let framing = Framing::new().endian(order);
+        let framing = FrameCodec::new().endian(order);
         let mut wire = Vec::new();
         framing.write_header(&mut wire, &header).unwrap();
         let mut input = Trickle { data: &wire, step };
@@ -329,6 +334,109 @@ proptest! {
         chars.insert(at.index(chars.len() + 1), refused);
         let bad: String = chars.into_iter().collect();
         prop_assert!(check_file_name(&bad).is_err(), "{:?}", bad);
+    }
+
+    #[test]
+    fn files_requests_round_trip(
+        name in "[^/\\\\\u{0}-\u{1f}\u{7f}]{1,40}",
+        size in any::<u64>(),
+        digest in prop::option::of("[0-9a-fA-F]{64}"),
+        op in 0u8..3,
+    ) {
+        prop_assume!(check_file_name(&name).is_ok());
+        let request = match op {
+            0 => Request::Put { file_name: name, file_size: size, sha256: digest.map(|d| d.to_ascii_lowercase()) },
+            1 => Request::Get { file_name: name },
+            _ => Request::List,
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        prop_assert!(text.starts_with("{\"op\":"), "{}", text);
+        prop_assert_eq!(Request::parse(text.as_bytes()), Ok(request));
+    }
+
+    #[test]
+    fn any_files_header_is_a_request_or_a_refusal(header in json_object(), op in prop::option::of(".{0,6}")) {
+        let mut header = header;
+        if let Some(op) = op {
+            header.insert("op".into(), Value::String(op));
+        }
+        let text = serde_json::to_vec(&Value::Object(header.clone())).unwrap();
+        match Request::parse(&text) {
+            Ok(request) => {
+                let again = serde_json::to_vec(&request).unwrap();
+                prop_assert_eq!(Request::parse(&again), Ok(request));
+            }
+            Err(bad) => {
+                prop_assert!(!bad.reason.is_empty());
+                // Only what may be a put (whose body follows) closes.
+                let may_be_put = match header.get("op") {
+                    None | Some(Value::Null) => true,
+                    Some(op) => op.as_str() == Some("put"),
+                };
+                prop_assert_eq!(bad.closes, may_be_put, "{}", bad.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn exec_answers_round_trip_with_their_keys_in_order(
+        exit_code in prop::option::of(any::<i32>()),
+        signal in prop::option::of(1i32..65),
+        stdout_size in any::<u64>(),
+        stderr_size in any::<u64>(),
+        timed_out in any::<bool>(),
+        truncated in any::<bool>(),
+        why in ".{0,40}",
+    ) {
+        let status = Status { exit_code, signal, stdout_size, stderr_size, timed_out, truncated };
+        let text = serde_json::to_string(&ExecAnswer::Ok(status.clone())).unwrap();
+        let keys: Vec<String> = serde_json::from_str::<Map<String, Value>>(&text).unwrap().keys().cloned().collect();
+        prop_assert_eq!(
+            keys,
+            ["status", "exit_code", "signal", "stdout_size", "stderr_size", "timed_out", "truncated"]
+        );
+        prop_assert_eq!(serde_json::from_str::<ExecAnswer>(&text).unwrap(), ExecAnswer::Ok(status));
+        let refused = ExecAnswer::refused(why.clone());
+        let text = serde_json::to_string(&refused).unwrap();
+        prop_assert_eq!(text, format!(
+            "{{\"status\":\"error\",\"error\":{},\"stdout_size\":0,\"stderr_size\":0}}",
+            serde_json::to_string(&why).unwrap()
+        ));
+    }
+
+    #[test]
+    fn listings_round_trip(entries in prop::collection::vec((".{0,30}", any::<u64>()), 0..20)) {
+        let files: Vec<Entry> = entries.into_iter().map(|(name, size)| Entry { name, size }).collect();
+        let answer = FilesAnswer::Ok(Listing { files });
+        let text = serde_json::to_string(&answer).unwrap();
+        prop_assert_eq!(serde_json::from_str::<FilesAnswer<Listing>>(&text).unwrap(), answer);
+    }
+
+    #[test]
+    fn startup_limits_round_trip_and_their_chance_only_rises(
+        start in 1usize..500,
+        extra in 0usize..500,
+        rate in 0u8..=100,
+        probes in prop::collection::vec(0usize..1200, 1..20),
+    ) {
+        let limit = StartupLimit::new(start, rate, start + extra).unwrap();
+        prop_assert_eq!(limit.to_string().parse::<StartupLimit>(), Ok(limit));
+        let mut probes = probes;
+        probes.sort_unstable();
+        let chances: Vec<f64> = probes.iter().map(|&n| limit.refusal_chance(n)).collect();
+        prop_assert!(chances.windows(2).all(|w| w[0] <= w[1]), "{:?}", chances);
+        prop_assert!(chances.iter().all(|c| (0.0..=1.0).contains(c)));
+        for (&n, &chance) in probes.iter().zip(&chances) {
+            prop_assert_eq!(chance == 0.0, n < start || (rate == 0 && n == start && extra > 0));
+            prop_assert_eq!(chance == 1.0, n >= start + extra || (rate == 100 && n >= start));
+        }
+    }
+
+    #[test]
+    fn any_text_is_a_startup_limit_or_refused(text in "[0-9:]{0,12}") {
+        if let Ok(limit) = text.parse::<StartupLimit>() {
+            prop_assert!(1 <= limit.start() && limit.start() <= limit.full() && limit.rate() <= 100);
+        }
     }
 
     #[test]

@@ -26,10 +26,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use socketserver::protocol::auth::Key;
 use socketserver::client::exec::ExecClient;
 use socketserver::client::files::FilesClient;
-use socketserver::protocol::framing::Framing;
+use socketserver::protocol::auth::Key;
+use socketserver::protocol::framing::FrameCodec;
 use socketserver::SocketUrl;
 
 const STEP: Duration = Duration::from_secs(10);
@@ -455,8 +455,13 @@ fn main() {
         workers.push(worker(&counters, "exec", &stop, ms(20), move |i| {
             if client.is_none() || i % 10 == 0 {
                 client = Some(
-                    ExecClient::connect(&url, &Key::new(KEY).unwrap(), Framing::new(), Some(STEP))
-                        .map_err(|e| format!("connect: {e}"))?,
+                    ExecClient::connect(
+                        &url,
+                        &Key::new(KEY).unwrap(),
+                        FrameCodec::new(),
+                        Some(STEP),
+                    )
+                    .map_err(|e| format!("connect: {e}"))?,
                 );
             }
             let output = client
@@ -473,7 +478,7 @@ fn main() {
     for w in 0..2u64 {
         let url = servers[2].url(0);
         workers.push(worker(&counters, "files", &stop, ms(10), move |i| {
-            let mut client = FilesClient::connect(&url, None, Framing::new(), Some(STEP))
+            let mut client = FilesClient::connect(&url, None, FrameCodec::new(), Some(STEP))
                 .map_err(|e| format!("connect: {e}"))?;
             let name = format!("soak-{w}-{}", i % 8);
             let data = text(i, 64 << 10);
@@ -506,7 +511,7 @@ fn main() {
                         Ok(()) => {
                             let wrong = Key::new(&b"wrong"[..]).unwrap().answer(&challenge);
                             s.write_all(&wrong).map_err(|e| e.to_string())?;
-                            let verdict = Framing::new()
+                            let verdict = FrameCodec::new()
                                 .read_header(&mut s, &mut Vec::new())
                                 .map_err(|e| e.to_string())?;
                             Ok(verdict.is_some_and(|v| v["status"] == "denied"))
@@ -520,11 +525,11 @@ fn main() {
                     socketserver::protocol::auth::client_handshake(
                         &mut s,
                         &Key::new(KEY).unwrap(),
-                        &Framing::new(),
+                        &FrameCodec::new(),
                     )
                     .map_err(|e| e.to_string())?;
                     s.write_all(&[0xff; 4]).map_err(|e| e.to_string())?;
-                    let answer = Framing::new()
+                    let answer = FrameCodec::new()
                         .read_header(&mut s, &mut Vec::new())
                         .map_err(|e| e.to_string())?;
                     Ok(answer.is_some_and(|a| a["status"] == "error"))
@@ -533,7 +538,7 @@ fn main() {
                     // Garbage instead of a header.
                     let mut s = tcp(&files_addr)?;
                     s.write_all(b"\x05\0\0\0hello").map_err(|e| e.to_string())?;
-                    let answer = Framing::new()
+                    let answer = FrameCodec::new()
                         .read_header(&mut s, &mut Vec::new())
                         .map_err(|e| e.to_string())?;
                     Ok(answer.is_some_and(|a| a["status"] == "error"))
@@ -541,7 +546,7 @@ fn main() {
                 3 => {
                     // An upload reset midway.
                     let mut s = tcp(&files_addr)?;
-                    Framing::new()
+                    FrameCodec::new()
                         .write_header(&mut s, &json!({"file_name": "cut", "file_size": 500_000}))
                         .map_err(|e| e.to_string())?;
                     s.write_all(&text(i, 100_000)).map_err(|e| e.to_string())?;
@@ -551,10 +556,10 @@ fn main() {
                 _ => {
                     // A traversal attempt.
                     let mut s = tcp(&files_addr)?;
-                    Framing::new()
+                    FrameCodec::new()
                         .write_header(&mut s, &json!({"file_name": "../escape", "file_size": 1}))
                         .map_err(|e| e.to_string())?;
-                    let answer = Framing::new()
+                    let answer = FrameCodec::new()
                         .read_header(&mut s, &mut Vec::new())
                         .map_err(|e| e.to_string())?;
                     Ok(answer.is_some_and(|a| a["status"] == "error"))

@@ -3,11 +3,11 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-
 use super::Connection;
-use crate::protocol::auth::{client_handshake, Key};
-use crate::protocol::framing::{body, Framing};
+use crate::protocol::auth::{client_handshake, Key, NoChallenge};
+use crate::protocol::exec::Answer;
+pub use crate::protocol::exec::Status;
+use crate::protocol::framing::{body, FrameCodec};
 use crate::SocketUrl;
 
 /// A connection to an exec server, authenticated, ready to run commands
@@ -22,11 +22,11 @@ use crate::SocketUrl;
 /// use std::time::Duration;
 /// use socketserver::protocol::auth::Key;
 /// use socketserver::client::exec::ExecClient;
-/// use socketserver::protocol::framing::Framing;
+/// use socketserver::protocol::framing::FrameCodec;
 ///
 /// let url = "tcp://127.0.0.1:9003".parse().unwrap();
 /// let key = Key::from_file("exec.key")?;
-/// let mut client = ExecClient::connect(&url, &key, Framing::new(), Some(Duration::from_secs(30)))?;
+/// let mut client = ExecClient::connect(&url, &key, FrameCodec::new(), Some(Duration::from_secs(30)))?;
 /// match client.run("uname -s")? {
 ///     Ok(output) => print!("{}", String::from_utf8_lossy(&output.stdout)),
 ///     Err(why) => eprintln!("refused: {why}"),
@@ -36,37 +36,8 @@ use crate::SocketUrl;
 #[derive(Debug)]
 pub struct ExecClient {
     connection: Connection,
-    framing: Framing,
+    codec: FrameCodec,
     scratch: Vec<u8>,
-}
-
-/// How a command ended: the header of an `ok` answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    /// The exit status; `None` when a signal ended the command.
-    pub exit_code: Option<i32>,
-    /// The signal that ended the command, if one did.
-    pub signal: Option<i32>,
-    /// How many bytes of standard output the answer carries.
-    pub stdout_size: u64,
-    /// How many bytes of standard error the answer carries.
-    pub stderr_size: u64,
-    /// The server killed the command at its timeout.
-    pub timed_out: bool,
-    /// The server threw away output over its limit.
-    pub truncated: bool,
-}
-
-impl Status {
-    /// The status a shell would report: the exit code, or 128 + the signal
-    /// number.
-    pub fn shell_status(&self) -> i32 {
-        match (self.exit_code, self.signal) {
-            (Some(code), _) => code,
-            (None, Some(signal)) => 128 + signal,
-            (None, None) => 1,
-        }
-    }
 }
 
 /// A command's whole answer.
@@ -83,24 +54,27 @@ pub struct Output {
 impl ExecClient {
     /// Connects to `url` and authenticates with `key`; `timeout` bounds the
     /// connection and every read (an answer comes when the command ends, so
-    /// leave room for the server's command timeout).
+    /// leave room for the server's command timeout). A server that sends no
+    /// challenge within `timeout` is not an exec server: the error (a
+    /// [`NoChallenge`]) says so.
     pub fn connect(
         url: &SocketUrl,
         key: &Key,
-        framing: Framing,
+        codec: FrameCodec,
         timeout: Option<Duration>,
     ) -> io::Result<Self> {
         let connection = Connection::connect(url, timeout)?;
         connection.set_read_timeout(timeout)?;
-        Self::handshake(connection, key, framing)
+        Self::handshake(connection, key, codec)
+            .map_err(|e| NoChallenge::explain(e, url, timeout, "an exec server"))
     }
 
     /// Authenticates on a connection made elsewhere.
-    pub fn handshake(mut connection: Connection, key: &Key, framing: Framing) -> io::Result<Self> {
-        client_handshake(&mut connection, key, &framing)?;
+    pub fn handshake(mut connection: Connection, key: &Key, codec: FrameCodec) -> io::Result<Self> {
+        client_handshake(&mut connection, key, &codec)?;
         Ok(ExecClient {
             connection,
-            framing,
+            codec,
             scratch: Vec::new(),
         })
     }
@@ -126,49 +100,34 @@ impl ExecClient {
         stdout: &mut dyn Write,
         stderr: &mut dyn Write,
     ) -> io::Result<Result<Status, String>> {
-        self.framing
+        self.codec
             .write_frame(&mut self.connection, line.as_bytes())?;
-        let header = self
-            .framing
-            .read_header(&mut self.connection, &mut self.scratch)?
+        let answer: Answer = self
+            .codec
+            .read_answer_as(&mut self.connection, &mut self.scratch)
+            .map_err(|e| unexpected(e, &self.scratch))?
             .ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the server closed the connection",
                 )
             })?;
-        let stdout_size = size(&header, "stdout_size")?;
-        let stderr_size = size(&header, "stderr_size")?;
-        match header.get("status").and_then(Value::as_str) {
-            Some("ok") => {}
-            Some("error") => {
-                // An error answer has no body; skip one anyway if announced.
-                body(&mut self.connection, stdout_size + stderr_size).skip()?;
-                let why = header
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
-                return Ok(Err(why.to_string()));
+        match answer {
+            Answer::Ok(status) => {
+                io::copy(&mut body(&mut self.connection, status.stdout_size), stdout)?;
+                io::copy(&mut body(&mut self.connection, status.stderr_size), stderr)?;
+                Ok(Ok(status))
             }
-            _ => return Err(bad_answer(&header)),
+            Answer::Error(failure) => {
+                // An error answer has no body; skip one anyway if announced.
+                body(
+                    &mut self.connection,
+                    failure.stdout_size.saturating_add(failure.stderr_size),
+                )
+                .skip()?;
+                Ok(Err(failure.error))
+            }
         }
-        let status = Status {
-            exit_code: optional_i32(&header, "exit_code")?,
-            signal: optional_i32(&header, "signal")?,
-            stdout_size,
-            stderr_size,
-            timed_out: header
-                .get("timed_out")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            truncated: header
-                .get("truncated")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        };
-        io::copy(&mut body(&mut self.connection, stdout_size), stdout)?;
-        io::copy(&mut body(&mut self.connection, stderr_size), stderr)?;
-        Ok(Ok(status))
     }
 
     /// The connection, to set timeouts or close it.
@@ -177,27 +136,16 @@ impl ExecClient {
     }
 }
 
-fn size(header: &Map<String, Value>, key: &str) -> io::Result<u64> {
-    match header.get(key) {
-        None => Ok(0),
-        Some(value) => value.as_u64().ok_or_else(|| bad_answer(header)),
+/// An answer header of the wrong shape, quoted.
+fn unexpected(error: io::Error, raw: &[u8]) -> io::Error {
+    match crate::protocol::framing::FrameError::from_io(&error) {
+        Some(crate::protocol::framing::FrameError::BadHeader(why)) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "unexpected answer: {} ({why})",
+                String::from_utf8_lossy(raw)
+            ),
+        ),
+        _ => error,
     }
-}
-
-fn optional_i32(header: &Map<String, Value>, key: &str) -> io::Result<Option<i32>> {
-    match header.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .map(Some)
-            .ok_or_else(|| bad_answer(header)),
-    }
-}
-
-fn bad_answer(header: &Map<String, Value>) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("unexpected answer: {}", Value::Object(header.clone())),
-    )
 }

@@ -6,13 +6,15 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::Connection;
-use crate::protocol::auth::{client_handshake, Key};
+use crate::protocol::auth::{client_handshake, Key, NoChallenge};
 use crate::protocol::digest::{hex, is_sha256_hex, sha256_prefix};
-use crate::protocol::framing::{body, Framing};
+pub use crate::protocol::files::Entry;
+use crate::protocol::files::{Answer, Fetched, Listing, Request, Stored};
+use crate::protocol::framing::{body, FrameCodec, FrameError};
 use crate::SocketUrl;
 
 /// The size of the copy buffer.
@@ -22,15 +24,16 @@ const CHUNK: usize = 64 * 1024;
 ///
 /// A refusal by the server is an [`io::Error`] of kind
 /// [`io::ErrorKind::Other`] whose inner error is a [`Refused`] with the
-/// server's reason.
+/// server's reason. Answers are read up to the frame limit, however small
+/// the header limit: a listing of many files is one large answer.
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// use socketserver::client::files::FilesClient;
-/// use socketserver::protocol::framing::Framing;
+/// use socketserver::protocol::framing::FrameCodec;
 ///
 /// let url = "tcp://127.0.0.1:9004".parse().unwrap();
-/// let mut client = FilesClient::connect(&url, None, Framing::new(), Some(Duration::from_secs(30)))?;
+/// let mut client = FilesClient::connect(&url, None, FrameCodec::new(), Some(Duration::from_secs(30)))?;
 /// let stored = client.put_file("photo.jpg".as_ref(), None, &mut |_sent| {})?;
 /// println!("stored {} ({} bytes)", stored.file_name, stored.size);
 /// for entry in client.list()? {
@@ -41,7 +44,7 @@ const CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct FilesClient {
     connection: Connection,
-    framing: Framing,
+    codec: FrameCodec,
     scratch: Vec<u8>,
 }
 
@@ -77,38 +80,36 @@ pub struct Transferred {
     pub sha256: String,
 }
 
-/// A file in a `list` answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Its name.
-    pub name: String,
-    /// Its size in bytes.
-    pub size: u64,
-}
-
 impl FilesClient {
     /// Connects to `url`, authenticating with `key` if there is one;
-    /// `timeout` bounds the connection and every read.
+    /// `timeout` bounds the connection and every read. With a key, a server
+    /// that sends no challenge within `timeout` is not an authenticating
+    /// files server: the error (a [`NoChallenge`]) says so.
     pub fn connect(
         url: &SocketUrl,
         key: Option<&Key>,
-        framing: Framing,
+        codec: FrameCodec,
         timeout: Option<Duration>,
     ) -> io::Result<Self> {
         let connection = Connection::connect(url, timeout)?;
         connection.set_read_timeout(timeout)?;
-        Self::on(connection, key, framing)
+        Self::on(connection, key, codec)
+            .map_err(|e| NoChallenge::explain(e, url, timeout, "a files server with a key"))
     }
 
     /// Uses a connection made elsewhere, authenticating with `key` if there
     /// is one.
-    pub fn on(mut connection: Connection, key: Option<&Key>, framing: Framing) -> io::Result<Self> {
+    pub fn on(
+        mut connection: Connection,
+        key: Option<&Key>,
+        codec: FrameCodec,
+    ) -> io::Result<Self> {
         if let Some(key) = key {
-            client_handshake(&mut connection, key, &framing)?;
+            client_handshake(&mut connection, key, &codec)?;
         }
         Ok(FilesClient {
             connection,
-            framing,
+            codec,
             scratch: Vec::new(),
         })
     }
@@ -124,11 +125,12 @@ impl FilesClient {
         sha256: Option<&str>,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Transferred> {
-        let mut header = json!({"op": "put", "file_name": name, "file_size": size});
-        if let Some(digest) = sha256 {
-            header["sha256"] = json!(digest);
-        }
-        self.framing.write_header(&mut self.connection, &header)?;
+        let request = Request::Put {
+            file_name: name.to_string(),
+            file_size: size,
+            sha256: sha256.map(str::to_string),
+        };
+        self.codec.write_header(&mut self.connection, &request)?;
         let mut source = body(data, size);
         let mut buf = vec![0u8; usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK))];
         let mut sent = 0;
@@ -147,24 +149,20 @@ impl FilesClient {
             if let Err(e) = self.connection.write_all(&buf[..n]) {
                 // The server may have refused the upload and closed: its
                 // answer says why, if it still arrives.
-                return Err(match self.answer() {
-                    Ok(answer) => match Self::ok(answer) {
-                        Err(refused) => refused,
-                        Ok(_) => e,
-                    },
-                    Err(_) => e,
+                return Err(match self.answer::<Stored>() {
+                    Ok(Err(refused)) => refused,
+                    _ => e,
                 });
             }
             sent += n as u64;
             progress(sent);
         }
-        let answer = Self::ok(self.answer()?)?;
-        let stored = Transferred {
-            file_name: string(&answer, "file_name")?,
-            size: number(&answer, "size")?,
-            sha256: string(&answer, "sha256")?,
-        };
-        Ok(stored)
+        let stored = self.answer::<Stored>()??;
+        Ok(Transferred {
+            file_name: stored.file_name,
+            size: stored.size,
+            sha256: stored.sha256,
+        })
     }
 
     /// Uploads a file under `name` (by default its own file name), sending
@@ -209,13 +207,12 @@ impl FilesClient {
         out: &mut dyn Write,
         progress: &mut dyn FnMut(u64, u64),
     ) -> io::Result<Transferred> {
-        self.framing.write_header(
-            &mut self.connection,
-            &json!({"op": "get", "file_name": name}),
-        )?;
-        let answer = Self::ok(self.answer()?)?;
-        let size = number(&answer, "file_size")?;
-        let expected = string(&answer, "sha256")?;
+        let request = Request::Get {
+            file_name: name.to_string(),
+        };
+        self.codec.write_header(&mut self.connection, &request)?;
+        let fetched = self.answer::<Fetched>()??;
+        let size = fetched.file_size;
         let mut hasher = Sha256::new();
         let mut incoming = body(&mut self.connection, size);
         let mut buf = vec![0u8; usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK))];
@@ -235,21 +232,23 @@ impl FilesClient {
         }
         out.flush()?;
         let digest = hex(&hasher.finalize());
-        if is_sha256_hex(&expected) && !digest.eq_ignore_ascii_case(&expected) {
+        let expected = &fetched.sha256;
+        if is_sha256_hex(expected) && !digest.eq_ignore_ascii_case(expected) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("sha256 mismatch for {name}: the server announced {expected}, the data is {digest}"),
             ));
         }
         Ok(Transferred {
-            file_name: string(&answer, "file_name").unwrap_or_else(|_| name.to_string()),
+            file_name: fetched.file_name,
             size,
             sha256: digest,
         })
     }
 
     /// Downloads `name` into the file `path`, through a temporary file next
-    /// to it that is renamed into place once the digest checked out.
+    /// to it that is renamed into place once the digest checked out (an
+    /// existing file at `path` is replaced: check first if it must not be).
     pub fn get_to_file(
         &mut self,
         name: &str,
@@ -271,23 +270,9 @@ impl FilesClient {
 
     /// Lists the server's files.
     pub fn list(&mut self) -> io::Result<Vec<Entry>> {
-        self.framing
-            .write_header(&mut self.connection, &json!({"op": "list"}))?;
-        let answer = Self::ok(self.answer()?)?;
-        let files = answer
-            .get("files")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad_answer(&answer))?;
-        files
-            .iter()
-            .map(|file| {
-                let file = file.as_object().ok_or_else(|| bad_answer(&answer))?;
-                Ok(Entry {
-                    name: string(file, "name")?,
-                    size: number(file, "size")?,
-                })
-            })
-            .collect()
+        self.codec
+            .write_header(&mut self.connection, &Request::List)?;
+        Ok(self.answer::<Listing>()??.files)
     }
 
     /// The connection, to set timeouts or close it.
@@ -295,30 +280,37 @@ impl FilesClient {
         &self.connection
     }
 
-    fn answer(&mut self) -> io::Result<Map<String, Value>> {
-        self.framing
-            .read_header(&mut self.connection, &mut self.scratch)?
-            .ok_or_else(|| {
-                io::Error::new(
+    /// Reads an answer: the outer error is the connection's, the inner one
+    /// the server's refusal (a [`Refused`]).
+    fn answer<T: DeserializeOwned>(&mut self) -> io::Result<io::Result<T>> {
+        let answer: Answer<T> = match self
+            .codec
+            .read_answer_as(&mut self.connection, &mut self.scratch)
+        {
+            Ok(Some(answer)) => answer,
+            Ok(None) => {
+                return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the server closed the connection",
-                )
-            })
-    }
-
-    /// The answer if it says ok; its error as a [`Refused`] otherwise.
-    fn ok(answer: Map<String, Value>) -> io::Result<Map<String, Value>> {
-        match answer.get("status").and_then(Value::as_str) {
-            Some("ok") => Ok(answer),
-            Some("error") => {
-                let why = answer
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
-                Err(io::Error::other(Refused(why.to_string())))
+                ))
             }
-            _ => Err(bad_answer(&answer)),
-        }
+            Err(e) => {
+                return Err(match FrameError::from_io(&e) {
+                    Some(FrameError::BadHeader(why)) => io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "unexpected answer: {} ({why})",
+                            String::from_utf8_lossy(&self.scratch)
+                        ),
+                    ),
+                    _ => e,
+                })
+            }
+        };
+        Ok(match answer {
+            Answer::Ok(value) => Ok(value),
+            Answer::Error(refusal) => Err(io::Error::other(Refused(refusal.error))),
+        })
     }
 }
 
@@ -329,24 +321,4 @@ fn temp_path_for(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!(".{name}.part"))
-}
-
-fn string(map: &Map<String, Value>, key: &str) -> io::Result<String> {
-    map.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| bad_answer(map))
-}
-
-fn number(map: &Map<String, Value>, key: &str) -> io::Result<u64> {
-    map.get(key)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| bad_answer(map))
-}
-
-fn bad_answer(map: &Map<String, Value>) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("unexpected answer: {}", Value::Object(map.clone())),
-    )
 }

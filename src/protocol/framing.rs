@@ -51,9 +51,9 @@
 //! the read functions return `None` (or `false`).
 //!
 //! ```
-//! use socketserver::protocol::framing::{Endian, Framing};
+//! use socketserver::protocol::framing::{Endian, FrameCodec};
 //!
-//! let framing = Framing::new().endian(Endian::Big);
+//! let framing = FrameCodec::new().endian(Endian::Big);
 //! let mut wire = Vec::new();
 //! framing.write_frame(&mut wire, b"ls -l")?;
 //! assert_eq!(wire, b"\0\0\0\x05ls -l");
@@ -68,11 +68,14 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::str::FromStr;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+/// The byte order of a frame's 4-byte length: the same type as the
+/// [`Framing`](crate::request::Framing) of a message handler uses.
+pub use crate::request::Endian;
 
 /// The default largest frame payload: 16 MiB.
 pub const DEFAULT_MAX_FRAME: u32 = 16 << 20;
@@ -83,57 +86,6 @@ pub const DEFAULT_MAX_HEADER: u32 = 64 << 10;
 /// How much of a payload buffer is reserved before any byte arrives; past
 /// this it grows with what the peer really sends.
 const EAGER_RESERVE: usize = 64 << 10;
-
-/// The byte order of a frame's 4-byte length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Endian {
-    /// Least significant byte first: Python's `struct.pack('i', n)` on x86
-    /// and ARM. The default.
-    #[default]
-    Little,
-    /// Network order, most significant byte first: `struct.pack('!I', n)`.
-    Big,
-}
-
-impl Endian {
-    /// The 4 bytes that carry `length`.
-    pub fn encode(self, length: u32) -> [u8; 4] {
-        match self {
-            Endian::Little => length.to_le_bytes(),
-            Endian::Big => length.to_be_bytes(),
-        }
-    }
-
-    /// The length that 4 bytes carry.
-    pub fn decode(self, bytes: [u8; 4]) -> u32 {
-        match self {
-            Endian::Little => u32::from_le_bytes(bytes),
-            Endian::Big => u32::from_be_bytes(bytes),
-        }
-    }
-}
-
-impl fmt::Display for Endian {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Endian::Little => "little",
-            Endian::Big => "big",
-        })
-    }
-}
-
-impl FromStr for Endian {
-    type Err = String;
-
-    /// Parses `little` (or `le`) and `big` (or `be`, `network`), in any case.
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "little" | "le" => Ok(Endian::Little),
-            "big" | "be" | "network" => Ok(Endian::Big),
-            _ => Err(format!("{text:?} is not a byte order (use little or big)")),
-        }
-    }
-}
 
 /// What went wrong with a frame, a header or a body. Carried inside an
 /// [`io::Error`]; see the [module documentation](self) for the kinds.
@@ -261,15 +213,15 @@ pub fn read_full(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// The defaults: [`Endian::Little`], frames up to [`DEFAULT_MAX_FRAME`],
 /// headers up to [`DEFAULT_MAX_HEADER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Framing {
+pub struct FrameCodec {
     endian: Endian,
     max_frame: u32,
     max_header: u32,
 }
 
-impl Default for Framing {
+impl Default for FrameCodec {
     fn default() -> Self {
-        Framing {
+        FrameCodec {
             endian: Endian::Little,
             max_frame: DEFAULT_MAX_FRAME,
             max_header: DEFAULT_MAX_HEADER,
@@ -277,7 +229,7 @@ impl Default for Framing {
     }
 }
 
-impl Framing {
+impl FrameCodec {
     /// The defaults: little-endian, 16 MiB frames, 64 KiB headers.
     pub fn new() -> Self {
         Self::default()
@@ -406,15 +358,57 @@ impl Framing {
         }
     }
 
+    /// The [`Framing`](crate::request::Framing) of a
+    /// [`MessageHandler`](crate::request::MessageHandler) that receives
+    /// frames of at most `limit` bytes in this byte order: pass
+    /// [`frame_limit`](FrameCodec::frame_limit) for commands,
+    /// [`header_limit`](FrameCodec::header_limit) for JSON headers.
+    pub fn framing(&self, limit: u32) -> crate::request::Framing {
+        crate::request::Framing::LengthPrefixed {
+            endian: self.endian,
+            max: limit,
+        }
+    }
+
+    /// The largest answer header a client accepts and a server sends: the
+    /// frame limit (or the header limit, if that is larger). The header limit
+    /// bounds what a server accepts, not what it sends, so that an answer
+    /// that must be one header (a long listing) can be.
+    pub fn answer_limit(&self) -> u32 {
+        self.max_frame.max(self.max_header)
+    }
+
     /// Reads a JSON-header frame (at most the header limit) and returns the
     /// object; `None` when the input ends cleanly before it. `scratch` holds
-    /// the raw bytes and is reused from call to call.
+    /// the raw bytes and is reused from call to call. For the requests a
+    /// server reads; a client reads answers with
+    /// [`read_answer`](FrameCodec::read_answer).
     pub fn read_header(
         &self,
         reader: impl Read,
         scratch: &mut Vec<u8>,
     ) -> io::Result<Option<Map<String, Value>>> {
-        if !self.read_limited(reader, scratch, self.max_header)? {
+        self.read_header_within(reader, scratch, self.max_header)
+    }
+
+    /// Reads an answer's JSON header, of at most the
+    /// [`answer_limit`](FrameCodec::answer_limit); otherwise as
+    /// [`read_header`](FrameCodec::read_header).
+    pub fn read_answer(
+        &self,
+        reader: impl Read,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<Option<Map<String, Value>>> {
+        self.read_header_within(reader, scratch, self.answer_limit())
+    }
+
+    fn read_header_within(
+        &self,
+        reader: impl Read,
+        scratch: &mut Vec<u8>,
+        limit: u32,
+    ) -> io::Result<Option<Map<String, Value>>> {
+        if !self.read_limited(reader, scratch, limit)? {
             return Ok(None);
         }
         parse_header(scratch).map(Some).map_err(io::Error::from)
@@ -428,20 +422,50 @@ impl Framing {
         reader: impl Read,
         scratch: &mut Vec<u8>,
     ) -> io::Result<Option<T>> {
-        let Some(object) = self.read_header(reader, scratch)? else {
-            return Ok(None);
-        };
-        serde_json::from_value(Value::Object(object))
-            .map(Some)
-            .map_err(|e| FrameError::BadHeader(e.to_string()).into())
+        let header = self.read_header(reader, scratch)?;
+        header.map(typed).transpose()
+    }
+
+    /// Reads an answer's JSON header (at most the
+    /// [`answer_limit`](FrameCodec::answer_limit)) into a typed value; as
+    /// [`read_header_as`](FrameCodec::read_header_as) otherwise.
+    pub fn read_answer_as<T: DeserializeOwned>(
+        &self,
+        reader: impl Read,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<Option<T>> {
+        let header = self.read_answer(reader, scratch)?;
+        header.map(typed).transpose()
     }
 
     /// Writes a JSON header (any `serde` value that serializes to an object)
-    /// in one frame. Its body, if any, is for the caller to write next.
+    /// of at most the header limit, in one frame. Its body, if any, is for
+    /// the caller to write next. For requests and short answers; an answer
+    /// that may be long goes with [`write_answer`](FrameCodec::write_answer).
     pub fn write_header<T: Serialize + ?Sized>(
+        &self,
+        writer: impl Write,
+        header: &T,
+    ) -> io::Result<()> {
+        self.write_header_within(writer, header, self.max_header)
+    }
+
+    /// Writes an answer's JSON header, of at most the
+    /// [`answer_limit`](FrameCodec::answer_limit); otherwise as
+    /// [`write_header`](FrameCodec::write_header).
+    pub fn write_answer<T: Serialize + ?Sized>(
+        &self,
+        writer: impl Write,
+        header: &T,
+    ) -> io::Result<()> {
+        self.write_header_within(writer, header, self.answer_limit())
+    }
+
+    fn write_header_within<T: Serialize + ?Sized>(
         &self,
         mut writer: impl Write,
         header: &T,
+        limit: u32,
     ) -> io::Result<()> {
         let mut frame = vec![0u8; 4];
         serde_json::to_writer(&mut frame, header).map_err(io::Error::other)?;
@@ -451,10 +475,16 @@ impl Framing {
                 FrameError::HeaderNotObject,
             ));
         }
-        let prefix = self.prefix(frame.len() - 4, self.max_header)?;
+        let prefix = self.prefix(frame.len() - 4, limit)?;
         frame[..4].copy_from_slice(&prefix);
         writer.write_all(&frame)
     }
+}
+
+/// A header object as a typed value, or [`FrameError::BadHeader`].
+fn typed<T: DeserializeOwned>(object: Map<String, Value>) -> io::Result<T> {
+    serde_json::from_value(Value::Object(object))
+        .map_err(|e| FrameError::BadHeader(e.to_string()).into())
 }
 
 /// Decodes a header frame's payload: UTF-8, JSON, an object.
@@ -556,7 +586,7 @@ mod tests {
     #[test]
     fn round_trips_in_both_byte_orders() {
         for endian in [Endian::Little, Endian::Big] {
-            let framing = Framing::new().endian(endian);
+            let framing = FrameCodec::new().endian(endian);
             let big = vec![7u8; 200_000];
             let mut wire = Vec::new();
             framing.write_frame(&mut wire, b"first").unwrap();
@@ -577,10 +607,10 @@ mod tests {
     fn little_endian_is_what_python_struct_pack_i_writes() {
         // struct.pack('i', 5) == b'\x05\x00\x00\x00'; struct.pack('!I', 5) == b'\x00\x00\x00\x05'
         let mut wire = Vec::new();
-        Framing::new().write_frame(&mut wire, b"hello").unwrap();
+        FrameCodec::new().write_frame(&mut wire, b"hello").unwrap();
         assert_eq!(wire, b"\x05\x00\x00\x00hello");
         let mut wire = Vec::new();
-        Framing::new()
+        FrameCodec::new()
             .endian(Endian::Big)
             .write_frame(&mut wire, b"hello")
             .unwrap();
@@ -600,7 +630,7 @@ mod tests {
 
     #[test]
     fn an_over_limit_length_is_refused_before_any_allocation() {
-        let framing = Framing::new().max_frame(1024);
+        let framing = FrameCodec::new().max_frame(1024);
         // Announces 4 GiB - 1 and sends nothing more: refused from the length alone.
         let wire = [0xffu8, 0xff, 0xff, 0xff];
         let mut payload = Vec::new();
@@ -634,7 +664,7 @@ mod tests {
 
     #[test]
     fn a_claimed_size_is_not_reserved_up_front() {
-        let framing = Framing::new();
+        let framing = FrameCodec::new();
         let mut wire = Vec::new();
         wire.extend_from_slice(&(DEFAULT_MAX_FRAME).to_le_bytes());
         wire.extend_from_slice(b"only ten b");
@@ -658,7 +688,7 @@ mod tests {
 
     #[test]
     fn the_payload_buffer_is_reused() {
-        let framing = Framing::new();
+        let framing = FrameCodec::new();
         let mut wire = Vec::new();
         for _ in 0..3 {
             framing.write_frame(&mut wire, &[9u8; 1000]).unwrap();
@@ -675,7 +705,7 @@ mod tests {
     #[test]
     fn truncation_at_every_byte_is_reported() {
         for endian in [Endian::Little, Endian::Big] {
-            let framing = Framing::new().endian(endian);
+            let framing = FrameCodec::new().endian(endian);
             let mut wire = Vec::new();
             framing.write_frame(&mut wire, b"0123456789").unwrap();
             for cut in 0..wire.len() {
@@ -713,7 +743,7 @@ mod tests {
             file_size: u64,
         }
         for endian in [Endian::Little, Endian::Big] {
-            let framing = Framing::new().endian(endian);
+            let framing = FrameCodec::new().endian(endian);
             let mut wire = Vec::new();
             framing
                 .write_header(
@@ -767,7 +797,7 @@ mod tests {
     #[test]
     fn the_exact_bytes_of_a_header() {
         let mut wire = Vec::new();
-        Framing::new()
+        FrameCodec::new()
             .write_header(&mut wire, &json!({"status": "ok"}))
             .unwrap();
         assert_eq!(wire, b"\x0f\x00\x00\x00{\"status\":\"ok\"}");
@@ -775,7 +805,7 @@ mod tests {
 
     #[test]
     fn bad_headers_are_named() {
-        let framing = Framing::new();
+        let framing = FrameCodec::new();
         let cases: [(&[u8], FrameError); 5] = [
             (b"[1,2]", FrameError::HeaderNotObject),
             (b"\"text\"", FrameError::HeaderNotObject),
@@ -821,9 +851,9 @@ mod tests {
 
     #[test]
     fn a_header_has_its_own_limit() {
-        let framing = Framing::new().max_header(16);
+        let framing = FrameCodec::new().max_header(16);
         let mut wire = Vec::new();
-        Framing::new()
+        FrameCodec::new()
             .write_header(&mut wire, &json!({"file_name": "long enough"}))
             .unwrap();
         let e = framing.read_header(&wire[..], &mut Vec::new()).unwrap_err();

@@ -370,3 +370,105 @@ pub(crate) trait Outlet: Send + Sync {
     fn close(&self);
     fn is_closed(&self) -> bool;
 }
+
+/// One message handler shared by several servers (a service on TCP and on a
+/// Unix socket at once, say): cloning it is cheap, and every clone calls the
+/// same handler, whose state they share. Dereferences to the handler.
+///
+/// ```
+/// use socketserver::request::Shared;
+/// use socketserver::services::ChatRoom;
+/// use socketserver::{ReactorTcpServer, ThreadingUnixStreamServer};
+///
+/// let room = Shared::new(ChatRoom::new());
+/// let tcp = ReactorTcpServer::bind("127.0.0.1:0", room.clone())?;
+/// # let dir = std::env::temp_dir().join(format!("shared-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let unix = ThreadingUnixStreamServer::bind(dir.join("chat.sock"), room.clone())?;
+/// assert!(room.members().is_empty()); // one room behind both
+/// # drop(unix); std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Shared<H>(Arc<H>);
+
+impl<H> Shared<H> {
+    /// Shares `handler`.
+    pub fn new(handler: H) -> Self {
+        Shared(Arc::new(handler))
+    }
+}
+
+impl<H> Clone for Shared<H> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<H> From<Arc<H>> for Shared<H> {
+    fn from(handler: Arc<H>) -> Self {
+        Shared(handler)
+    }
+}
+
+impl<H> std::ops::Deref for Shared<H> {
+    type Target = H;
+
+    fn deref(&self) -> &H {
+        &self.0
+    }
+}
+
+impl<H: MessageHandler> MessageHandler for Shared<H> {
+    type Session = H::Session;
+
+    fn framing(&self, session: &Self::Session) -> Framing {
+        self.0.framing(session)
+    }
+
+    fn blocking(&self, session: &Self::Session) -> bool {
+        self.0.blocking(session)
+    }
+
+    fn idle_ends_at_shutdown(&self) -> bool {
+        self.0.idle_ends_at_shutdown()
+    }
+
+    fn open(&self, conn: &mut Conn<'_>) -> io::Result<Self::Session> {
+        self.0.open(conn)
+    }
+
+    fn on_message(
+        &self,
+        session: &mut Self::Session,
+        message: &[u8],
+        conn: &mut Conn<'_>,
+    ) -> io::Result<Next> {
+        self.0.on_message(session, message, conn)
+    }
+
+    fn on_bad_message(
+        &self,
+        session: &mut Self::Session,
+        error: FramingError,
+        conn: &mut Conn<'_>,
+    ) -> io::Result<()> {
+        self.0.on_bad_message(session, error, conn)
+    }
+
+    fn close(&self, session: Self::Session, why: Closing, conn: &mut Conn<'_>) {
+        self.0.close(session, why, conn)
+    }
+
+    fn verify_request(&self, peer: &Address) -> bool {
+        self.0.verify_request(peer)
+    }
+
+    fn handle_error(&self, peer: &Address, error: &io::Error) {
+        self.0.handle_error(peer, error)
+    }
+
+    fn service_actions(&self) {
+        self.0.service_actions()
+    }
+}

@@ -21,6 +21,6 @@ pub use datagram::DatagramRequest;
 pub use framing::{Endian, Found, Framer, Framing, FramingError, MAX_LEADING_EMPTY_LINES};
 pub use handler::{handler_fn, log_request_error, HandlerFn, RequestHandler};
 pub(crate) use message::{cannot_read, ConnIo, Outlet};
-pub use message::{Closing, Conn, ConnHandle, MessageHandler, Next};
+pub use message::{Closing, Conn, ConnHandle, MessageHandler, Next, Shared};
 pub(crate) use message_loop::{Timeouts, DEFAULT_LINGER};
 pub use stream::{StreamRequest, StreamWriter};

@@ -3,10 +3,12 @@
 //!
 //! # The conversation
 //!
-//! With a [key](Files::key), the connection starts with the
-//! [`auth`](crate::protocol::auth#the-handshake) handshake, exactly as in `exec`. Then the client
-//! sends requests, each a JSON-header [message](crate::protocol::framing), and gets one
-//! answer per request (a JSON-header message too); `op` defaults to `put`, so
+//! Served [`Authenticated`] (with a key), the connection starts with the
+//! [handshake](crate::protocol::auth#the-handshake), exactly as in `exec`.
+//! Then the client sends requests, each a JSON-header
+//! [message](crate::protocol::framing), and gets one answer per request (a
+//! JSON-header message too, typed in
+//! [`protocol::files`](crate::protocol::files)); `op` defaults to `put`, so
 //! the course's client, which sends `{"file_name":...,"file_size":...}` and
 //! the bytes and closes without reading the answer, is served as it is.
 //!
@@ -43,28 +45,28 @@
 //!   unknown op, a sha256 mismatch) leave the connection open.
 //! - `list` shows regular files only, sorted by name, never the temporary
 //!   files of uploads in progress; [`prepare`](Files::prepare) removes those
-//!   left over by a server that died.
+//!   left over by a server that died. A listing is one answer whatever its
+//!   size: the header limit bounds the requests the server accepts, not the
+//!   answers it sends, which may be as large as the frame limit (16 MiB).
+//! - Every request may block (it touches files; a put reads its body and a
+//!   get writes the file through the connection, never whole in memory): in
+//!   reactor mode requests run on a pool thread.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::wire::{authenticate, is_gone};
-use crate::protocol::auth::{FailureLimit, Key};
-use crate::protocol::digest::{hex, is_sha256_hex, sha256_prefix};
-use crate::protocol::framing::{body, FrameError, Framing};
-use crate::{Address, RequestHandler, StreamRequest};
-
-/// The name prefix of the temporary files of uploads in progress.
-pub const TEMP_PREFIX: &str = ".socketserver-part-";
-
-/// The longest file name, in bytes of UTF-8: Linux file systems' `NAME_MAX`.
-pub const MAX_NAME_BYTES: usize = 255;
+use super::auth::{is_gone, AuthConfig, Authenticated, MAX_DISCARD};
+use crate::protocol::digest::{hex, sha256_prefix};
+pub use crate::protocol::files::{check_file_name, MAX_NAME_BYTES, TEMP_PREFIX};
+use crate::protocol::files::{Answer, Entry, Fetched, Listing, Request, Stored};
+use crate::protocol::framing::{body, FrameCodec, FrameError};
+use crate::request::{Conn, Framing, FramingError, MessageHandler, Next};
 
 /// The size of the copy buffer.
 const CHUNK: usize = 64 * 1024;
@@ -87,86 +89,25 @@ const CHUNK: usize = 64 * 1024;
 pub struct Files {
     dir: PathBuf,
     max_size: u64,
-    key: Option<Key>,
-    framing: Framing,
-    auth_timeout: Option<Duration>,
-    idle_timeout: Option<Duration>,
-    auth_limit: FailureLimit,
-}
-
-/// What a request asks for, once its header is understood.
-enum Request {
-    Put {
-        name: String,
-        size: u64,
-        sha256: Option<String>,
-    },
-    Get {
-        name: String,
-    },
-    List,
-}
-
-/// What to do after an answer.
-enum Next {
-    /// Read the next request.
-    Continue,
-    /// Drain and close (the stream is out of step, or the peer is gone).
-    Close,
-    /// Close at once (nothing more can be sent).
-    Gone,
-}
-
-/// Checks a file name from a request: a plain name in the directory, not a
-/// path and not one of the temporary files. The error says why.
-///
-/// ```
-/// use socketserver::services::files::check_file_name;
-/// assert!(check_file_name("photo.jpg").is_ok());
-/// assert!(check_file_name("../etc/passwd").is_err());
-/// assert!(check_file_name("a\\b").is_err());
-/// ```
-pub fn check_file_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("empty file name".to_string());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("refused file name {name:?}"));
-    }
-    if name.contains(['/', '\\']) {
-        return Err(format!("refused file name {name:?}: a path separator"));
-    }
-    if name.chars().any(|c| c.is_ascii_control()) {
-        return Err(format!("refused file name {name:?}: a control character"));
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!(
-            "refused file name of {} bytes: the limit is {MAX_NAME_BYTES} bytes",
-            name.len()
-        ));
-    }
-    if name.starts_with(TEMP_PREFIX) {
-        return Err(format!(
-            "refused file name {name:?}: reserved for uploads in progress"
-        ));
-    }
-    Ok(())
+    codec: FrameCodec,
 }
 
 impl Files {
     /// A server for the files of `dir`, without authentication, with a
-    /// 1 GiB size limit, default framing (64 KiB headers), 10 s for a
-    /// handshake and no idle timeout.
+    /// 1 GiB size limit and default frames (64 KiB request headers).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Files {
             dir: dir.into(),
             max_size: 1 << 30,
-            key: None,
-            framing: Framing::new(),
-            auth_timeout: Some(Duration::from_secs(10)),
-            idle_timeout: None,
-            auth_limit: FailureLimit::default(),
+            codec: FrameCodec::new(),
         }
+    }
+
+    /// This service behind the HMAC handshake of `config`, whose verdict
+    /// follows this service's byte order.
+    pub fn authenticated(self, config: AuthConfig) -> Authenticated<Files> {
+        let endian = self.codec.byte_order();
+        Authenticated::new(self, config.endian(endian))
     }
 
     /// Refuses uploads over `bytes` (default 1 GiB), before storing any byte.
@@ -175,40 +116,17 @@ impl Files {
         self
     }
 
-    /// Requires the HMAC handshake with `key` before any request (`None`:
-    /// no authentication, the default).
-    pub fn key(mut self, key: Option<Key>) -> Self {
-        self.key = key;
+    /// Sets the byte order and the limits of frames: a request header's
+    /// limit is the header limit; an answer may be as large as the frame
+    /// limit (a long listing).
+    pub fn codec(mut self, codec: FrameCodec) -> Self {
+        self.codec = codec;
         self
     }
 
-    /// Sets the byte order and the limits of frames (a header's limit is the
-    /// header limit).
-    pub fn framing(mut self, framing: Framing) -> Self {
-        self.framing = framing;
-        self
-    }
-
-    /// Gives a client at most `timeout` to answer the challenge (default
-    /// 10 s; `None`: no limit).
-    pub fn auth_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.auth_timeout = timeout;
-        self
-    }
-
-    /// The read timeout between requests after the handshake; set it to the
-    /// server's [`idle_timeout`](crate::Options::idle_timeout) (default none).
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets the limit on failed handshakes per client address, with a key
-    /// (default: 5 failures, then refused for 60 s; [`FailureLimit::off`]
-    /// for none).
-    pub fn auth_limit(mut self, limit: FailureLimit) -> Self {
-        self.auth_limit = limit;
-        self
+    /// The byte order and the limits of frames.
+    pub fn frame_codec(&self) -> FrameCodec {
+        self.codec
     }
 
     /// The directory served.
@@ -239,7 +157,7 @@ impl Files {
 
     /// The files a `list` shows: regular files with UTF-8 names, not
     /// uploads in progress, sorted by name.
-    pub fn list(&self) -> io::Result<Vec<(String, u64)>> {
+    pub fn list(&self) -> io::Result<Vec<Entry>> {
         let mut files = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
@@ -250,7 +168,10 @@ impl Files {
                 continue;
             }
             match entry.metadata() {
-                Ok(meta) => files.push((name, meta.len())),
+                Ok(meta) => files.push(Entry {
+                    name,
+                    size: meta.len(),
+                }),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {} // removed meanwhile
                 Err(e) => return Err(e),
             }
@@ -259,96 +180,37 @@ impl Files {
         Ok(files)
     }
 
-    fn send(&self, req: &mut StreamRequest, header: &Value) -> io::Result<()> {
-        self.framing.write_header(req, header)
+    /// Sends an answer header, as large as the frame limit allows.
+    fn answer<T: Serialize>(&self, conn: &mut Conn<'_>, answer: &Answer<T>) -> io::Result<()> {
+        self.codec.write_answer(conn, answer)
     }
 
-    fn send_error(&self, req: &mut StreamRequest, why: &str) -> io::Result<()> {
-        self.send(req, &json!({"status": "error", "error": why}))
-    }
-
-    /// Sends an error answer and says how to go on; a client gone meanwhile
-    /// ends the conversation.
-    fn refuse(
-        &self,
-        req: &mut StreamRequest,
-        peer: &Address,
-        why: &str,
-        next: Next,
-    ) -> io::Result<Next> {
-        log::info!("{peer}: {why}");
-        match self.send_error(req, why) {
-            Ok(()) => Ok(next),
-            Err(e) if is_gone(&e) => Ok(Next::Gone),
-            Err(e) => Err(e),
+    /// Sends an error answer and says how to go on: a refusal that ends the
+    /// connection lets the client send on for a while (a refused body), so
+    /// that it sees the answer.
+    fn refuse(&self, conn: &mut Conn<'_>, why: &str, next: Next) -> io::Result<Next> {
+        log::info!("{}: {why}", conn.peer());
+        if next == Next::Close {
+            conn.set_linger(MAX_DISCARD);
         }
-    }
-
-    /// Understands a header, or says why not and whether the connection can
-    /// go on.
-    fn parse(header: &Map<String, Value>) -> Result<Request, (String, Next)> {
-        let op = match header.get("op") {
-            None | Some(Value::Null) => "put",
-            Some(Value::String(op)) => op.as_str(),
-            Some(other) => {
-                return Err((format!("op must be a string, not {other}"), Next::Continue))
-            }
-        };
-        let name = || match header.get("file_name") {
-            Some(Value::String(name)) => check_file_name(name).map(|()| name.clone()),
-            Some(_) => Err("file_name must be a string".to_string()),
-            None => Err("missing file_name".to_string()),
-        };
-        match op {
-            "put" => {
-                // Until the header is understood the body cannot be skipped:
-                // every refusal here closes the connection.
-                let name = name().map_err(|why| (why, Next::Close))?;
-                let size = match header.get("file_size") {
-                    Some(size) => size.as_u64().ok_or_else(|| {
-                        (
-                            format!("file_size must be a non-negative integer, not {size}"),
-                            Next::Close,
-                        )
-                    })?,
-                    None => return Err(("missing file_size".to_string(), Next::Close)),
-                };
-                let sha256 = match header.get("sha256") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(hex)) if is_sha256_hex(hex) => {
-                        Some(hex.to_ascii_lowercase())
-                    }
-                    Some(other) => {
-                        return Err((
-                            format!("sha256 must be 64 hex digits, not {other}"),
-                            Next::Close,
-                        ))
-                    }
-                };
-                Ok(Request::Put { name, size, sha256 })
-            }
-            "get" => Ok(Request::Get {
-                name: name().map_err(|why| (why, Next::Continue))?,
-            }),
-            "list" => Ok(Request::List),
-            other => Err((format!("unknown op: {other}"), Next::Continue)),
-        }
+        self.answer(conn, &Answer::<Stored>::refused(why))?;
+        Ok(next)
     }
 
     fn put(
         &self,
-        req: &mut StreamRequest,
-        peer: &Address,
+        conn: &mut Conn<'_>,
         name: &str,
         size: u64,
         expected: Option<&str>,
     ) -> io::Result<Next> {
+        let peer = conn.peer().clone();
         if size > self.max_size {
             let why = format!(
                 "file_size {size} is over the limit of {} bytes",
                 self.max_size
             );
-            return self.refuse(req, peer, &why, Next::Close);
+            return self.refuse(conn, &why, Next::Close);
         }
         let started = Instant::now();
         let mut temp = match TempFile::create(&self.dir) {
@@ -358,12 +220,12 @@ impl Files {
                     "cannot create a temporary file in {}: {e}",
                     self.dir.display()
                 );
-                return self.refuse(req, peer, &format!("cannot store {name}: {e}"), Next::Close);
+                return self.refuse(conn, &format!("cannot store {name}: {e}"), Next::Close);
             }
         };
         let mut hasher = Sha256::new();
-        let mut incoming = body(&mut *req, size);
         let mut buf = vec![0u8; usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK))];
+        let mut incoming = body(&mut *conn, size);
         loop {
             let n = match incoming.read(&mut buf) {
                 Ok(0) => break,
@@ -374,7 +236,7 @@ impl Files {
                         "{peer}: upload of {name} cut after {} of {size} bytes ({e}); nothing kept",
                         size - incoming.remaining()
                     );
-                    return Ok(Next::Gone); // the temporary file goes with `temp`
+                    return Err(e); // the temporary file goes with `temp`
                 }
                 Err(e) => return Err(e),
             };
@@ -382,7 +244,7 @@ impl Files {
             if let Err(e) = temp.file.write_all(&buf[..n]) {
                 log::error!("cannot write {}: {e}", temp.path.display());
                 drop(temp);
-                return self.refuse(req, peer, &format!("cannot store {name}: {e}"), Next::Close);
+                return self.refuse(conn, &format!("cannot store {name}: {e}"), Next::Close);
             }
         }
         let digest = hex(&hasher.finalize());
@@ -392,32 +254,29 @@ impl Files {
                 let why = format!(
                     "sha256 mismatch for {name}: expected {expected}, got {digest}; not stored"
                 );
-                return self.refuse(req, peer, &why, Next::Continue);
+                return self.refuse(conn, &why, Next::Continue);
             }
         }
         if let Err(e) = temp.commit(&self.dir.join(name)) {
             log::error!("cannot store {name} in {}: {e}", self.dir.display());
-            return self.refuse(
-                req,
-                peer,
-                &format!("cannot store {name}: {e}"),
-                Next::Continue,
-            );
+            return self.refuse(conn, &format!("cannot store {name}: {e}"), Next::Continue);
         }
         log::info!(
             "{peer}: stored {name} ({size} bytes, sha256 {digest}) in {:.3} s",
             started.elapsed().as_secs_f64()
         );
-        let answer = json!({"status": "ok", "file_name": name, "size": size, "sha256": digest});
-        match self.send(req, &answer) {
-            Ok(()) => Ok(Next::Continue),
-            // The course's client closes without reading: normal.
-            Err(e) if is_gone(&e) => Ok(Next::Gone),
-            Err(e) => Err(e),
-        }
+        let stored = Stored {
+            file_name: name.to_string(),
+            size,
+            sha256: digest,
+        };
+        // The course's client closes without reading: a failure to send
+        // this is a client gone, for the loop to see.
+        self.answer(conn, &Answer::Ok(stored))?;
+        Ok(Next::Continue)
     }
 
-    fn get(&self, req: &mut StreamRequest, peer: &Address, name: &str) -> io::Result<Next> {
+    fn get(&self, conn: &mut Conn<'_>, name: &str) -> io::Result<Next> {
         let path = self.dir.join(name);
         // What `list` does not show (symbolic links, directories, FIFOs) is
         // not served either; O_NONBLOCK keeps a FIFO from blocking the open.
@@ -441,15 +300,10 @@ impl Files {
             Err(e)
                 if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) =>
             {
-                return self.refuse(req, peer, &format!("no such file: {name}"), Next::Continue)
+                return self.refuse(conn, &format!("no such file: {name}"), Next::Continue)
             }
             Err(e) => {
-                return self.refuse(
-                    req,
-                    peer,
-                    &format!("cannot read {name}: {e}"),
-                    Next::Continue,
-                )
+                return self.refuse(conn, &format!("cannot read {name}: {e}"), Next::Continue)
             }
         };
         // The file is never written in place (puts rename over it), so the
@@ -457,104 +311,123 @@ impl Files {
         let (hashed, digest) = sha256_prefix(&mut file, size)?;
         if hashed != size {
             return self.refuse(
-                req,
-                peer,
+                conn,
                 &format!("cannot read {name}: it changed"),
                 Next::Continue,
             );
         }
         file.rewind()?;
-        let header =
-            json!({"status": "ok", "file_name": name, "file_size": size, "sha256": digest});
-        let sent = self
-            .send(req, &header)
-            .and_then(|()| io::copy(&mut (&mut file).take(size), &mut *req));
-        match sent {
-            Ok(n) if n == size => {
-                log::info!("{peer}: sent {name} ({size} bytes)");
-                Ok(Next::Continue)
-            }
-            Ok(n) => {
-                log::warn!("{peer}: {name} shrank while being sent ({n} of {size} bytes); closing");
-                Ok(Next::Gone)
-            }
-            Err(e) if is_gone(&e) => Ok(Next::Gone),
-            Err(e) => Err(e),
+        let fetched = Fetched {
+            file_name: name.to_string(),
+            file_size: size,
+            sha256: digest,
+        };
+        self.answer(conn, &Answer::Ok(fetched))?;
+        // Streamed: at most a chunk or two is in memory at once.
+        let mut source = (&mut file).take(size);
+        let mut buf = vec![0u8; usize::try_from(size).map_or(CHUNK, |size| size.min(CHUNK))];
+        let mut sent = 0u64;
+        loop {
+            let n = match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            conn.write_all(&buf[..n])?;
+            sent += n as u64;
         }
+        if sent < size {
+            log::warn!(
+                "{}: {name} shrank while being sent ({sent} of {size} bytes); closing",
+                conn.peer()
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name} shrank while being sent"),
+            ));
+        }
+        log::info!("{}: sent {name} ({size} bytes)", conn.peer());
+        Ok(Next::Continue)
     }
 
-    fn list_answer(&self, req: &mut StreamRequest, peer: &Address) -> io::Result<Next> {
+    fn list_answer(&self, conn: &mut Conn<'_>) -> io::Result<Next> {
         let files = match self.list() {
             Ok(files) => files,
-            Err(e) => return self.refuse(req, peer, &format!("cannot list: {e}"), Next::Continue),
+            Err(e) => return self.refuse(conn, &format!("cannot list: {e}"), Next::Continue),
         };
-        let files: Vec<Value> = files
-            .into_iter()
-            .map(|(name, size)| json!({"name": name, "size": size}))
-            .collect();
-        match self.send(req, &json!({"status": "ok", "files": files})) {
+        let count = files.len();
+        match self.answer(conn, &Answer::Ok(Listing { files })) {
             Ok(()) => Ok(Next::Continue),
-            Err(e) if is_gone(&e) => Ok(Next::Gone),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                let why = match FrameError::from_io(&e) {
+                    Some(FrameError::TooLarge { len, limit }) => format!(
+                        "cannot list: the listing of {count} files is {len} bytes, over the \
+                         frame limit {limit}"
+                    ),
+                    _ => format!("cannot list: {e}"),
+                };
+                self.refuse(conn, &why, Next::Continue)
+            }
             Err(e) => Err(e),
         }
     }
 }
 
-impl RequestHandler<StreamRequest> for Files {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
-        let peer = req.peer_addr().clone();
-        if let Some(key) = &self.key {
-            if !authenticate(
-                req,
-                &peer,
-                key,
-                &self.framing,
-                &self.auth_limit,
-                self.auth_timeout,
-                self.idle_timeout,
-            )? {
-                return Ok(());
+impl MessageHandler for Files {
+    type Session = ();
+
+    /// A request is a JSON header of at most the header limit.
+    fn framing(&self, _: &()) -> Framing {
+        self.codec.framing(self.codec.header_limit())
+    }
+
+    /// Every request touches files; a put reads its body, a get writes the
+    /// file, both through the connection.
+    fn blocking(&self, _: &()) -> bool {
+        true
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn on_message(&self, _: &mut (), header: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        match Request::parse(header) {
+            Ok(Request::Put {
+                file_name,
+                file_size,
+                sha256,
+            }) => self.put(conn, &file_name, file_size, sha256.as_deref()),
+            Ok(Request::Get { file_name }) => self.get(conn, &file_name),
+            Ok(Request::List) => self.list_answer(conn),
+            Err(bad) => {
+                let next = if bad.closes {
+                    Next::Close
+                } else {
+                    Next::Continue
+                };
+                self.refuse(conn, &bad.reason, next)
             }
         }
-        let mut scratch = Vec::new();
-        loop {
-            let header = match self.framing.read_header(&mut *req, &mut scratch) {
-                Ok(Some(header)) => header,
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    return match FrameError::from_io(&e) {
-                        Some(error) if !error.is_truncation() => {
-                            // Over the limit, not UTF-8, not JSON, not an object.
-                            if let Next::Close =
-                                self.refuse(req, &peer, &error.to_string(), Next::Close)?
-                            {
-                                req.close_after_answer(super::wire::MAX_DISCARD);
-                            }
-                            Ok(())
-                        }
-                        _ if is_gone(&e) => {
-                            log::debug!("{peer}: gone: {e}");
-                            Ok(())
-                        }
-                        _ => Err(e),
-                    };
-                }
-            };
-            let next = match Self::parse(&header) {
-                Ok(Request::Put { name, size, sha256 }) => {
-                    self.put(req, &peer, &name, size, sha256.as_deref())?
-                }
-                Ok(Request::Get { name }) => self.get(req, &peer, &name)?,
-                Ok(Request::List) => self.list_answer(req, &peer)?,
-                Err((why, next)) => self.refuse(req, &peer, &why, next)?,
-            };
-            match next {
-                Next::Continue => {}
-                Next::Close => {
-                    req.close_after_answer(super::wire::MAX_DISCARD);
-                    return Ok(());
-                }
-                Next::Gone => return Ok(()),
+    }
+
+    /// A header over the limit is answered (rule 10), then the connection
+    /// closes; one cut short just ends it.
+    fn on_bad_message(
+        &self,
+        _: &mut (),
+        error: FramingError,
+        conn: &mut Conn<'_>,
+    ) -> io::Result<()> {
+        match error {
+            FramingError::FrameTooLarge { .. } => {
+                self.refuse(conn, &error.to_string(), Next::Close)?;
+                Ok(())
+            }
+            _ => {
+                log::debug!("{}: {error}", conn.peer());
+                Ok(())
             }
         }
     }
@@ -620,102 +493,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names() {
-        let longest = "é".repeat(MAX_NAME_BYTES / 2) + "x";
-        assert_eq!(longest.len(), MAX_NAME_BYTES);
-        for good in [
-            "a.jpg",
-            "a b",
-            ".hidden",
-            "é",
-            "...",
-            "a..b",
-            "a\u{2215}b",
-            "\u{ff0f}etc\u{ff0f}passwd",
-            "\u{2024}\u{2024}",
-            longest.as_str(),
-        ] {
-            assert!(check_file_name(good).is_ok(), "{good:?}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "../x",
-            "a/b",
-            "/etc",
-            "a\\b",
-            "a\0b",
-            "a\nb",
-            "\u{1f}",
-            "a\u{7f}",
-            ".socketserver-part-0011",
-        ] {
-            assert!(check_file_name(bad).is_err(), "{bad:?}");
-        }
-        let too_long = longest + "y";
-        assert_eq!(
-            check_file_name(&too_long).unwrap_err(),
-            "refused file name of 256 bytes: the limit is 255 bytes"
-        );
-    }
-
-    #[test]
-    fn headers_are_understood_or_refused_with_the_right_follow_up() {
-        let parse = |text: &str| {
-            Files::parse(
-                serde_json::from_str::<Value>(text)
-                    .unwrap()
-                    .as_object()
-                    .unwrap(),
-            )
-        };
-        assert!(matches!(
-            parse(r#"{"file_name":"a","file_size":3}"#),
-            Ok(Request::Put {
-                size: 3,
-                sha256: None,
-                ..
-            })
-        ));
-        let sha = "AB".repeat(32);
-        match parse(&format!(
-            r#"{{"op":"put","file_name":"a","file_size":0,"sha256":"{sha}"}}"#
-        )) {
-            Ok(Request::Put {
-                sha256: Some(s), ..
-            }) => assert_eq!(s, "ab".repeat(32)),
-            _ => panic!("a put with a digest"),
-        }
-        assert!(matches!(parse(r#"{"op":"list"}"#), Ok(Request::List)));
-        assert!(matches!(
-            parse(r#"{"op":"get","file_name":"x"}"#),
-            Ok(Request::Get { .. })
-        ));
-        for closing in [
-            r#"{"file_name":"a"}"#,
-            r#"{"file_name":"a","file_size":"3"}"#,
-            r#"{"file_name":"a","file_size":-1}"#,
-            r#"{"file_name":"a","file_size":1.5}"#,
-            r#"{"file_name":"../a","file_size":1}"#,
-            r#"{"file_size":1}"#,
-            r#"{"file_name":"a","file_size":1,"sha256":"xyz"}"#,
-        ] {
-            assert!(matches!(parse(closing), Err((_, Next::Close))), "{closing}");
-        }
-        for staying in [
-            r#"{"op":"get","file_name":".."}"#,
-            r#"{"op":"delete","file_name":"a"}"#,
-            r#"{"op":7}"#,
-        ] {
-            assert!(
-                matches!(parse(staying), Err((_, Next::Continue))),
-                "{staying}"
-            );
-        }
-    }
-
-    #[test]
     fn prepare_creates_the_directory_and_removes_stale_uploads() {
         let dir =
             std::env::temp_dir().join(format!("socketserver-files-unit-{}", std::process::id()));
@@ -730,7 +507,13 @@ mod tests {
         fs::write(dir.join("sub").join("kept"), b"kept").unwrap();
         fs::create_dir(dir.join("sub").join("a directory")).unwrap();
         assert_eq!(files.prepare().unwrap(), 1);
-        assert_eq!(files.list().unwrap(), [("kept".to_string(), 4)]);
+        assert_eq!(
+            files.list().unwrap(),
+            [Entry {
+                name: "kept".to_string(),
+                size: 4
+            }]
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,6 +5,7 @@
 //! `socketserver serve SERVICE` program mounts them on the transports that the
 //! service speaks, and [`crate::client`] talks to them.
 
+pub mod auth;
 pub mod chat;
 pub mod dict;
 mod echo_upper;
@@ -12,8 +13,8 @@ pub mod exec;
 pub mod files;
 pub mod http;
 pub mod qa;
-mod wire;
 
+pub use auth::{AuthConfig, Authenticated};
 pub use chat::ChatRoom;
 pub use dict::Dictionary;
 pub use echo_upper::EchoUpper;

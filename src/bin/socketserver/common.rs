@@ -110,12 +110,6 @@ impl PoolArgs {
         }
         options
     }
-
-    /// `--idle-timeout`, for services that set their own read timeouts
-    /// (after a handshake, say) and must restore it.
-    pub fn idle_timeout(&self) -> Option<Duration> {
-        self.idle_timeout
-    }
 }
 
 /// The `--bind` option, repeatable.
@@ -192,21 +186,7 @@ impl Launcher {
         Ok(())
     }
 
-    /// Binds a threading stream server (TCP or Unix) at `url`, for a
-    /// handler that runs in threads mode only.
-    pub fn stream_threads<H: RequestHandler<StreamRequest>>(
-        &mut self,
-        url: &SocketUrl,
-        handler: H,
-    ) -> Result<(), CliError> {
-        if self.dispatch == DispatchMode::Reactor {
-            return Err(CliError::Usage(
-                "this service runs in threads mode only (--dispatch threads)".into(),
-            ));
-        }
-        self.bind_threads(url, handler)
-    }
-
+    /// Binds a threading stream server (TCP or Unix) at `url`.
     fn bind_threads<H: RequestHandler<StreamRequest>>(
         &mut self,
         url: &SocketUrl,

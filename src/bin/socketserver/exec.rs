@@ -3,18 +3,19 @@
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::exec::ExecClient;
-use socketserver::protocol::framing::Framing;
+use socketserver::protocol::framing::FrameCodec;
+use socketserver::services::exec::Containment;
 use socketserver::services::Exec;
+use socketserver::request::Shared;
 use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
-use crate::framed::{frame_size, load_key, AuthLimitArgs, EndianArg};
+use crate::framed::{frame_size, load_key, session_error, AuthArgs, EndianArg};
 
 const DEFAULT_URL: &str = "tcp://127.0.0.1:9003";
 
@@ -39,9 +40,12 @@ pub struct ServeArgs {
     /// Run commands in DIR
     #[arg(long, value_name = "DIR", default_value = ".")]
     workdir: PathBuf,
-    /// Kill a command's whole process group after SECS
+    /// Kill a command, and everything it started, after SECS
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
     timeout: Duration,
+    /// How a command's processes are found to be killed: a cgroup per command (cgroup), a process group per command plus the server as their subreaper (process-group), or cgroups where the server may make them (auto)
+    #[arg(long, value_name = "HOW", default_value = "auto")]
+    contain: Containment,
     /// Keep at most SIZE bytes of each of stdout and stderr
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1MiB")]
     max_output: u64,
@@ -50,16 +54,13 @@ pub struct ServeArgs {
     /// Largest command frame
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16MiB")]
     max_frame: u64,
-    /// Give a client SECS to answer the challenge
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    auth_timeout: Duration,
     #[command(flatten)]
-    auth_limit: AuthLimitArgs,
+    auth: AuthArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
-    let framing = Framing::new()
+    let codec = FrameCodec::new()
         .endian(args.endian.frame_endian)
         .max_frame(frame_size("--max-frame", args.max_frame)?);
     let max_output = usize::try_from(args.max_output)
@@ -71,19 +72,23 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
             args.workdir.display()
         )));
     }
-    let mut exec = Exec::new(key)
+    let mut exec = Exec::new()
         .allow_any(args.allow_any)
         .shell(args.shell)
         .workdir(&args.workdir)
         .timeout(args.timeout)
         .max_output(max_output)
-        .framing(framing)
-        .auth_timeout(Some(args.auth_timeout))
-        .auth_limit(args.auth_limit.limit())
-        .idle_timeout(args.pool.idle_timeout());
+        .codec(codec)
+        .containment(args.contain)
+        // The program has no children of its own but the commands.
+        .adopt_orphans(true);
     for program in &args.allow {
         exec = exec.allow(program.as_str());
     }
+    let containment = exec
+        .prepare()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    log::info!("{containment}");
     if args.shell {
         log::warn!(
             "--shell: command lines run through /bin/sh -c, and the allow-list checks only their first \
@@ -95,13 +100,13 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     } else if args.allow.is_empty() {
         log::warn!("no --allow given: every command will be refused");
     }
-    let exec = Arc::new(exec);
+    let exec = Shared::new(exec.authenticated(args.auth.config(key)));
     let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
     for url in &urls {
-        launcher.stream_threads(url, Arc::clone(&exec))?;
+        launcher.stream(url, &exec)?;
     }
     let result = launcher.run();
-    let killed = exec.kill_running();
+    let killed = exec.inner().kill_running();
     if killed > 0 {
         log::warn!("killed {killed} command(s) still running at exit");
     }
@@ -142,11 +147,9 @@ pub fn client(args: ClientArgs) -> ExitCode {
 
 fn run_client(args: ClientArgs) -> Result<u8, CliError> {
     let key = load_key(&args.key_file)?;
-    let framing = Framing::new().endian(args.endian.frame_endian);
-    let mut client = ExecClient::connect(&args.connect, &key, framing, Some(args.timeout))
-        .map_err(|e| {
-            CliError::Failed(format!("cannot start a session with {}: {e}", args.connect))
-        })?;
+    let codec = FrameCodec::new().endian(args.endian.frame_endian);
+    let mut client = ExecClient::connect(&args.connect, &key, codec, Some(args.timeout))
+        .map_err(|e| session_error(&args.connect, e))?;
     let mut status = 0;
     if !args.command.is_empty() {
         status = run_one(&mut client, &args.command.join(" "))?;

@@ -2,18 +2,18 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use socketserver::client::files::FilesClient;
-use socketserver::protocol::framing::Framing;
+use socketserver::protocol::framing::FrameCodec;
 use socketserver::services::Files;
+use socketserver::request::Shared;
 use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
-use crate::framed::{frame_size, load_key, progress_bar, AuthLimitArgs, EndianArg};
+use crate::framed::{frame_size, load_key, progress_bar, session_error, AuthArgs, EndianArg};
 
 const DEFAULT_URL: &str = "tcp://127.0.0.1:9004";
 
@@ -37,33 +37,35 @@ pub struct ServeArgs {
     /// Largest JSON header
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64KiB")]
     max_header: u64,
-    /// Give a client SECS to answer the challenge (with --key-file)
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    auth_timeout: Duration,
+    // The handshake's options apply with --key-file.
     #[command(flatten)]
-    auth_limit: AuthLimitArgs,
+    auth: AuthArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
-    let framing = Framing::new()
+    let codec = FrameCodec::new()
         .endian(args.endian.frame_endian)
         .max_header(frame_size("--max-header", args.max_header)?);
     let key = args.key_file.as_deref().map(load_key).transpose()?;
-    let files = Files::new(&args.dir)
-        .max_size(args.max_size)
-        .key(key)
-        .framing(framing)
-        .auth_timeout(Some(args.auth_timeout))
-        .auth_limit(args.auth_limit.limit())
-        .idle_timeout(args.pool.idle_timeout());
+    let files = Files::new(&args.dir).max_size(args.max_size).codec(codec);
     files
         .prepare()
         .map_err(|e| CliError::Failed(format!("cannot use --dir {}: {e}", args.dir.display())))?;
-    let files = Arc::new(files);
     let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
-    for url in &urls {
-        launcher.stream_threads(url, Arc::clone(&files))?;
+    match key {
+        Some(key) => {
+            let files = Shared::new(files.authenticated(args.auth.config(key)));
+            for url in &urls {
+                launcher.stream(url, &files)?;
+            }
+        }
+        None => {
+            let files = Shared::new(files);
+            for url in &urls {
+                launcher.stream(url, &files)?;
+            }
+        }
     }
     launcher.run()
 }
@@ -98,9 +100,12 @@ enum Op {
     },
     /// Download a file (its digest is checked)
     Get {
-        /// Write to PATH instead of ./NAME ("-": standard output)
+        /// Write to PATH instead of ./NAME ("-": standard output); an existing PATH is replaced
         #[arg(long, short, value_name = "PATH")]
         output: Option<PathBuf>,
+        /// Replace ./NAME if it exists (without -o, an existing file is refused)
+        #[arg(long)]
+        force: bool,
         /// The file's name on the server
         name: String,
     },
@@ -110,11 +115,24 @@ enum Op {
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let key = args.key_file.as_deref().map(load_key).transpose()?;
-    let framing = Framing::new().endian(args.endian.frame_endian);
-    let mut client = FilesClient::connect(&args.connect, key.as_ref(), framing, Some(args.timeout))
-        .map_err(|e| {
-            CliError::Failed(format!("cannot start a session with {}: {e}", args.connect))
-        })?;
+    if let Op::Get {
+        output: None,
+        force: false,
+        name,
+    } = &args.op
+    {
+        // Checked before connecting: nothing to undo.
+        let path = PathBuf::from(name);
+        if path.symlink_metadata().is_ok() {
+            return Err(CliError::Failed(format!(
+                "{} exists: use --force to replace it, or -o PATH to save elsewhere",
+                path.display()
+            )));
+        }
+    }
+    let codec = FrameCodec::new().endian(args.endian.frame_endian);
+    let mut client = FilesClient::connect(&args.connect, key.as_ref(), codec, Some(args.timeout))
+        .map_err(|e| session_error(&args.connect, e))?;
     let mut stdout = io::stdout().lock();
     match args.op {
         Op::Put { name, files } => {
@@ -150,7 +168,7 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
                 )?;
             }
         }
-        Op::Get { output, name } => {
+        Op::Get { output, name, .. } => {
             let mut bar = None;
             let mut progress = |received: u64, total: u64| {
                 let bar = bar.get_or_insert_with(|| progress_bar(total, name.clone()));
