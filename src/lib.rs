@@ -94,6 +94,7 @@ pub mod dispatch;
 mod endpoint;
 mod group;
 mod handler;
+pub mod layer;
 mod options;
 mod pool;
 #[cfg(feature = "protocols")]
