@@ -406,7 +406,7 @@ impl ConnIo for ThreadIo<'_> {
     fn handle(&mut self, max_backlog: usize) -> io::Result<ConnHandle> {
         if self.state.outbox.is_none() {
             let flusher = self.req.server().0.flusher()?;
-            let outbox = Outbox::new(self.req.as_fd().as_raw_fd(), max_backlog, flusher);
+            let outbox = Outbox::new(self.req.sink(), max_backlog, flusher);
             // What was written before goes first.
             self.state.outbox = Some(outbox);
             self.state.flush(self.req)?;

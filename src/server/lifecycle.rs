@@ -77,12 +77,19 @@ impl<H> Lifecycle<H> {
     {
         self.account::<StreamRequest>(&accepted.peer.clone(), || {
             let Accepted { socket, peer } = accepted;
+            let layers = &self.control().options.layers;
+            let (io, peer, rest) = match layers.apply(socket, peer.clone()) {
+                Ok(layered) => layered,
+                Err(e) => {
+                    log::debug!("{peer}: refused by a stream layer: {e}");
+                    return Ok(Outcome::Refused);
+                }
+            };
             if !self.handler.verify_request(&peer) {
                 log::debug!("{peer}: refused by verify_request");
                 return Ok(Outcome::Refused);
             }
-            let mut request =
-                StreamRequest::new(socket, peer, Vec::new(), self.server.clone(), true)?;
+            let mut request = StreamRequest::new(io, peer, rest, self.server.clone(), true)?;
             self.run(&mut request)?;
             Ok(Outcome::Served)
         });

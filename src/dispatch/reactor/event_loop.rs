@@ -145,6 +145,8 @@ pub(super) struct EventLoop<H: MessageHandler> {
     waiting_for_thread: VecDeque<Key>,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
+    /// Plaintext on its way out of TLS.
+    tls_plain: Vec<u8>,
     /// The shutdown deadline, once shutting down.
     shutdown_deadline: Option<Instant>,
 }
@@ -186,6 +188,7 @@ impl<H: MessageHandler> EventLoop<H> {
             waiting_for_thread: VecDeque::new(),
             read_buf: vec![0; READ_BUFFER],
             write_buf: Vec::new(),
+            tls_plain: Vec::new(),
             shutdown_deadline: None,
         };
         Ok((event_loop, handle))
@@ -312,18 +315,12 @@ impl<H: MessageHandler> EventLoop<H> {
         }
     }
 
-    /// A new connection: set it up, register it, verify it, open it.
+    /// A new connection: set it up, register it; then its layers (a PROXY
+    /// header, a TLS handshake) as its bytes come, or at once its handler.
     fn accept(&mut self, accepted: Accepted) {
         let control = self.lifecycle.control();
         let Accepted { socket, peer } = accepted;
         if self.shutdown_deadline.is_some() {
-            drop(socket);
-            control.request_done();
-            return;
-        }
-        if !self.lifecycle.handler.verify_request(&peer) {
-            log::debug!("{peer}: refused by verify_request");
-            Counters::bump(&control.counters.rejected);
             drop(socket);
             control.request_done();
             return;
@@ -367,21 +364,54 @@ impl<H: MessageHandler> EventLoop<H> {
         }
         let timeouts = Timeouts::of(self.lifecycle.server());
         let framer = Framer::new(crate::request::Framing::Chunk { max: 1 });
-        let conn = Connection::new(socket, peer, key, timeouts, framer);
+        let mut conn = Connection::new(socket, peer, key, timeouts, framer);
+        let layers = &options.layers;
+        #[cfg(feature = "tls")]
+        if let Some(config) = &layers.tls {
+            conn.tls = Some(Box::new(crate::layer::tls::TlsSession::new(Arc::clone(config))));
+        }
+        conn.phase = if layers.proxy {
+            Phase::Proxy {
+                until: crate::server::deadline_after(layers.proxy_timeout),
+            }
+        } else if conn.has_tls() {
+            Phase::Handshake {
+                until: layers.tls_timeout.map(crate::server::deadline_after),
+            }
+        } else {
+            Phase::Open
+        };
+        let open = conn.phase == Phase::Open;
         self.slots[slot].conn = Some(Box::new(conn));
         self.open += 1;
-        // `open`, as a message of the handler's: counted, guarded.
+        if open && !self.open_session(key) {
+            return;
+        }
+        self.reschedule(key);
+        // Bytes may have come with the connection.
+        self.readable(key);
+    }
+
+    /// The layers are done: the handler's `verify_request` judges the peer
+    /// (the PROXY header's client), then its `open` starts the session.
+    /// False when the connection was closed instead.
+    fn open_session(&mut self, key: Key) -> bool {
         let lifecycle = Arc::clone(&self.lifecycle);
         let server = lifecycle.server();
         let notify = self.notify.clone();
-        let out = &mut self.write_buf;
-        let Some(conn) = self.slots[slot].conn.as_deref_mut() else {
-            return;
+        let Some(conn) = conn_in(&mut self.slots, key) else {
+            return false;
         };
         let peer = conn.peer.clone();
+        if !lifecycle.handler.verify_request(&peer) {
+            log::debug!("{peer}: refused by verify_request");
+            self.refuse(key);
+            return false;
+        }
+        let out = &mut self.write_buf;
         let opened = catch_unwind(AssertUnwindSafe(|| {
             let mut io = LoopIo {
-                conn,
+                conn: &mut *conn,
                 out,
                 server,
                 notify: &notify,
@@ -394,23 +424,33 @@ impl<H: MessageHandler> EventLoop<H> {
                 conn.framer = Framer::new(framing);
                 conn.session = Some(session);
                 self.flush_replies(key);
-                self.reschedule(key);
-                // Bytes may have come with the connection.
-                self.readable(key);
+                self.conn(key).is_some()
             }
             Ok(Err(e)) => {
                 Counters::bump(&lifecycle.control().counters.failed);
                 lifecycle.handler.handle_error(&peer, &e);
                 self.write_buf.clear();
                 self.finish(key);
+                false
             }
             Err(panic) => {
                 Counters::bump(&lifecycle.control().counters.panicked);
                 log::error!("{peer}: handler panicked: {}", panic_message(&*panic));
                 self.write_buf.clear();
                 self.finish(key);
+                false
             }
         }
+    }
+
+    /// Turned away before its handler: a layer failed or `verify_request`
+    /// said no. Counted as rejected; a TLS alert goes if it can.
+    fn refuse(&mut self, key: Key) {
+        Counters::bump(&self.lifecycle.control().counters.rejected);
+        if let Some(conn) = self.conn(key) {
+            let _ = conn.write_out();
+        }
+        self.finish(key);
     }
 
     /// Sends what the handler wrote to the loop's write buffer.
@@ -494,51 +534,144 @@ impl<H: MessageHandler> EventLoop<H> {
             let Some(conn) = self.slots[key.slot].conn.as_deref_mut() else {
                 return;
             };
-            if let Phase::Lingering { .. } = conn.phase {
-                self.discard(key);
-                return;
-            }
-            if conn.paused_until.is_some() || conn.out.len() >= HIGH_WATER {
-                return;
-            }
-            if conn.eof {
-                // Only what was received is left to handle.
-                self.handle_input(key, 0);
-                return;
-            }
-            let read = conn.read_some(&mut self.read_buf);
-            let n = match read {
-                Ok(Some(0)) => {
-                    conn.eof = true;
-                    0
-                }
-                Ok(Some(n)) => {
-                    conn.last_active = Instant::now();
-                    n
-                }
-                Ok(None) => {
-                    if !conn.input.is_empty() && conn.message_started.is_none() {
-                        conn.message_started = Some(Instant::now());
+            match conn.phase {
+                Phase::Lingering { .. } => return self.discard(key),
+                Phase::Open => {
+                    if conn.paused_until.is_some() || conn.out.len() >= HIGH_WATER {
+                        return;
                     }
-                    return;
+                    if conn.eof {
+                        // Only what was received is left to handle.
+                        self.handle_input(key, 0);
+                        return;
+                    }
                 }
-                Err(e) => return self.failed(key, e),
-            };
-            let full = n == self.read_buf.len();
-            if !self.handle_input(key, n) {
-                return;
+                Phase::Proxy { .. } | Phase::Handshake { .. } => {}
             }
-            if !full && !to_end {
+            let received = conn.receive(&mut self.read_buf, &mut self.tls_plain);
+            let received = match received {
+                Ok(received) => received,
+                Err(e) => {
+                    if conn.phase == Phase::Open {
+                        return self.failed(key, e);
+                    }
+                    log::debug!("{}: refused by a stream layer: {e}", conn.peer);
+                    return self.refuse(key);
+                }
+            };
+            let n = received.n;
+            if n > 0 {
+                conn.last_active = Instant::now();
+            }
+            conn.eof |= received.eof;
+            if conn.has_tls() {
+                // A handshake's messages, a key update's answer.
+                if let Err(e) = conn.write_out() {
+                    return self.failed(key, e);
+                }
+            }
+            let more = match conn.phase {
+                Phase::Open => {
+                    if n == 0 && !conn.eof {
+                        if !conn.input.is_empty() && conn.message_started.is_none() {
+                            conn.message_started = Some(Instant::now());
+                        }
+                        return;
+                    }
+                    self.handle_input(key, n)
+                }
+                Phase::Proxy { .. } => self.proxy_input(key, n),
+                Phase::Handshake { .. } => self.handshake_progress(key, n),
+                Phase::Lingering { .. } => false,
+            };
+            if !more || (received.drained && !to_end) {
                 // A short read emptied the socket: the next bytes bring a
                 // new edge.
                 return;
             }
-            budget = budget.saturating_sub(n);
+            budget = budget.saturating_sub(n.max(1));
             if budget == 0 {
                 self.ready.push_back(key);
                 return;
             }
         }
+    }
+
+    /// Bytes of a PROXY header: when it is whole, the peer becomes the
+    /// client it names, and what follows goes to TLS or to the handler.
+    fn proxy_input(&mut self, key: Key, n: usize) -> bool {
+        let Some(conn) = conn_in(&mut self.slots, key) else {
+            return false;
+        };
+        conn.input.extend_from_slice(&self.read_buf[..n]);
+        let (header, length) = match crate::layer::proxy::parse(&conn.input) {
+            Ok(crate::layer::proxy::Parsed::Complete { header, length }) => (header, length),
+            Ok(crate::layer::proxy::Parsed::Incomplete) => {
+                if conn.eof {
+                    log::debug!("{}: the connection ended inside its PROXY header", conn.peer);
+                    self.refuse(key);
+                    return false;
+                }
+                return true;
+            }
+            Err(e) => {
+                log::debug!("{}: refused by a stream layer: {e}", conn.peer);
+                self.refuse(key);
+                return false;
+            }
+        };
+        conn.peer = header.peer_or(conn.peer.clone());
+        let rest = conn.input.split_off(length);
+        conn.input = Vec::new();
+        #[cfg(feature = "tls")]
+        if let Some(session) = conn.tls.as_mut() {
+            let layers = &self.lifecycle.control().options.layers;
+            conn.phase = Phase::Handshake {
+                until: layers.tls_timeout.map(crate::server::deadline_after),
+            };
+            if let Err(e) = session.feed(&rest) {
+                log::debug!("{}: refused by a stream layer: {e}", conn.peer);
+                self.refuse(key);
+                return false;
+            }
+            if let Err(e) = conn.write_out() {
+                self.failed(key, e);
+                return false;
+            }
+            self.reschedule(key);
+            return self.handshake_progress(key, 0);
+        }
+        conn.phase = Phase::Open;
+        conn.input = rest;
+        if !self.open_session(key) {
+            return false;
+        }
+        self.reschedule(key);
+        self.handle_input(key, 0)
+    }
+
+    /// After TLS bytes: once the handshake is done, the handler's turn,
+    /// with whatever plaintext came already (`n` bytes in the read buffer,
+    /// plus what TLS still holds).
+    fn handshake_progress(&mut self, key: Key, n: usize) -> bool {
+        let Some(conn) = conn_in(&mut self.slots, key) else {
+            return false;
+        };
+        if conn.handshaking() {
+            if conn.eof {
+                log::debug!("{}: the connection ended in its TLS handshake", conn.peer);
+                self.refuse(key);
+                return false;
+            }
+            return true;
+        }
+        conn.phase = Phase::Open;
+        conn.scheduled = None;
+        if !self.open_session(key) {
+            return false;
+        }
+        self.reschedule(key);
+        self.handle_input(key, n)
     }
 
     /// Handles the complete messages in the connection's unused bytes plus
@@ -824,6 +957,8 @@ impl<H: MessageHandler> EventLoop<H> {
         let Some(conn) = self.conn(key) else {
             return;
         };
+        // TLS tells the client that nothing was cut off.
+        conn.close_notify();
         match why {
             Closing::Handler | Closing::Eof => {
                 conn.phase = Phase::Lingering {
@@ -896,8 +1031,14 @@ impl<H: MessageHandler> EventLoop<H> {
             let Some(conn) = self.conn(key) else {
                 continue;
             };
-            if conn.phase != Phase::Open {
-                continue;
+            match conn.phase {
+                Phase::Proxy { .. } | Phase::Handshake { .. } => {
+                    // Not yet a client of the handler: nothing to finish.
+                    self.finish(key);
+                    continue;
+                }
+                Phase::Lingering { .. } => continue,
+                Phase::Open => {}
             }
             if conn.is_idle() {
                 self.close(key, Closing::Shutdown);
@@ -950,13 +1091,25 @@ impl<H: MessageHandler> EventLoop<H> {
                 continue; // stale
             }
             conn.scheduled = None;
-            if let Phase::Lingering { until, .. } = conn.phase {
-                if until <= now {
-                    self.finish(key);
-                } else {
-                    self.reschedule(key);
+            match conn.phase {
+                Phase::Lingering { until, .. } => {
+                    if until <= now {
+                        self.finish(key);
+                    } else {
+                        self.reschedule(key);
+                    }
+                    continue;
                 }
-                continue;
+                Phase::Proxy { until } | Phase::Handshake { until: Some(until) } => {
+                    if until <= now {
+                        log::debug!("{}: its PROXY header or TLS handshake took too long", conn.peer);
+                        self.refuse(key);
+                    } else {
+                        self.reschedule(key);
+                    }
+                    continue;
+                }
+                Phase::Handshake { until: None } | Phase::Open => {}
             }
             if conn.paused_until.is_some_and(|until| until <= now) {
                 conn.paused_until = None;
