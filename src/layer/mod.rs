@@ -25,8 +25,8 @@
 //! # Ok::<(), proxy::ProxyError>(())
 //! ```
 
-use std::io;
 use std::fmt;
+use std::io;
 use std::time::Duration;
 
 use socket2::Socket;
@@ -208,10 +208,9 @@ impl Sink {
                 let socket = socket2::SockRef::from(&fd);
                 let mut sent = 0;
                 while sent < bytes.len() {
-                    match socket.send_with_flags(
-                        &bytes[sent..],
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    ) {
+                    match socket
+                        .send_with_flags(&bytes[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                    {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(n) => sent += n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -267,7 +266,9 @@ impl LayeredWriter {
     /// Limits each blocking write.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
-            LayeredWriter::Plain(socket) => socket.set_write_timeout(timeout.filter(|t| !t.is_zero())),
+            LayeredWriter::Plain(socket) => {
+                socket.set_write_timeout(timeout.filter(|t| !t.is_zero()))
+            }
             #[cfg(feature = "tls")]
             LayeredWriter::Tls(writer) => writer.set_write_timeout(timeout),
         }
@@ -310,7 +311,8 @@ impl Layers {
         #[cfg(feature = "tls")]
         if let Some(config) = &self.tls {
             let deadline = self.tls_timeout.map(crate::server::deadline_after);
-            let stream = tls::TlsStream::accept(socket, std::sync::Arc::clone(config), &rest, deadline)?;
+            let stream =
+                tls::TlsStream::accept(socket, std::sync::Arc::clone(config), &rest, deadline)?;
             return Ok((Layered::Tls(stream), peer, Vec::new()));
         }
         Ok((Layered::Plain(socket), peer, rest))

@@ -5,19 +5,16 @@ use std::io::{self, BufRead, Write};
 use clap::Args;
 use socketserver::client::chat::ChatClient;
 use socketserver::services::ChatRoom;
-use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
-use crate::common::{parse_size, BindArgs, CliError, Launcher, PoolArgs};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:9005";
+use crate::common::{parse_size, CliError};
+use crate::serve::ServerArgs;
+use crate::services::CHAT;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
     /// Bytes that may wait for one member; a member that falls further behind is disconnected
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "1MiB")]
     max_backlog: u64,
@@ -30,22 +27,17 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let room = ChatRoom::new()
         .max_backlog(usize::try_from(args.max_backlog).unwrap_or(usize::MAX))
         .max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX))
         .max_rate(usize::try_from(args.max_rate).unwrap_or(usize::MAX));
-    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
-    for url in &urls {
-        launcher.stream(url, &room)?;
-    }
-    launcher.run()
+    args.server.serve(&CHAT, &room)
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     /// The server's URL (tcp:// or unix:)
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    #[arg(long, value_name = "URL")]
     connect: SocketUrl,
     /// Take this name on arrival (sends `/nick NAME`)
     #[arg(long, value_name = "NAME")]

@@ -6,40 +6,26 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::{pipe, Connection, DatagramClient};
 use socketserver::services::EchoUpper;
-use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
-use crate::common::{for_each_message, parse_duration, BindArgs, CliError, Launcher, PoolArgs};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:9000";
+use crate::common::{for_each_message, parse_duration, CliError};
+use crate::serve::ServerArgs;
+use crate::services::ECHO_UPPER;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(
-        DEFAULT_URL,
-        &[Scheme::Tcp, Scheme::Udp, Scheme::Unix, Scheme::Unixgram],
-    )?;
-    // EchoUpper reads into its own buffers: its connections need no read
-    // buffer of their own (8 KiB each by default; 80 MiB for 10,000).
-    let mut launcher = Launcher::new(args.pool.options(None).read_buffer(64), args.pool.dispatch);
-    let echo = EchoUpper;
-    for url in &urls {
-        launcher.any(url, &echo)?;
-    }
-    launcher.run()
+    args.server.serve_any(&ECHO_UPPER, &EchoUpper)
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     /// The server's URL
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    #[arg(long, value_name = "URL")]
     connect: SocketUrl,
     /// Give up waiting for an answer after SECS
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]

@@ -8,23 +8,20 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::exec::ExecClient;
 use socketserver::protocol::framing::FrameCodec;
+use socketserver::request::Shared;
 use socketserver::services::exec::Containment;
 use socketserver::services::Exec;
-use socketserver::request::Shared;
-use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 
-use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+use crate::common::{parse_duration, parse_size, CliError};
 use crate::framed::{frame_size, load_key, session_error, AuthArgs, EndianArg};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:9003";
+use crate::serve::ServerArgs;
+use crate::services::EXEC;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
     /// The shared key: this file's bytes, all of them (required)
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
@@ -59,7 +56,6 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let codec = FrameCodec::new()
         .endian(args.endian.frame_endian)
         .max_frame(frame_size("--max-frame", args.max_frame)?);
@@ -101,11 +97,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         log::warn!("no --allow given: every command will be refused");
     }
     let exec = Shared::new(exec.authenticated(args.auth.config(key)));
-    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
-    for url in &urls {
-        launcher.stream(url, &exec)?;
-    }
-    let result = launcher.run();
+    let result = args.server.serve(&EXEC, &exec);
     let killed = exec.inner().kill_running();
     if killed > 0 {
         log::warn!("killed {killed} command(s) still running at exit");
@@ -116,7 +108,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 #[derive(Args, Debug)]
 pub struct ClientArgs {
     /// The server's URL
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
+    #[arg(long, value_name = "URL")]
     connect: SocketUrl,
     /// The shared key: this file's bytes, all of them (required)
     #[arg(long, value_name = "FILE")]

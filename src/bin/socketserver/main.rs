@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bench;
 mod chat;
@@ -17,6 +17,8 @@ mod framed;
 mod http;
 mod loadgen;
 mod qa;
+mod serve;
+mod services;
 
 /// Python's socketserver model in Rust: the socket-programming course's
 /// services, served on a thread pool, and their clients.
@@ -77,7 +79,11 @@ enum Client {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let command = services::with_defaults(Cli::command());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
         Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),

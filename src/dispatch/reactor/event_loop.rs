@@ -368,7 +368,9 @@ impl<H: MessageHandler> EventLoop<H> {
         let layers = &options.layers;
         #[cfg(feature = "tls")]
         if let Some(config) = &layers.tls {
-            conn.tls = Some(Box::new(crate::layer::tls::TlsSession::new(Arc::clone(config))));
+            conn.tls = Some(Box::new(crate::layer::tls::TlsSession::new(Arc::clone(
+                config,
+            ))));
         }
         conn.phase = if layers.proxy {
             Phase::Proxy {
@@ -608,7 +610,10 @@ impl<H: MessageHandler> EventLoop<H> {
             Ok(crate::layer::proxy::Parsed::Complete { header, length }) => (header, length),
             Ok(crate::layer::proxy::Parsed::Incomplete) => {
                 if conn.eof {
-                    log::debug!("{}: the connection ended inside its PROXY header", conn.peer);
+                    log::debug!(
+                        "{}: the connection ended inside its PROXY header",
+                        conn.peer
+                    );
                     self.refuse(key);
                     return false;
                 }
@@ -1102,7 +1107,10 @@ impl<H: MessageHandler> EventLoop<H> {
                 }
                 Phase::Proxy { until } | Phase::Handshake { until: Some(until) } => {
                     if until <= now {
-                        log::debug!("{}: its PROXY header or TLS handshake took too long", conn.peer);
+                        log::debug!(
+                            "{}: its PROXY header or TLS handshake took too long",
+                            conn.peer
+                        );
                         self.refuse(key);
                     } else {
                         self.reschedule(key);
