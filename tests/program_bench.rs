@@ -197,7 +197,10 @@ fn udp_ping_pong_against_the_real_server() {
     assert_eq!(u64_of(&json, "errors"), 0, "{json}");
     assert!(u64_of(&json, "requests") > 0, "{json}");
     // Datagrams lost on loopback are rare, and never more than were sent.
-    assert!(u64_of(&json, "lost") <= u64_of(&json, "requests") + 4, "{json}");
+    assert!(
+        u64_of(&json, "lost") <= u64_of(&json, "requests") + 4,
+        "{json}"
+    );
 }
 
 #[test]
@@ -259,6 +262,33 @@ fn hold_checks_every_connection_and_watches_the_server() {
     // CPU over the hold and the check, none per request.
     assert!(json["server_cpu_s"].as_f64().unwrap() >= 0.0, "{json}");
     assert!(json["server_cpu_us_per_request"].is_null(), "{json}");
+}
+
+#[test]
+fn a_watched_process_that_is_gone_is_reported_not_fatal() {
+    let server = ServerProcess::start(&["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"], 1);
+    // A process that has exited (and been reaped): its /proc entry is gone.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let pid = gone.id().to_string();
+    let (status, json, stdout, stderr) = bench(&[
+        "--connect",
+        server.url(),
+        "--mode",
+        "hold",
+        "-c",
+        "5",
+        "--duration",
+        "0",
+        "--watch-pid",
+        &pid,
+    ]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert_eq!(json["answered"], 5, "{json}");
+    assert!(json["server"].is_null(), "{json}");
+    assert!(json["server_cpu_s"].is_null(), "{json}");
+    let why = json["server_error"].as_str().unwrap();
+    assert!(why.contains(&pid), "{json}");
 }
 
 #[test]

@@ -467,6 +467,9 @@ pub struct Report {
     /// The watched processes, sampled at the end of the run while every
     /// connection was still open.
     pub server: Option<ServerSample>,
+    /// Why the watched processes could not be read at the end of the run
+    /// (one had exited, say).
+    pub server_error: Option<String>,
     /// Hold mode: the watched processes' resident memory divided by the
     /// connections held, in KiB.
     pub server_kib_per_connection: Option<f64>,
@@ -583,6 +586,9 @@ impl fmt::Display for Report {
             if let Some(kib) = self.server_kib_per_connection {
                 write!(f, ", {kib:.1} KiB per connection held")?;
             }
+        }
+        if let Some(why) = &self.server_error {
+            write!(f, "\n  server:    not read at the end of the run: {why}")?;
         }
         if let Some(cpu) = self.server_cpu_s {
             write!(f, "\n  server CPU: {cpu:.2} s in the measured window")?;
@@ -782,8 +788,8 @@ fn sleep_until(at: Instant) {
 /// Runs the load that `config` describes and reports what it measured.
 ///
 /// Fails only when the run cannot start (bad settings, too few file
-/// descriptors, no threads) or the watched server cannot be read; what goes
-/// wrong with the server during the run is counted in the report.
+/// descriptors, no threads); what goes wrong with the server during the run
+/// is counted in the report, its death included (`server_error`).
 pub fn run(config: &Config) -> io::Result<Report> {
     config
         .validate()
@@ -866,7 +872,7 @@ pub fn run(config: &Config) -> io::Result<Report> {
         }
     }
     verified?;
-    let server = server.transpose()?;
+    let (server, server_error) = split_sample(server);
     let hold = config.mode == Mode::Hold;
     let fan_out = config.mode == Mode::FanOut;
     let duration_s = match config.mode {
@@ -903,10 +909,24 @@ pub fn run(config: &Config) -> io::Result<Report> {
         fanout_ms: total.slowest.map(|d| d.as_secs_f64() * 1000.0),
         server_kib_per_connection: per_connection(hold, server.as_ref(), total.held),
         server,
+        server_error,
         server_cpu_s,
         server_cpu_us_per_request: per_request(hold, server_cpu_s, total.requests),
         latency_histogram: config.coordinated.then(|| total.histogram_pairs()),
     })
+}
+
+/// The sample of the watched processes, or why there is none: a server
+/// that died (or went away) during the run is in the report, not an end to
+/// it.
+fn split_sample(
+    sample: Option<io::Result<ServerSample>>,
+) -> (Option<ServerSample>, Option<String>) {
+    match sample {
+        None => (None, None),
+        Some(Ok(sample)) => (Some(sample), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+    }
 }
 
 /// Hold: the server's resident memory per held connection, in KiB.
@@ -944,7 +964,7 @@ pub fn raise_fd_limit() -> io::Result<u64> {
         }
         limit = raised;
     }
-    Ok(u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX))
+    Ok(limit.rlim_cur)
 }
 
 /// Raises the soft limit on open files to the hard limit when `connections`
@@ -1195,6 +1215,17 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_cannot_be_read_is_reported_not_fatal() {
+        assert_eq!(split_sample(None), (None, None));
+        let (sample, why) = split_sample(Some(ServerSample::read(&[u32::MAX])));
+        assert!(sample.is_none());
+        assert!(why.unwrap().contains(&u32::MAX.to_string()));
+        let (sample, why) = split_sample(Some(ServerSample::read(&[std::process::id()])));
+        assert!(sample.is_some());
+        assert!(why.is_none());
+    }
+
+    #[test]
     fn the_open_file_limit_is_raised_to_the_hard_limit() {
         let limit = raise_fd_limit().unwrap();
         let mut now = libc::rlimit {
@@ -1204,7 +1235,7 @@ mod tests {
         // SAFETY: getrlimit writes into the struct it is given.
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
         assert_eq!(now.rlim_cur, now.rlim_max);
-        assert_eq!(u64::try_from(now.rlim_cur).unwrap(), limit);
+        assert_eq!(now.rlim_cur, limit);
         assert!(ensure_fd_limit(10).is_ok());
         let err = ensure_fd_limit(usize::MAX).unwrap_err().to_string();
         assert!(err.contains("--processes"), "{err}");
@@ -1236,6 +1267,7 @@ mod tests {
             delivered: None,
             fanout_ms: None,
             server: None,
+            server_error: None,
             server_kib_per_connection: None,
             server_cpu_s: Some(0.5),
             server_cpu_us_per_request: Some(50_000.0),

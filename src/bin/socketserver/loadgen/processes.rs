@@ -27,7 +27,8 @@ use serde_json::Value;
 
 use super::process::{self, ServerSample};
 use super::{
-    per_connection, raise_fd_limit, Config, ErrorCounts, Latency, Mode, Report, Tally, SPARE_FILES,
+    per_connection, raise_fd_limit, split_sample, Config, ErrorCounts, Latency, Mode, Report,
+    Tally, SPARE_FILES,
 };
 
 /// How long the children may take to open their connections: a child gives
@@ -155,17 +156,18 @@ impl Children {
         let hold = config.duration + config.timeout + Duration::from_secs(1);
         self.expect_from_all("verified", deadline(hold + STEP_MARGIN))?;
         let cpu_end = process::total_cpu_seconds(&config.watch_pids);
-        let server = (!config.watch_pids.is_empty())
-            .then(|| ServerSample::read(&config.watch_pids))
-            .transpose();
+        let server =
+            (!config.watch_pids.is_empty()).then(|| ServerSample::read(&config.watch_pids));
         self.tell_all("release")?;
         let reports = self.reports(deadline(STEP_MARGIN))?;
-        let server = server?;
+        let (server, server_error) = split_sample(server);
         let server_cpu_s = match (config.watch_pids.is_empty(), cpu_start, cpu_end) {
             (false, Some(start), Some(end)) => Some((end - start).max(0.0)),
             _ => None,
         };
-        merge(config, &reports, connect_s, server, server_cpu_s)
+        let mut report = merge(config, &reports, connect_s, server, server_cpu_s)?;
+        report.server_error = server_error;
+        Ok(report)
     }
 
     /// Waits until every child has written `line`.
@@ -332,6 +334,7 @@ fn merge(
         fanout_ms: None,
         server_kib_per_connection: per_connection(true, server.as_ref(), held),
         server,
+        server_error: None,
         server_cpu_s,
         server_cpu_us_per_request: None,
         latency_histogram: None,
