@@ -52,6 +52,8 @@ struct Member {
     sent: usize,
     /// When the connect times out.
     deadline: Instant,
+    /// Join lines this member received before the line was sent.
+    joins: u64,
 }
 
 /// Where the run is.
@@ -127,6 +129,7 @@ impl<'a> Room<'a> {
                 outgoing: Vec::new(),
                 sent: 0,
                 deadline: now,
+                joins: 0,
             })
             .collect();
         Ok(Room {
@@ -176,7 +179,26 @@ impl<'a> Room<'a> {
         if joined == self.members.len() && self.joins < expected {
             self.tally.error(ErrorKind::Timeout);
         }
-        self.tally.connected = joined;
+        self.tally.connected = self.in_the_room();
+    }
+
+    /// How many members are in the room: the first to arrive hears of every
+    /// later one, so the most join lines a member received, plus that
+    /// member. (A connected member may still wait in the server's accept
+    /// queue, outside the room.)
+    fn in_the_room(&self) -> usize {
+        let connected = self
+            .members
+            .iter()
+            .filter(|m| m.stage == Stage::Joined)
+            .map(|m| m.joins);
+        match connected.max() {
+            Some(most) => usize::try_from(most)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+                .min(self.members.len()),
+            None => 0,
+        }
     }
 
     fn count(&self, stage: Stage) -> usize {
@@ -392,6 +414,7 @@ impl<'a> Room<'a> {
         if is_join(line) {
             if self.phase == Phase::Joining {
                 self.joins += 1;
+                self.members[i].joins += 1;
             }
             // Other members' arrivals are not the line: skipped whenever
             // they come (the room sends every join before the line anyway).
@@ -429,6 +452,28 @@ mod tests {
         assert!(!is_join(b"* alice left"));
         assert!(!is_join(b"alice: I joined"));
         assert!(!is_join(b"127.0.0.1:5000: * x joined!"));
+    }
+
+    #[test]
+    fn the_room_is_counted_from_the_first_arrival() {
+        let config = Config {
+            service: super::super::Service::Chat,
+            mode: super::super::Mode::FanOut,
+            ..Config::new("127.0.0.1:9".parse().unwrap(), super::super::Transport::Tcp)
+        };
+        let mut room = Room::new(&config, 4).unwrap();
+        assert_eq!(room.in_the_room(), 0);
+        // Three connected; the earliest of them heard of one later arrival:
+        // two are in the room, the third still waits to be accepted.
+        for (member, joins) in room.members.iter_mut().zip([0, 1, 0]) {
+            member.stage = Stage::Joined;
+            member.joins = joins;
+        }
+        assert_eq!(room.in_the_room(), 2);
+        room.members[2].joins = 9;
+        assert_eq!(room.in_the_room(), 4, "never more than the members");
+        room.members[2].stage = Stage::Failed;
+        assert_eq!(room.in_the_room(), 2, "a failed member does not count");
     }
 
     #[test]
