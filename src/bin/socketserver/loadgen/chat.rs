@@ -45,8 +45,8 @@ enum Stage {
 struct Member {
     stream: Option<TcpStream>,
     stage: Stage,
-    /// The bytes of a line not yet complete.
-    partial: Vec<u8>,
+    /// What it has received, cut into lines.
+    lines: Lines,
     /// Bytes to send (the sender's line) and how many went out.
     outgoing: Vec<u8>,
     sent: usize,
@@ -106,6 +106,55 @@ pub(super) fn fan_out(config: &Config, share: usize, phases: &Phases) -> Tally {
     room.tally
 }
 
+/// A byte stream cut into lines (`\n`, not kept), however the bytes arrive.
+#[derive(Debug, Default)]
+struct Lines {
+    /// The bytes of a line not complete yet, at most [`MAX_RECEIVED_LINE`].
+    partial: Vec<u8>,
+}
+
+/// What [`Lines::feed`] did with the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fed {
+    /// Every complete line went to the callback; the rest waits for more.
+    Taken,
+    /// The callback asked to stop: the rest of the bytes were dropped.
+    Stopped,
+    /// A line grew past [`MAX_RECEIVED_LINE`] without ending: dropped.
+    TooLong,
+}
+
+impl Lines {
+    /// Gives `line` every line that `bytes` completes, in order, until it
+    /// returns false.
+    fn feed(&mut self, mut bytes: &[u8], mut line: impl FnMut(&[u8]) -> bool) -> Fed {
+        while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
+            let keep_going = if self.partial.is_empty() {
+                line(&bytes[..newline])
+            } else {
+                self.partial.extend_from_slice(&bytes[..newline]);
+                let complete = std::mem::take(&mut self.partial);
+                let keep_going = line(&complete);
+                // The allocation is kept for the next line.
+                self.partial = complete;
+                self.partial.clear();
+                keep_going
+            };
+            bytes = &bytes[newline + 1..];
+            if !keep_going {
+                self.partial.clear();
+                return Fed::Stopped;
+            }
+        }
+        if self.partial.len() + bytes.len() > MAX_RECEIVED_LINE {
+            self.partial.clear();
+            return Fed::TooLong;
+        }
+        self.partial.extend_from_slice(bytes);
+        Fed::Taken
+    }
+}
+
 /// `* NAME joined`: a later member's arrival.
 fn is_join(line: &[u8]) -> bool {
     line.starts_with(b"* ") && line.ends_with(b" joined")
@@ -125,7 +174,7 @@ impl<'a> Room<'a> {
             .map(|_| Member {
                 stream: None,
                 stage: Stage::New,
-                partial: Vec::new(),
+                lines: Lines::default(),
                 outgoing: Vec::new(),
                 sent: 0,
                 deadline: now,
@@ -380,24 +429,10 @@ impl<'a> Room<'a> {
                 Ok(0) => return self.fail(i, ErrorKind::Closed),
                 Ok(_) if failed => {}
                 Ok(n) => {
-                    let mut bytes = &scratch[..n];
-                    while let Some(newline) = bytes.iter().position(|&b| b == b'\n') {
-                        let mut partial = std::mem::take(&mut self.members[i].partial);
-                        partial.extend_from_slice(&bytes[..newline]);
-                        bytes = &bytes[newline + 1..];
-                        let kept = self.line(i, &partial);
-                        partial.clear();
-                        self.members[i].partial = partial;
-                        if !kept {
-                            break;
-                        }
-                    }
-                    let member = &mut self.members[i];
-                    if member.stage == Stage::Failed {
-                        continue;
-                    }
-                    member.partial.extend_from_slice(bytes);
-                    if member.partial.len() > MAX_RECEIVED_LINE {
+                    let mut lines = std::mem::take(&mut self.members[i].lines);
+                    let fed = lines.feed(&scratch[..n], |line| self.line(i, line));
+                    self.members[i].lines = lines;
+                    if fed == Fed::TooLong {
                         self.fail(i, ErrorKind::Mismatch);
                     }
                 }
@@ -444,6 +479,92 @@ impl<'a> Room<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Every line `feed` gives out when `chunks` arrive one after the other.
+    fn lines_of(chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<Fed>) {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        let fed = chunks
+            .iter()
+            .map(|chunk| {
+                lines.feed(chunk, |line| {
+                    got.push(line.to_vec());
+                    true
+                })
+            })
+            .collect();
+        (got, fed)
+    }
+
+    #[test]
+    fn lines_are_cut_however_the_bytes_arrive() {
+        let (got, fed) = lines_of(&[b"* a jo", b"ined\nb: hi\n\nc", b"", b"d\n"]);
+        assert_eq!(got, [&b"* a joined"[..], b"b: hi", b"", b"cd"]);
+        assert_eq!(fed, [Fed::Taken; 4]);
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_off() {
+        let long = vec![b'x'; MAX_RECEIVED_LINE];
+        let (got, fed) = lines_of(&[&long, b"x", b"after\n"]);
+        assert_eq!(fed, [Fed::Taken, Fed::TooLong, Fed::Taken]);
+        assert_eq!(got, [&b"after"[..]]);
+        // Exactly the limit, then its end: one line.
+        let (got, _) = lines_of(&[&long, b"\n"]);
+        assert_eq!(got, [long]);
+    }
+
+    #[test]
+    fn the_callback_can_stop_the_lines() {
+        let mut lines = Lines::default();
+        let mut seen = 0;
+        let fed = lines.feed(b"one\ntwo\nthree\nfour", |_| {
+            seen += 1;
+            seen < 2
+        });
+        assert_eq!((fed, seen), (Fed::Stopped, 2));
+        assert!(lines.partial.is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_lines(
+            text in proptest::collection::vec(
+                proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..40),
+                0..20,
+            ),
+            cuts in proptest::collection::vec(any::<usize>(), 0..10),
+        ) {
+            let mut stream = Vec::new();
+            for line in &text {
+                stream.extend_from_slice(line);
+                stream.push(b'\n');
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut at = 0;
+            for cut in cuts.into_iter().chain([stream.len()]) {
+                chunks.push(&stream[at..cut]);
+                at = cut;
+            }
+            let (got, fed) = lines_of(&chunks);
+            prop_assert_eq!(got, text);
+            prop_assert!(fed.iter().all(|f| *f == Fed::Taken));
+        }
+
+        #[test]
+        fn the_partial_line_stays_bounded(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..60),
+        ) {
+            let mut lines = Lines::default();
+            for chunk in &chunks {
+                lines.feed(chunk, |line| line.len() <= MAX_RECEIVED_LINE + 3000);
+                prop_assert!(lines.partial.len() <= MAX_RECEIVED_LINE);
+            }
+        }
+    }
 
     #[test]
     fn join_lines() {

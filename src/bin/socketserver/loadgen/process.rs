@@ -123,6 +123,7 @@ pub fn total_cpu_seconds(pids: &[u32]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn reads_this_process() {
@@ -161,6 +162,27 @@ mod tests {
         assert_eq!(cpu_ticks(stat), Some(325));
         assert_eq!(cpu_ticks("1234 (short"), None);
         assert_eq!(cpu_ticks("1 (x) S 1 2"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_command_name_and_times_are_read(
+            pid in 1u32..4_000_000,
+            name in "[ -~]{0,16}",
+            utime in 0u64..1 << 40,
+            stime in 0u64..1 << 40,
+        ) {
+            let stat = format!(
+                "{pid} ({name}) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 3 0 99 1000 200"
+            );
+            prop_assert_eq!(cpu_ticks(&stat), Some(utime + stime));
+        }
+
+        #[test]
+        fn any_text_is_read_or_refused(text in "\\PC{0,200}") {
+            // Never a panic.
+            let _ = cpu_ticks(&text);
+        }
     }
 
     #[test]
