@@ -9,7 +9,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
-use super::{Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
+use super::{connect, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);
@@ -123,8 +123,7 @@ pub(super) fn run(
     match mode {
         Mode::PingPong => {
             client.open_all(&mut events);
-            phases.connected();
-            let window = Window::after(config.warmup, config.duration);
+            let window = phases.connected();
             client.phase = Phase::Running(window);
             let now = Instant::now();
             for i in 0..share {
@@ -136,8 +135,7 @@ pub(super) fn run(
             client.run_until(&mut events, window.end);
         }
         Mode::ConnectRate => {
-            phases.connected();
-            let window = Window::after(config.warmup, config.duration);
+            let window = phases.connected();
             client.phase = Phase::Running(window);
             for i in 0..share {
                 client.open(i);
@@ -147,10 +145,14 @@ pub(super) fn run(
         }
         Mode::Hold => {
             client.open_all(&mut events);
-            phases.connected();
+            let window = phases.connected();
             client.phase = Phase::Holding;
-            client.run_until(&mut events, Instant::now() + config.duration);
+            client.run_until(&mut events, window.end);
             client.verify(&mut events);
+        }
+        // Chat runs in its own module.
+        Mode::FanOut => {
+            phases.connected();
         }
     }
     phases.finished();
@@ -341,8 +343,7 @@ impl<'a> Client<'a> {
     fn open(&mut self, i: usize) {
         let now = Instant::now();
         let token = Token(i);
-        let opened = TcpStream::connect(self.config.target).and_then(|mut stream| {
-            stream.set_nodelay(true)?;
+        let opened = connect(self.config.target, self.config.source(i)).and_then(|mut stream| {
             self.poll.registry().register(
                 &mut stream,
                 token,
