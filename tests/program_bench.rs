@@ -422,8 +422,8 @@ fn chat_fan_out_reaches_every_member() {
         json["latency_us"]["p50"].as_f64().unwrap() <= max_us,
         "{json}"
     );
-    // Two threads per member on the threaded server.
-    assert!(json["server"]["threads"].as_u64().unwrap() >= 40, "{json}");
+    // The room parks its members on event loops: no thread per member.
+    assert!(json["server"]["threads"].as_u64().unwrap() < 20, "{json}");
     assert!(json["server_cpu_s"].as_f64().is_some(), "{json}");
 }
 
