@@ -1,6 +1,6 @@
 //! Dispatchers: how a server runs what arrives. One at a time on the
-//! serving thread ([`Synchronous`]), or on the elastic thread pool
-//! ([`Threading`]).
+//! serving thread ([`Synchronous`]), on the elastic thread pool
+//! ([`Threading`]), or on event loops ([`Reactor`]).
 //!
 //! A dispatcher is the third type parameter of [`Server`](crate::Server), a
 //! marker like the transports: `Server<Tcp, H, Threading>` is a
@@ -8,13 +8,16 @@
 //! loop admits each arrival under the limits and hands it to the running
 //! dispatcher; the dispatcher decides on which thread the
 //! [lifecycle](crate::server) of that connection or datagram runs, and which
-//! kind of handler it takes. A new way of running requests is one more
+//! kind of handler it takes. A dispatcher may also receive on the listener
+//! itself (the threading datagram server's workers do): the accept loop then
+//! only waits for the shutdown. A new way of running requests is one more
 //! dispatcher: nothing in [`Server`](crate::Server) changes.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod datagrams;
 mod pool;
 mod reactor;
 mod synchronous;
@@ -37,7 +40,7 @@ impl<T: Transport, H, D: private::Dispatch<T, H>> Dispatch<T, H> for D {}
 
 pub(crate) mod private {
     use super::*;
-    use crate::transport::Address;
+    use crate::transport::{Address, Listener};
 
     /// What a server needs of its dispatcher.
     pub trait Dispatch<T: Transport, H>: 'static {
@@ -46,7 +49,12 @@ pub(crate) mod private {
         /// deadline.
         const RUNS_ON_SERVING_THREAD: bool;
         /// Starts running: threads, loops, whatever the dispatcher keeps.
-        fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Box<dyn Running<T>>>;
+        /// `listener` is the server's socket, for a dispatcher that receives
+        /// on it itself.
+        fn start(
+            lifecycle: &Arc<Lifecycle<H>>,
+            listener: &Arc<Listener>,
+        ) -> io::Result<Box<dyn Running<T>>>;
         /// The handler's `verify_request`, for datagrams, which are judged
         /// on the accept loop's thread before they are dispatched.
         fn verify(handler: &H, peer: &Address) -> bool;
@@ -60,6 +68,13 @@ pub(crate) mod private {
     pub trait Running<T: Transport>: Send {
         /// Takes an arrival, or gives it back when full.
         fn submit(&self, arrival: T::Arrival) -> Result<(), T::Arrival>;
+        /// Serving begins (`serve_forever` or `handle_request`). True when
+        /// the dispatcher receives on the listener itself from now on: the
+        /// accept loop then leaves the listener alone and only waits for
+        /// the shutdown. False by default: arrivals come through `submit`.
+        fn begin(&self) -> bool {
+            false
+        }
         /// Takes no more arrivals; those already taken still run.
         fn close(&mut self);
         /// Waits for every thread to exit, or `deadline`; true when none is

@@ -31,7 +31,7 @@ impl PoolConfig {
     /// The pool a server's options ask for.
     pub fn of(options: &crate::Options) -> Self {
         PoolConfig {
-            core: options.threads,
+            core: options.core_threads(),
             max: options.max_threads_or_default(),
             queue: options.queue,
             keep_alive: options.keep_alive,

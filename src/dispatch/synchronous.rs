@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::private::{Dispatch, Running};
 use crate::request::RequestHandler;
 use crate::server::{Lifecycle, Serve};
-use crate::transport::{Address, Transport};
+use crate::transport::{Address, Listener, Transport};
 
 /// Runs each request on the thread that serves, to the end, before the next
 /// is accepted: Python's `TCPServer` and `UDPServer`.
@@ -24,7 +24,7 @@ where
 {
     const RUNS_ON_SERVING_THREAD: bool = true;
 
-    fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Box<dyn Running<T>>> {
+    fn start(lifecycle: &Arc<Lifecycle<H>>, _: &Arc<Listener>) -> io::Result<Box<dyn Running<T>>> {
         Ok(Box::new(Inline(Arc::clone(lifecycle))))
     }
 

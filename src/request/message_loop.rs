@@ -20,8 +20,13 @@ use super::stream::StreamRequest;
 use crate::server::ServerHandle;
 use crate::transport::Address;
 
-/// How much a connection's input buffer holds at first.
-const FIRST_BUFFER: usize = 4 * 1024;
+/// How much a connection's input buffer holds at first: little, since a
+/// thread per idle connection is what a threads-mode server holds by the
+/// thousand (its stack already takes two pages).
+const FIRST_BUFFER: usize = 512;
+/// A buffer that a read filled to the end doubles before the next read, up
+/// to this: a connection that sends much reads it in few calls.
+const GROWN_BUFFER: usize = 16 * 1024;
 /// Replies beyond this are written at once instead of batched.
 const WRITE_THROUGH: usize = 64 * 1024;
 /// What a polite close reads and discards at most, by default.
@@ -275,6 +280,8 @@ struct Input {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// The last read filled all the room it had: more was probably waiting.
+    filled: bool,
 }
 
 impl Input {
@@ -283,6 +290,7 @@ impl Input {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            filled: false,
         }
     }
 
@@ -314,6 +322,9 @@ impl Input {
     fn fill(&mut self, req: &mut StreamRequest) -> io::Result<usize> {
         if self.buf.is_empty() {
             self.buf = vec![0; FIRST_BUFFER];
+        } else if self.filled && self.buf.len() < GROWN_BUFFER {
+            let grown = self.buf.len() * 2;
+            self.buf.resize(grown, 0);
         }
         if self.end == self.buf.len() {
             if self.start > 0 {
@@ -325,8 +336,10 @@ impl Input {
                 self.buf.resize(grown, 0);
             }
         }
+        let room = self.buf.len() - self.end;
         let n = req.read_unbuffered(&mut self.buf[self.end..])?;
         self.end += n;
+        self.filled = n == room;
         Ok(n)
     }
 }

@@ -6,9 +6,13 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll};
+use std::os::fd::AsRawFd;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
 
 use super::control::{deadline_after, Control};
+use super::LISTENER;
 use super::stats::{Counters, Summary};
 use crate::dispatch::private::Running;
 use crate::transport::private::Arrival;
@@ -29,12 +33,17 @@ pub(crate) struct Serving<T: Transport> {
     events: Events,
     /// An accepted connection that waits for room.
     pending: Option<T::Arrival>,
-    /// The receive buffer of a datagram server.
+    /// The receive buffer of a datagram server, made when first needed.
     scratch: Scratch,
     dispatch: Box<dyn Running<T>>,
     control: Arc<Control>,
     url: String,
     closed: bool,
+    /// Serving has begun: the dispatcher was told, and the listener is
+    /// watched by the poll unless the dispatcher receives itself.
+    begun: bool,
+    /// The dispatcher receives on the listener itself.
+    receives: bool,
 }
 
 impl<T: Transport> Serving<T> {
@@ -45,21 +54,46 @@ impl<T: Transport> Serving<T> {
         control: Arc<Control>,
         url: String,
     ) -> Self {
-        let scratch = if T::SCHEME.is_stream() {
-            Scratch::default()
-        } else {
-            Listener::scratch()
-        };
         Serving {
             listener: Some(listener),
             poll,
             events: Events::with_capacity(16),
             pending: None,
-            scratch,
+            scratch: Scratch::default(),
             dispatch,
             control,
             url,
             closed: false,
+            begun: false,
+            receives: false,
+        }
+    }
+
+    /// Begins serving, once: tells the dispatcher, and watches the listener
+    /// for arrivals unless the dispatcher receives on it itself.
+    pub fn begin(&mut self) -> io::Result<()> {
+        if self.begun {
+            return Ok(());
+        }
+        self.receives = self.dispatch.begin();
+        if !self.receives {
+            if let Some(listener) = &self.listener {
+                self.poll.registry().register(
+                    &mut SourceFd(&listener.socket.as_raw_fd()),
+                    LISTENER,
+                    Interest::READABLE,
+                )?;
+            }
+        }
+        self.begun = true;
+        Ok(())
+    }
+
+    /// While `on`, a dispatcher that receives itself wakes the accept loop
+    /// when something arrives (for `handle_request`, which waits for one).
+    pub fn watch_arrivals(&self, on: bool) {
+        if self.receives {
+            self.control.watch_arrivals(on);
         }
     }
 
@@ -82,6 +116,13 @@ impl<T: Transport> Serving<T> {
         once: bool,
     ) -> io::Result<bool> {
         let control = Arc::clone(&self.control);
+        if self.receives {
+            // The dispatcher's own threads receive and admit.
+            return Ok(control.take_arrival());
+        }
+        if !T::SCHEME.is_stream() && self.scratch.is_empty() {
+            self.scratch = Listener::scratch();
+        }
         let counters = &control.counters;
         let mut dispatched = false;
         while !control.is_shutdown() {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,11 @@ pub(crate) struct Control {
     /// Set while the accept loop waits for room in the pool or under the
     /// connection cap; whoever frees room then wakes it.
     pub paused: AtomicBool,
+    /// Set while `handle_request` waits for a datagram that the dispatcher
+    /// receives itself; the dispatcher then says when one came.
+    watching: AtomicBool,
+    /// Something arrived while `watching`.
+    arrived: AtomicBool,
     waker: mio::Waker,
     pub counters: Counters,
     pub gauges: Arc<Gauges>,
@@ -58,6 +63,8 @@ impl Control {
             in_flight_at_shutdown: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            watching: AtomicBool::new(false),
+            arrived: AtomicBool::new(false),
             waker,
             counters: Counters::default(),
             gauges: Arc::default(),
@@ -119,6 +126,27 @@ impl Control {
         if self.paused.load(SeqCst) {
             self.wake();
         }
+    }
+
+    /// Starts (or stops) watching for arrivals that a dispatcher receives
+    /// itself, forgetting those before.
+    pub fn watch_arrivals(&self, on: bool) {
+        self.arrived.store(false, SeqCst);
+        self.watching.store(on, SeqCst);
+    }
+
+    /// Called by a dispatcher that receives itself, after each receive:
+    /// wakes the accept loop if it watches for arrivals.
+    pub fn note_arrival(&self) {
+        if self.watching.load(Relaxed) && !self.arrived.swap(true, SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// True if something arrived since watching began or since the last
+    /// call.
+    pub fn take_arrival(&self) -> bool {
+        self.arrived.swap(false, SeqCst)
     }
 
     pub fn wake(&self) {

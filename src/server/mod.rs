@@ -33,13 +33,11 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::ToSocketAddrs;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Interest, Poll, Token, Waker};
+use mio::{Poll, Token, Waker};
 use parking_lot::Mutex;
 use socket2::Type;
 
@@ -70,7 +68,7 @@ use crate::transport::{
     bind_inet, bind_unix, Listener, Tcp, Transport, Udp, UnixDatagram, UnixStream,
 };
 
-const LISTENER: Token = Token(0);
+pub(crate) const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
 /// How long to wait before accepting again after the system refused (for
 /// instance, out of file descriptors): long enough not to spin a core.
@@ -137,14 +135,9 @@ where
         let listener = Arc::new(addr.bind_listener(&options)?);
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
-        poll.registry().register(
-            &mut SourceFd(&listener.socket.as_raw_fd()),
-            LISTENER,
-            Interest::READABLE,
-        )?;
         let control = Arc::new(Control::new(waker, options, D::RUNS_ON_SERVING_THREAD));
         let lifecycle = Arc::new(Lifecycle::new(handler, ServerHandle(Arc::clone(&control))));
-        let dispatch = D::start(&lifecycle)?;
+        let dispatch = D::start(&lifecycle, &listener)?;
         let local = listener.local_addr()?;
         let url = url_of::<T>(&local);
         log::info!("listening on {url}");
@@ -169,6 +162,8 @@ where
     pub fn serve_forever(&self) -> io::Result<Summary> {
         let mut guard = self.lock_serving()?;
         let serving = guard.as_mut().ok_or_else(closed)?;
+        serving.begin()?;
+        serving.watch_arrivals(false);
         let control = self.lifecycle.control();
         let handler = &self.lifecycle.handler;
         let poll_interval = control.options.poll_interval;
@@ -212,8 +207,17 @@ where
     pub fn handle_request(&self) -> io::Result<()> {
         let mut guard = self.lock_serving()?;
         let serving = guard.as_mut().ok_or_else(closed)?;
-        let control = self.lifecycle.control();
-        let handler = &self.lifecycle.handler;
+        serving.begin()?;
+        // A dispatcher that receives itself says when a datagram came.
+        serving.watch_arrivals(true);
+        let handled = Self::wait_for_one(serving, &self.lifecycle);
+        serving.watch_arrivals(false);
+        handled
+    }
+
+    fn wait_for_one(serving: &mut Serving<T>, lifecycle: &Lifecycle<H>) -> io::Result<()> {
+        let control = lifecycle.control();
+        let handler = &lifecycle.handler;
         let deadline = control.options.timeout.map(control::deadline_after);
         while !control.is_shutdown() {
             if serving.pump(|peer| D::verify(handler, peer), true)? {

@@ -9,7 +9,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::Address;
@@ -57,11 +57,13 @@ pub struct Datagram {
 pub struct Listener {
     pub socket: Socket,
     unix_path: Option<PathBuf>,
-    spare: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
+    /// Packet buffers to reuse (at most `SPARE_BUFFERS`, room made at
+    /// once): a lock held for a push or a pop, cheaper than a channel.
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 /// The largest datagram a server receives whole.
-const MAX_DATAGRAM: usize = 65_536;
+pub(crate) const MAX_DATAGRAM: usize = 65_536;
 /// How many spare packet buffers a datagram server keeps for reuse.
 const SPARE_BUFFERS: usize = 256;
 
@@ -70,7 +72,7 @@ impl Listener {
         Listener {
             socket,
             unix_path,
-            spare: bounded(SPARE_BUFFERS),
+            spare: Mutex::new(Vec::new()),
         }
     }
 
@@ -106,24 +108,38 @@ impl Listener {
             Ok((n, from)) => {
                 // SAFETY: recvfrom initialised the first `n` bytes.
                 let data = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
-                let mut packet = self.spare.1.try_recv().unwrap_or_default();
-                packet.extend_from_slice(data);
-                Ok(Some(Datagram {
-                    packet,
-                    peer: Address::from_sockaddr(&from),
-                    listener: Arc::clone(self),
-                }))
+                Ok(Some(self.datagram(data, Address::from_sockaddr(&from))))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
     }
 
+    /// A datagram of `data` from `peer`, in a reused buffer, to answer from
+    /// this listener.
+    pub fn datagram(self: &Arc<Self>, data: &[u8], peer: Address) -> Datagram {
+        let mut packet = self.spare.lock().pop().unwrap_or_default();
+        packet.extend_from_slice(data);
+        Datagram {
+            packet,
+            peer,
+            listener: Arc::clone(self),
+        }
+    }
+
     /// Gives a packet buffer back for reuse.
     pub fn recycle(&self, mut packet: Vec<u8>) {
-        if packet.capacity() <= MAX_DATAGRAM {
-            packet.clear();
-            let _ = self.spare.0.try_send(packet);
+        if packet.capacity() == 0 || packet.capacity() > MAX_DATAGRAM {
+            return;
+        }
+        packet.clear();
+        let mut spare = self.spare.lock();
+        if spare.len() < SPARE_BUFFERS {
+            if spare.capacity() == 0 {
+                // Room for every spare at once: pushes never allocate.
+                spare.reserve_exact(SPARE_BUFFERS);
+            }
+            spare.push(packet);
         }
     }
 

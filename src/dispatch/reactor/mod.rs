@@ -21,7 +21,7 @@ use super::private::{Dispatch, Running};
 use super::{Pool, PoolConfig};
 use crate::request::MessageHandler;
 use crate::server::Lifecycle;
-use crate::transport::{Accepted, Address, StreamTransport};
+use crate::transport::{Accepted, Address, Listener, StreamTransport};
 use blocking::Handoff;
 use event_loop::{Command, EventLoop, LoopHandle};
 
@@ -74,7 +74,7 @@ where
 {
     const RUNS_ON_SERVING_THREAD: bool = false;
 
-    fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Box<dyn Running<T>>> {
+    fn start(lifecycle: &Arc<Lifecycle<H>>, _: &Arc<Listener>) -> io::Result<Box<dyn Running<T>>> {
         Ok(Box::new(Reactors::start(lifecycle)?))
     }
 
