@@ -1,4 +1,5 @@
-//! The echo-upper hot path allocates nothing per request, over TCP and UDP.
+//! The echo-upper hot path allocates nothing per request, over TCP (threads
+//! and reactor modes) and UDP.
 //!
 //! This test binary counts every allocation of the process with a global
 //! allocator (one per binary, hence a file of its own, with one test so that
@@ -22,7 +23,8 @@ use std::time::Duration;
 
 use socketserver::services::EchoUpper;
 use socketserver::{
-    handler_fn, Options, RequestHandler, StreamRequest, ThreadingTcpServer, ThreadingUdpServer,
+    handler_fn, Options, ReactorTcpServer, RequestHandler, StreamRequest, ThreadingTcpServer,
+    ThreadingUdpServer,
 };
 
 struct Counting;
@@ -133,7 +135,29 @@ fn tcp_allocations<H: RequestHandler<StreamRequest>>(handler: H, rounds: usize) 
     let addr = server.local_addr().as_inet().unwrap();
     let handle = server.handle();
     let serving = thread::spawn(move || server.serve_forever());
+    let counted = round_trips(addr, rounds);
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+    counted
+}
 
+/// The same on event loops: the reactor's read, framing, inline handler
+/// call and write.
+fn reactor_allocations(rounds: usize) -> (u64, u64) {
+    let options = Options::new().threads(1).reactor_threads(2);
+    let server = ReactorTcpServer::bind_with("127.0.0.1:0", EchoUpper, options).unwrap();
+    let addr = server.local_addr().as_inet().unwrap();
+    let handle = server.handle();
+    let serving = thread::spawn(move || server.serve_forever());
+    let counted = round_trips(addr, rounds);
+    handle.shutdown();
+    serving.join().unwrap().unwrap();
+    counted
+}
+
+/// Warms a connection up, then counts the allocations of `rounds` round
+/// trips on it.
+fn round_trips(addr: std::net::SocketAddr, rounds: usize) -> (u64, u64) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_nodelay(true).unwrap();
     stream.set_read_timeout(Some(STEP)).unwrap();
@@ -153,8 +177,6 @@ fn tcp_allocations<H: RequestHandler<StreamRequest>>(handler: H, rounds: usize) 
         }
     });
     drop(stream);
-    handle.shutdown();
-    serving.join().unwrap().unwrap();
     counted
 }
 
@@ -228,10 +250,12 @@ fn echo_upper_round_trips_allocate_nothing() {
     );
 
     let (tcp, tcp_bytes) = tcp_allocations(EchoUpper, ROUNDS);
+    let (reactor, reactor_bytes) = reactor_allocations(ROUNDS);
     let (udp, udp_bytes) = udp_allocations();
     assert!(
-        tcp == 0 && udp == 0,
-        "over {ROUNDS} round trips each: TCP made {tcp} allocation(s) ({tcp_bytes} bytes), \
-         UDP {udp} ({udp_bytes} bytes); run with ZERO_ALLOC_TRACE=1 to see where"
+        tcp == 0 && reactor == 0 && udp == 0,
+        "over {ROUNDS} round trips each: TCP (threads) made {tcp} allocation(s) ({tcp_bytes} \
+         bytes), TCP (reactor) {reactor} ({reactor_bytes} bytes), UDP {udp} ({udp_bytes} \
+         bytes); run with ZERO_ALLOC_TRACE=1 to see where"
     );
 }

@@ -997,10 +997,8 @@ impl<H: MessageHandler> EventLoop<H> {
         if let Some(outlet) = &conn.outlet {
             outlet.closed.store(true, SeqCst);
         }
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&conn.socket.as_raw_fd()));
+        // Closing the socket (never duplicated) removes it from the epoll
+        // set: no deregistration call needed.
         drop(conn);
         self.free.push(key.slot);
         self.open -= 1;
