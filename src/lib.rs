@@ -87,6 +87,7 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+mod deadline;
 pub mod dispatch;
 pub mod layer;
 pub mod ops;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Connection;
 use crate::protocol::line::{read_line, Line};
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 /// The longest line the client accepts from the room, in bytes.
 const MAX_LINE: usize = 1 << 20;

@@ -9,7 +9,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::Connection;
 use crate::protocol::line::{read_line, Line};
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 /// The largest response head the client accepts, in bytes.
 const MAX_HEAD: usize = 64 * 1024;

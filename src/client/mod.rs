@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 pub mod chat;
 pub mod dict;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::Connection;
 use crate::protocol::line::{read_line, Line};
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 /// The longest answer the client accepts, in bytes.
 const MAX_ANSWER: usize = 1 << 20;

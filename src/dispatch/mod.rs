@@ -25,7 +25,7 @@ pub use reactor::Reactor;
 pub use synchronous::Synchronous;
 pub use threading::Threading;
 
-use crate::server::Lifecycle;
+use crate::server::lifecycle::Lifecycle;
 use crate::transport::Transport;
 
 /// A way of running requests of transport `T` with handlers of type `H`.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::server::Gauges;
+use crate::server::stats::Gauges;
 
 /// Sizes and names of a pool.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub(crate) struct PoolConfig {
 
 impl PoolConfig {
     /// The pool a server's options ask for.
-    pub fn of(options: &crate::Options) -> Self {
+    pub fn of(options: &crate::server::options::Options) -> Self {
         PoolConfig {
             core: options.threads,
             max: options.max_threads_or_default(),

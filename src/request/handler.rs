@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::Address;
+use crate::transport::address::Address;
 
 /// What a server does with each request: Python's `BaseRequestHandler`, plus the
 /// server hooks that a Python user would override on the server class.

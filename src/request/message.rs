@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::framing::{Framing, FramingError};
 use super::handler::log_request_error;
-use crate::server::ServerHandle;
+use crate::server::control::ServerHandle;
 use crate::transport::Address;
 
 /// What a handler says after a message.

@@ -12,7 +12,7 @@ use parking_lot::{Condvar, Mutex};
 use super::flusher::Flusher;
 use super::registry::Registry;
 use super::stats::{Counters, Gauges, Stats};
-use crate::Options;
+use crate::server::options::Options;
 
 /// A cloneable handle to a server, for any thread, a handler's own included:
 /// ask it to shut down, wait for its shutdown, read its counters and options.
@@ -179,7 +179,7 @@ impl ServerHandle {
         }
         if control.needs_watchdog && control.counters.in_flight.load(SeqCst) > 0 {
             let watched = Arc::clone(control);
-            let deadline = deadline_after(control.options.shutdown_timeout);
+            let deadline = crate::deadline::after(control.options.shutdown_timeout);
             let spawned = std::thread::Builder::new()
                 .name("socketserver-deadline".into())
                 .spawn(move || watched.drain(deadline));
@@ -200,7 +200,7 @@ impl ServerHandle {
     /// [`is_shutdown`](ServerHandle::is_shutdown).
     pub fn wait_for_shutdown(&self, timeout: Option<Duration>) -> bool {
         let control = &self.0;
-        let deadline = timeout.map(deadline_after);
+        let deadline = timeout.map(crate::deadline::after);
         let mut guard = control.changed.lock();
         while !control.is_shutdown() {
             match deadline {
@@ -235,14 +235,6 @@ impl ServerHandle {
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         super::signal::shutdown_on_signal(self.clone())
     }
-}
-
-/// `now + after`, or a time so far away that it never comes when the sum
-/// does not fit in an `Instant`.
-pub(crate) fn deadline_after(after: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(after)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 impl fmt::Debug for ServerHandle {

@@ -44,24 +44,21 @@ use parking_lot::Mutex;
 use socket2::Type;
 
 mod accept;
-mod control;
-mod flusher;
+pub(crate) mod control;
+pub(crate) mod flusher;
 mod group;
-mod lifecycle;
-mod options;
-mod registry;
+pub(crate) mod lifecycle;
+pub(crate) mod options;
+pub(crate) mod registry;
 mod signal;
-mod stats;
+pub(crate) mod stats;
 
 use accept::Serving;
+use control::Control;
 pub use control::ServerHandle;
-pub(crate) use control::{deadline_after, Control};
-pub(crate) use flusher::{Flushable, Flusher};
 pub use group::ServerGroup;
-pub(crate) use lifecycle::{panic_message, Lifecycle, Serve};
+use lifecycle::Lifecycle;
 pub use options::Options;
-pub(crate) use registry::Tracked;
-pub(crate) use stats::{Counters, Gauges};
 pub use stats::{Stats, Summary};
 
 use crate::dispatch::{Dispatch, Threading};
@@ -214,7 +211,7 @@ where
         let serving = guard.as_mut().ok_or_else(closed)?;
         let control = self.lifecycle.control();
         let handler = &self.lifecycle.handler;
-        let deadline = control.options.timeout.map(control::deadline_after);
+        let deadline = control.options.timeout.map(crate::deadline::after);
         while !control.is_shutdown() {
             if serving.pump(|peer| D::verify(handler, peer), true)? {
                 return Ok(());

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
-use super::ServerHandle;
+use super::control::ServerHandle;
 
 /// The servers that the signal handler shuts down.
 static REGISTERED: OnceLock<Mutex<Vec<ServerHandle>>> = OnceLock::new();

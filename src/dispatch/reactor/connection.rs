@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::event_loop::Notify;
+use super::mailbox::Notify;
 use super::outlet::LoopOutlet;
 use super::timers::Key;
 use crate::request::{cannot_read, ConnHandle, ConnIo, Framer, MessageHandler, Outlet, Timeouts};
-use crate::server::ServerHandle;
+use crate::server::control::ServerHandle;
 use crate::transport::Address;
 
 /// How long a polite close waits for the client to take the last replies

@@ -5,21 +5,23 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use parking_lot::Mutex;
 
 use super::blocking::Handoff;
 use super::connection::{Connection, LoopIo, Phase, LINGER};
+use super::mailbox::{Alarm, Command, LoopHandle, Mailbox, Notify, Signal};
 use super::timers::{Deadlines, Key};
 use crate::dispatch::Pool;
 use crate::request::{Closing, Conn, Found, Framer, FramingError, MessageHandler, Next, Timeouts};
-use crate::server::{panic_message, Counters, Lifecycle};
+use crate::server::lifecycle::{panic_message, Lifecycle};
+use crate::server::stats::Counters;
 use crate::transport::Accepted;
 
 const WAKE: Token = Token(usize::MAX);
@@ -35,87 +37,6 @@ const HIGH_WATER: usize = 1 << 20;
 /// pool thread still holds.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Work for a loop from other threads.
-pub(super) enum Command<H: MessageHandler> {
-    /// A connection the server admitted.
-    Accept(Accepted),
-    /// A connection back from the pool.
-    Return(Box<Connection<H>>),
-    /// The server shuts down.
-    Shutdown,
-}
-
-/// Requests from [`ConnHandle`](crate::request::ConnHandle)s.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Signal {
-    /// Bytes wait in the connection's outlet.
-    Flush(Key),
-    /// The connection's backlog overflowed.
-    Disconnect(Key),
-    /// Close the connection after what is queued.
-    CloseAfterFlush(Key),
-}
-
-/// Wakes a loop when it sleeps.
-#[derive(Debug)]
-struct Alarm {
-    waker: Waker,
-    sleeping: AtomicBool,
-}
-
-impl Alarm {
-    fn ring(&self) {
-        if self.sleeping.swap(false, SeqCst) {
-            if let Err(e) = self.waker.wake() {
-                log::error!("cannot wake an event loop: {e}");
-            }
-        }
-    }
-}
-
-/// Sends signals to a loop, from any thread.
-#[derive(Debug, Clone)]
-pub(super) struct Notify {
-    signals: Sender<Signal>,
-    alarm: Arc<Alarm>,
-}
-
-impl Notify {
-    pub fn signal(&self, signal: Signal) {
-        if self.signals.send(signal).is_ok() {
-            self.alarm.ring();
-        }
-    }
-}
-
-/// Sends commands to a loop, from any thread.
-pub(super) struct LoopHandle<H: MessageHandler> {
-    commands: Sender<Command<H>>,
-    alarm: Arc<Alarm>,
-}
-
-impl<H: MessageHandler> Clone for LoopHandle<H> {
-    fn clone(&self) -> Self {
-        LoopHandle {
-            commands: self.commands.clone(),
-            alarm: Arc::clone(&self.alarm),
-        }
-    }
-}
-
-impl<H: MessageHandler> LoopHandle<H> {
-    /// Sends a command; gives it back when the loop has ended.
-    pub fn send(&self, command: Command<H>) -> Option<Command<H>> {
-        match self.commands.send(command) {
-            Ok(()) => {
-                self.alarm.ring();
-                None
-            }
-            Err(e) => Some(e.into_inner()),
-        }
-    }
-}
-
 /// A place in a loop's table.
 struct Slot<H: MessageHandler> {
     generation: u32,
@@ -129,10 +50,10 @@ pub(super) struct EventLoop<H: MessageHandler> {
     poll: Poll,
     lifecycle: Arc<Lifecycle<H>>,
     pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
-    commands: Receiver<Command<H>>,
+    commands: Receiver<Command<Box<Connection<H>>>>,
     signals: Receiver<Signal>,
     alarm: Arc<Alarm>,
-    handle: LoopHandle<H>,
+    handle: LoopHandle<Box<Connection<H>>>,
     notify: Notify,
     slots: Vec<Slot<H>>,
     free: Vec<usize>,
@@ -155,31 +76,19 @@ impl<H: MessageHandler> EventLoop<H> {
     pub fn new(
         lifecycle: Arc<Lifecycle<H>>,
         pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
-    ) -> io::Result<(Self, LoopHandle<H>)> {
+    ) -> io::Result<(Self, LoopHandle<Box<Connection<H>>>)> {
         let poll = Poll::new()?;
-        let alarm = Arc::new(Alarm {
-            waker: Waker::new(poll.registry(), WAKE)?,
-            sleeping: AtomicBool::new(false),
-        });
-        let (command_tx, commands) = unbounded();
-        let (signal_tx, signals) = unbounded();
-        let handle = LoopHandle {
-            commands: command_tx,
-            alarm: Arc::clone(&alarm),
-        };
-        let notify = Notify {
-            signals: signal_tx,
-            alarm: Arc::clone(&alarm),
-        };
+        let mailbox = Mailbox::new(poll.registry(), WAKE)?;
+        let handle = mailbox.handle.clone();
         let event_loop = EventLoop {
             poll,
             lifecycle,
             pool,
-            commands,
-            signals,
-            alarm,
-            handle: handle.clone(),
-            notify,
+            commands: mailbox.commands,
+            signals: mailbox.signals,
+            alarm: mailbox.alarm,
+            handle: mailbox.handle,
+            notify: mailbox.notify,
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
@@ -282,7 +191,7 @@ impl<H: MessageHandler> EventLoop<H> {
         conn_in(&mut self.slots, key)
     }
 
-    fn command(&mut self, command: Command<H>) {
+    fn command(&mut self, command: Command<Box<Connection<H>>>) {
         match command {
             Command::Accept(accepted) => self.accept(accepted),
             Command::Return(conn) => self.returned(conn),
@@ -374,11 +283,11 @@ impl<H: MessageHandler> EventLoop<H> {
         }
         conn.phase = if layers.proxy {
             Phase::Proxy {
-                until: crate::server::deadline_after(layers.proxy_timeout),
+                until: crate::deadline::after(layers.proxy_timeout),
             }
         } else if conn.has_tls() {
             Phase::Handshake {
-                until: layers.tls_timeout.map(crate::server::deadline_after),
+                until: layers.tls_timeout.map(crate::deadline::after),
             }
         } else {
             Phase::Open
@@ -632,7 +541,7 @@ impl<H: MessageHandler> EventLoop<H> {
         if let Some(session) = conn.tls.as_mut() {
             let layers = &self.lifecycle.control().options.layers;
             conn.phase = Phase::Handshake {
-                until: layers.tls_timeout.map(crate::server::deadline_after),
+                until: layers.tls_timeout.map(crate::deadline::after),
             };
             if let Err(e) = session.feed(&rest) {
                 log::debug!("{}: refused by a stream layer: {e}", conn.peer);
@@ -1026,7 +935,7 @@ impl<H: MessageHandler> EventLoop<H> {
 
     fn begin_shutdown(&mut self) {
         let timeout = self.lifecycle.control().options.shutdown_timeout;
-        self.shutdown_deadline = Some(crate::server::deadline_after(timeout));
+        self.shutdown_deadline = Some(crate::deadline::after(timeout));
         for slot in 0..self.slots.len() {
             let Some(key) = self.key_of(slot) else {
                 continue;

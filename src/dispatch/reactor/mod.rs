@@ -14,16 +14,19 @@ use parking_lot::Mutex;
 mod blocking;
 mod connection;
 mod event_loop;
+mod mailbox;
 mod outlet;
 mod timers;
 
 use super::private::{Dispatch, Running};
 use super::{Pool, PoolConfig};
 use crate::request::MessageHandler;
-use crate::server::Lifecycle;
+use crate::server::lifecycle::Lifecycle;
 use crate::transport::{Accepted, Address, StreamTransport};
 use blocking::Handoff;
-use event_loop::{Command, EventLoop, LoopHandle};
+use connection::Connection;
+use event_loop::EventLoop;
+use mailbox::{Command, LoopHandle};
 
 /// Runs a [`MessageHandler`] on event loops that park idle connections
 /// without a thread.
@@ -91,7 +94,7 @@ where
 
 /// The running loops and the pool of blocking messages.
 struct Reactors<H: MessageHandler> {
-    loops: Vec<LoopHandle<H>>,
+    loops: Vec<LoopHandle<Box<Connection<H>>>>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     next: AtomicUsize,
     pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
