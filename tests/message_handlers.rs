@@ -488,3 +488,65 @@ fn a_reactor_serves_a_thousand_connections_on_two_loops() {
     server.stop();
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// A request in two lines: `begin` (answered `go on`), then the rest
+/// (answered `done: REST`); in between, the session is inside a request.
+#[derive(Clone)]
+struct TwoPart;
+
+impl MessageHandler for TwoPart {
+    type Session = bool;
+
+    fn framing(&self, _: &bool) -> Framing {
+        Framing::Line { max: 64 }
+    }
+
+    fn in_request(&self, begun: &bool) -> bool {
+        *begun
+    }
+
+    fn idle_ends_at_shutdown(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    fn on_message(&self, begun: &mut bool, line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        if *begun {
+            *begun = false;
+            conn.write_all(b"done: ")?;
+            conn.write_all(line)?;
+            conn.write_all(b"\n")?;
+        } else {
+            *begun = true;
+            conn.write_all(b"go on\n")?;
+        }
+        Ok(Next::Continue)
+    }
+}
+
+crate::both_modes! {
+    fn a_request_in_several_messages_finishes_at_shutdown(mode) {
+        let server = run_messages(
+            mode,
+            TwoPart,
+            Options::new().shutdown_timeout(Duration::from_secs(30)),
+        );
+        let stream = connect(&server);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut idle = connect(&server);
+        writer.write_all(b"begin\n").unwrap();
+        assert_eq!(line(&mut reader), "go on");
+        // Between its two messages the connection is not idle: a shutdown
+        // lets the request finish, and closes the idle one at once.
+        server.handle.shutdown();
+        assert_eq!(until_closed(&mut idle), b"");
+        writer.write_all(b"the rest\n").unwrap();
+        assert_eq!(line(&mut reader), "done: the rest");
+        let summary = server.stop();
+        assert_eq!(summary.cut, 0, "{summary}");
+    }
+}

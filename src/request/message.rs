@@ -110,6 +110,16 @@ pub trait MessageHandler: Send + Sync + 'static {
         false
     }
 
+    /// Whether the session is in the middle of a request that spans
+    /// several framed messages (an HTTP head, then its body in pieces):
+    /// such a connection is not idle between them, so a shutdown lets the
+    /// request finish (until the deadline) instead of closing it at once.
+    /// Default false.
+    fn in_request(&self, session: &Self::Session) -> bool {
+        let _ = session;
+        false
+    }
+
     /// Whether, in threads mode, a connection waiting between messages is
     /// closed at once when the server shuts down (its handler's
     /// [`close`](MessageHandler::close) told [`Closing::Shutdown`]), as it
@@ -428,6 +438,10 @@ impl<H: MessageHandler> MessageHandler for Shared<H> {
 
     fn blocking(&self, session: &Self::Session) -> bool {
         self.0.blocking(session)
+    }
+
+    fn in_request(&self, session: &Self::Session) -> bool {
+        self.0.in_request(session)
     }
 
     fn idle_ends_at_shutdown(&self) -> bool {

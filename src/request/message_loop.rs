@@ -148,7 +148,7 @@ pub(crate) fn run<H: MessageHandler>(handler: &H, req: &mut StreamRequest) -> io
             }
             Ok(Found::NeedMore) => {
                 state.flush(req)?;
-                let between = input.is_empty();
+                let between = input.is_empty() && !handler.in_request(&session);
                 let waits_idle = between && idle_ends;
                 if between {
                     message_started = None;

@@ -392,7 +392,7 @@ impl<H: MessageHandler> EventLoop<H> {
             Err(e) => self.failed(key, e),
             Ok(false) => {}
             Ok(true) => {
-                let Some(conn) = self.conn(key) else {
+                let Some(conn) = conn_in(&mut self.slots, key) else {
                     return;
                 };
                 if let Phase::Lingering { write_shut, .. } = &mut conn.phase {
@@ -406,7 +406,9 @@ impl<H: MessageHandler> EventLoop<H> {
                     return;
                 }
                 if let Some(why) = conn.close_when_flushed.take() {
-                    if conn.input.is_empty() || why == Closing::Handler {
+                    let between =
+                        conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+                    if between || why == Closing::Handler {
                         self.close(key, why);
                         return;
                     }
@@ -713,11 +715,13 @@ impl<H: MessageHandler> EventLoop<H> {
                 false
             }
             Outcome::More | Outcome::NeedMore => {
-                let Some(conn) = self.conn(key) else {
+                let Some(conn) = conn_in(&mut self.slots, key) else {
                     return false;
                 };
                 if let Some(why) = conn.close_when_flushed {
-                    if conn.out.is_empty() && conn.input.is_empty() {
+                    let between =
+                        conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+                    if conn.out.is_empty() && between {
                         conn.close_when_flushed = None;
                         self.close(key, why);
                         return false;
@@ -767,11 +771,12 @@ impl<H: MessageHandler> EventLoop<H> {
         let slot = &mut self.slots[key.slot];
         slot.in_pool = false;
         slot.conn = Some(conn);
-        let Some(conn) = self.conn(key) else {
+        let Some(conn) = conn_in(&mut self.slots, key) else {
             return;
         };
         if let Some(why) = conn.close_when_flushed.take() {
-            if conn.session.is_none() || why != Closing::Shutdown || conn.input.is_empty() {
+            let between = conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+            if conn.session.is_none() || why != Closing::Shutdown || between {
                 self.close(key, why);
                 return;
             }
@@ -940,7 +945,7 @@ impl<H: MessageHandler> EventLoop<H> {
             let Some(key) = self.key_of(slot) else {
                 continue;
             };
-            let Some(conn) = self.conn(key) else {
+            let Some(conn) = conn_in(&mut self.slots, key) else {
                 continue;
             };
             match conn.phase {
@@ -952,7 +957,7 @@ impl<H: MessageHandler> EventLoop<H> {
                 Phase::Lingering { .. } => continue,
                 Phase::Open => {}
             }
-            if conn.is_idle() {
+            if conn.is_idle() && !in_request(&self.lifecycle.handler, conn) {
                 self.close(key, Closing::Shutdown);
             } else {
                 conn.close_when_flushed = Some(Closing::Shutdown);
@@ -1054,6 +1059,14 @@ fn conn_in<H: MessageHandler>(slots: &mut [Slot<H>], key: Key) -> Option<&mut Co
         return None;
     }
     slot.conn.as_deref_mut()
+}
+
+/// True while the connection's session is inside a request that spans
+/// several messages (its handler says so).
+fn in_request<H: MessageHandler>(handler: &H, conn: &Connection<H>) -> bool {
+    conn.session
+        .as_ref()
+        .is_some_and(|session| handler.in_request(session))
 }
 
 /// How handling a connection's input ended.
