@@ -10,6 +10,7 @@ use clap::{ArgAction, Args, ValueEnum};
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, CliError};
+use crate::services;
 
 /// The services whose answers the load generator knows how to check.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,12 +125,9 @@ impl BenchArgs {
 }
 
 pub fn bench(args: BenchArgs) -> Result<(), CliError> {
-    // Every connection is a file: take all the system allows.
-    loadgen::raise_fd_limit()
-        .map_err(|e| CliError::Failed(format!("cannot raise the open-file limit: {e}")))?;
     let (service, default_url) = match args.service {
-        BenchService::EchoUpper => (Service::EchoUpper, "tcp://127.0.0.1:9000"),
-        BenchService::Chat => (Service::Chat, "tcp://127.0.0.1:9005"),
+        BenchService::EchoUpper => (Service::EchoUpper, services::ECHO_UPPER.default_url),
+        BenchService::Chat => (Service::Chat, services::CHAT.default_url),
     };
     let url = args
         .connect

@@ -54,6 +54,40 @@ pub fn for_each_message(
     Ok(())
 }
 
+/// Raises the soft limit of open files to the hard limit (to `fs.nr_open`
+/// when the hard limit is unlimited), as Go's runtime and nginx do: a server
+/// or a load generator of many connections needs a descriptor each. Returns
+/// the limit now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut target = limit.rlim_max;
+    if target == libc::RLIM_INFINITY {
+        target = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(limit.rlim_cur);
+    }
+    if target > limit.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit.rlim_cur = target;
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// Parses a byte count with an optional KiB, MiB or GiB suffix (also K, M, G,
 /// KB, MB, GB, all meaning powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {

@@ -86,6 +86,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    if let Err(e) = common::raise_open_file_limit() {
+        log::warn!("cannot raise the open-file limit: {e}");
+    }
     let result = match cli.command {
         Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
         Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),

@@ -14,7 +14,7 @@ use socketserver::{
     ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
 };
 
-use crate::common::{parse_duration, CliError};
+use crate::common::{parse_duration, raise_open_file_limit, CliError};
 use crate::services::Service;
 
 /// How a stream service runs its connections.
@@ -47,9 +47,9 @@ pub struct ServerArgs {
     /// Connections waiting for a thread
     #[arg(long, value_name = "N", default_value_t = 1024)]
     queue: usize,
-    /// Most connections open at once
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Most connections open at once [default: 10000; reactor: 100000; lowered to fit the open-file limit]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// Close a connection that sends nothing for SECS [default: none; http: 60]
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
@@ -103,11 +103,43 @@ impl ServerArgs {
         Ok(self.urls.clone())
     }
 
+    /// The dispatch mode: as given, or the service's default.
+    fn dispatch(&self, service: &Service) -> DispatchMode {
+        self.dispatch.unwrap_or(service.dispatch)
+    }
+
+    /// `--max-connections`, or the mode's default lowered to what the
+    /// open-file limit holds (SPEC rule 23); a value given beyond the limit
+    /// is kept, with a warning.
+    fn max_connections(&self, service: &Service) -> usize {
+        let room = raise_open_file_limit()
+            .ok()
+            .and_then(|limit| usize::try_from(limit).ok())
+            .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS));
+        match (self.max_connections, room) {
+            (Some(given), Some(room)) if given > room => {
+                log::warn!(
+                    "--max-connections {given} is more than the open-file limit {} allows",
+                    room + RESERVED_DESCRIPTORS
+                );
+                given
+            }
+            (Some(given), _) => given,
+            (None, room) => {
+                let default = match self.dispatch(service) {
+                    DispatchMode::Threads => 10_000,
+                    DispatchMode::Reactor => 100_000,
+                };
+                room.map_or(default, |room| default.min(room.max(1)))
+            }
+        }
+    }
+
     /// The server options these arguments ask for, for `service`.
     pub fn options(&self, service: &Service) -> Result<Options, CliError> {
         let mut options = Options::new()
             .queue(self.queue)
-            .max_connections(self.max_connections)
+            .max_connections(self.max_connections(service))
             .idle_timeout(self.idle_timeout.or(service.idle_timeout))
             .write_timeout(Some(self.write_timeout))
             .shutdown_timeout(self.shutdown_timeout)
@@ -145,7 +177,7 @@ impl ServerArgs {
         Ok(Launcher {
             group: ServerGroup::new(),
             options: self.options(service)?,
-            dispatch: self.dispatch.unwrap_or(service.dispatch),
+            dispatch: self.dispatch(service),
         })
     }
 
@@ -178,6 +210,11 @@ impl ServerArgs {
         launcher.run()
     }
 }
+
+/// Descriptors kept for the program's own use (listeners, pipes, files,
+/// the event loops' epoll and eventfd) when the default connection cap is
+/// fitted under the open-file limit.
+const RESERVED_DESCRIPTORS: usize = 64;
 
 /// Binds servers for a service and runs them together.
 pub struct Launcher {

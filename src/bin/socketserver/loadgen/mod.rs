@@ -942,38 +942,13 @@ fn per_request(hold: bool, cpu_s: Option<f64>, requests: u64) -> Option<f64> {
     Some(cpu_s? * 1e6 / requests as f64)
 }
 
-/// Raises the soft limit on open files to the hard limit; returns the limit
-/// now in force.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct it is given.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        limit = raised;
-    }
-    Ok(limit.rlim_cur)
-}
-
 /// Raises the soft limit on open files to the hard limit when `connections`
 /// need more, and fails with a clear message when even that is too low.
 fn ensure_fd_limit(connections: usize) -> io::Result<()> {
     let needed = u64::try_from(connections)
         .unwrap_or(u64::MAX)
         .saturating_add(SPARE_FILES as u64);
-    let limit = raise_fd_limit()?;
+    let limit = crate::common::raise_open_file_limit()?;
     if limit >= needed {
         return Ok(());
     }
@@ -1227,7 +1202,7 @@ mod tests {
 
     #[test]
     fn the_open_file_limit_is_raised_to_the_hard_limit() {
-        let limit = raise_fd_limit().unwrap();
+        let limit = crate::common::raise_open_file_limit().unwrap();
         let mut now = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

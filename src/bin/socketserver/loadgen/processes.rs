@@ -27,8 +27,7 @@ use serde_json::Value;
 
 use super::process::{self, ServerSample};
 use super::{
-    per_connection, raise_fd_limit, split_sample, Config, ErrorCounts, Latency, Mode, Report,
-    Tally, SPARE_FILES,
+    per_connection, split_sample, Config, ErrorCounts, Latency, Mode, Report, Tally, SPARE_FILES,
 };
 
 /// How long the children may take to open their connections: a child gives
@@ -66,7 +65,7 @@ pub fn run(
         )));
     }
     let shares = shares(config.connections, processes);
-    let limit = raise_fd_limit()?;
+    let limit = crate::common::raise_open_file_limit()?;
     let largest = shares[0] as u64 + SPARE_FILES as u64;
     if largest > limit {
         return Err(invalid(format!(
