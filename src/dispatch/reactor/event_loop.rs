@@ -64,6 +64,9 @@ pub(super) struct EventLoop<H: MessageHandler> {
     ready: VecDeque<Key>,
     /// Connections whose blocking message found the pool full.
     waiting_for_thread: VecDeque<Key>,
+    /// How many wait so in all the loops (the pool wakes them when a thread
+    /// frees up).
+    waiting_total: Arc<std::sync::atomic::AtomicUsize>,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
     /// Plaintext on its way out of TLS.
@@ -76,6 +79,7 @@ impl<H: MessageHandler> EventLoop<H> {
     pub fn new(
         lifecycle: Arc<Lifecycle<H>>,
         pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
+        waiting_total: Arc<std::sync::atomic::AtomicUsize>,
     ) -> io::Result<(Self, LoopHandle<Box<Connection<H>>>)> {
         let poll = Poll::new()?;
         let mailbox = Mailbox::new(poll.registry(), WAKE)?;
@@ -95,6 +99,7 @@ impl<H: MessageHandler> EventLoop<H> {
             deadlines: Deadlines::default(),
             ready: VecDeque::new(),
             waiting_for_thread: VecDeque::new(),
+            waiting_total,
             read_buf: vec![0; READ_BUFFER],
             write_buf: Vec::new(),
             tls_plain: Vec::new(),
@@ -166,6 +171,7 @@ impl<H: MessageHandler> EventLoop<H> {
             }
             for _ in 0..self.waiting_for_thread.len() {
                 if let Some(key) = self.waiting_for_thread.pop_front() {
+                    self.waiting_total.fetch_sub(1, SeqCst);
                     self.resume(key);
                 }
             }
@@ -757,6 +763,7 @@ impl<H: MessageHandler> EventLoop<H> {
                 if pool_running {
                     // Full: try again on the next turn of the loop.
                     self.waiting_for_thread.push_back(key);
+                    self.waiting_total.fetch_add(1, SeqCst);
                 } else {
                     // The server is going away: nobody can run the message.
                     self.close(key, Closing::Error);

@@ -83,6 +83,11 @@ impl<C> Clone for LoopHandle<C> {
 }
 
 impl<C> LoopHandle<C> {
+    /// Wakes the loop if it sleeps (to look again at what it waits for).
+    pub fn wake(&self) {
+        self.alarm.ring();
+    }
+
     /// Sends a command; gives it back when the loop has ended.
     pub fn send(&self, command: Command<C>) -> Option<Command<C>> {
         match self.commands.send(command) {

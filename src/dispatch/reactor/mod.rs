@@ -105,11 +105,17 @@ impl<H: MessageHandler> Reactors<H> {
         let control = lifecycle.control();
         let options = &control.options;
         let pool_slot: Arc<Mutex<Option<Pool<Handoff<H>>>>> = Arc::default();
+        // Connections whose blocking message found the pool full, in all
+        // loops: when a thread frees up, their loops are woken.
+        let waiting = Arc::new(AtomicUsize::new(0));
         let mut loops = Vec::new();
         let mut threads = Vec::new();
         for index in 0..options.reactor_threads {
-            let (event_loop, handle) =
-                EventLoop::new(Arc::clone(lifecycle), Arc::clone(&pool_slot))?;
+            let (event_loop, handle) = EventLoop::new(
+                Arc::clone(lifecycle),
+                Arc::clone(&pool_slot),
+                Arc::clone(&waiting),
+            )?;
             let thread = thread::Builder::new()
                 .name(format!("socketserver-loop-{index}"))
                 .spawn(move || event_loop.run())
@@ -119,11 +125,17 @@ impl<H: MessageHandler> Reactors<H> {
         }
         let worker = Arc::clone(lifecycle);
         let room = Arc::clone(&lifecycle.server().0);
+        let waking: Vec<_> = loops.clone();
         let pool = Pool::start(
             PoolConfig::of(options),
             Arc::clone(&control.gauges),
             move |handoff: Handoff<H>| handoff.run(&worker),
-            move || room.announce_room(),
+            move || {
+                room.announce_room();
+                if waiting.load(Relaxed) > 0 {
+                    waking.iter().for_each(LoopHandle::wake);
+                }
+            },
         )?;
         *pool_slot.lock() = Some(pool);
         Ok(Reactors {
