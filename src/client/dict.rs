@@ -141,4 +141,18 @@ mod tests {
         assert_eq!(refused.kind(), io::ErrorKind::InvalidInput);
         assert!(WrongProtocol::from_io(&refused).is_none());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn an_echo_is_never_an_answer_and_an_answer_always_is(word in "\\PC{0,20}", definition in "\\PC{0,20}") {
+            let trimmed = word.trim();
+            // What the server sends back for the word.
+            let answer = format!("{trimmed}: {definition}");
+            proptest::prop_assert_eq!(check_answer(&word, answer.clone()).unwrap(), answer);
+            // What an echo server sends back: the word, as sent or uppercased.
+            for echo in [word.clone(), word.to_ascii_uppercase(), trimmed.to_string()] {
+                proptest::prop_assert!(check_answer(&word, echo).is_err());
+            }
+        }
+    }
 }
