@@ -12,12 +12,14 @@ use std::process::Command;
 use support::{run_with_input, ServerProcess, TempDir, STEP};
 
 /// An example's binary, built once per run (`cargo test --test NAME` does
-/// not build the examples, and an old binary would test old code).
+/// not build the examples, and an old binary would test old code). With the
+/// features CI tests with, after a plain `cargo test --all-features` the
+/// build finds nothing to do.
 fn example(name: &str) -> Command {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
         let built = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--examples"])
+            .args(["build", "--quiet", "--examples", "--all-features"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build --examples");
