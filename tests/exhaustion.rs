@@ -26,7 +26,10 @@ fn out_of_descriptors_backs_off_and_recovers() {
     command.args([
         "-c",
         &format!(
-            "ulimit -n 32 && exec {program} serve echo-upper --bind tcp://127.0.0.1:0 --threads 2"
+            // A connection cap beyond the limit (the default would be
+            // fitted under it): accept itself runs out of descriptors.
+            "ulimit -n 32 && exec {program} serve echo-upper --bind tcp://127.0.0.1:0 --threads 2 \
+             --max-connections 1000"
         ),
     ]);
     let mut server = ServerProcess::start_with(&mut command, 1);

@@ -1,6 +1,7 @@
 //! The client side: connecting to a [`SocketUrl`], and a blocking client per
 //! service.
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -16,6 +17,81 @@ pub mod exec;
 pub mod files;
 pub mod http;
 pub mod qa;
+
+/// What a client received that its protocol does not allow: the server at
+/// the other end speaks another protocol (an echo server, another service).
+/// Carried inside an [`io::Error`] of kind [`InvalidData`](io::ErrorKind::InvalidData);
+/// [`WrongProtocol::from_io`] finds it.
+///
+/// ```
+/// use socketserver::client::WrongProtocol;
+///
+/// let error = WrongProtocol::new("a chat server", "lines of the room", "our own line back: \"HI\"").into_io();
+/// assert_eq!(
+///     error.to_string(),
+///     "expected lines of the room, received our own line back: \"HI\": is it a chat server?"
+/// );
+/// assert!(WrongProtocol::from_io(&error).is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongProtocol {
+    /// The kind of server the client expected (`a qa server`).
+    pub server: &'static str,
+    /// What the protocol allows at this point.
+    pub expected: String,
+    /// What came instead, described and quoted.
+    pub received: String,
+}
+
+impl WrongProtocol {
+    /// What came from a server that should have been `server`.
+    pub fn new(
+        server: &'static str,
+        expected: impl Into<String>,
+        received: impl Into<String>,
+    ) -> Self {
+        WrongProtocol {
+            server,
+            expected: expected.into(),
+            received: received.into(),
+        }
+    }
+
+    /// As an [`io::Error`] of kind [`InvalidData`](io::ErrorKind::InvalidData).
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
+    /// The `WrongProtocol` inside an error, if it carries one.
+    pub fn from_io(error: &io::Error) -> Option<&WrongProtocol> {
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<WrongProtocol>())
+    }
+}
+
+impl fmt::Display for WrongProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "expected {}, received {}: is it {}?",
+            self.expected, self.received, self.server
+        )
+    }
+}
+
+impl std::error::Error for WrongProtocol {}
+
+/// `text` quoted for an error message, cut after 60 characters, with every
+/// control character escaped: what a server sent, shown safely.
+pub fn quote(text: &str) -> String {
+    const SHOWN: usize = 60;
+    let mut shown: String = text.chars().take(SHOWN).collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push_str("...");
+    }
+    format!("{shown:?}")
+}
 
 /// A connected stream to a server: TCP or Unix.
 #[derive(Debug)]
@@ -198,12 +274,34 @@ impl DatagramClient {
         Ok(client)
     }
 
-    /// Sends one datagram.
+    /// Sends one datagram. One too large for the transport fails with an
+    /// error of kind [`InvalidInput`](io::ErrorKind::InvalidInput) that says
+    /// so (`message of 70000 bytes is too large for a datagram (UDP carries
+    /// at most 65507)`).
     pub fn send(&self, data: &[u8]) -> io::Result<()> {
-        match &self.socket {
+        let sent = match &self.socket {
             DatagramSocket::Udp(s) => s.send(data).map(drop),
             DatagramSocket::Unix(s) => s.send(data).map(drop),
-        }
+        };
+        sent.map_err(|e| {
+            if e.raw_os_error() != Some(libc::EMSGSIZE) {
+                return e;
+            }
+            let limit = match &self.socket {
+                DatagramSocket::Udp(s) => match s.peer_addr() {
+                    Ok(peer) if peer.is_ipv6() => " (UDP carries at most 65527 over IPv6)".into(),
+                    _ => " (UDP carries at most 65507)".to_string(),
+                },
+                DatagramSocket::Unix(_) => String::new(),
+            };
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "message of {} bytes is too large for a datagram{limit}",
+                    data.len()
+                ),
+            )
+        })
     }
 
     /// Receives one datagram into `buf`, returning its length; fails with

@@ -5,6 +5,9 @@ use std::io::{self, BufRead};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use socketserver::client::WrongProtocol;
+use socketserver::SocketUrl;
+
 /// How a command failed: a usage error exits 2, anything else 1.
 #[derive(Debug)]
 pub enum CliError {
@@ -26,6 +29,25 @@ impl CliError {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// The error of a client that asked `url` and got no proper answer within
+/// `waited`: a timeout names what was expected (`no answer from URL within
+/// 5 s: is it a dict server?`), an answer of another protocol says what came
+/// instead, a refusal is prefixed with where it came from, anything else
+/// with `no answer from URL`.
+pub fn answer_error(url: &SocketUrl, waited: Duration, server: &str, error: io::Error) -> CliError {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CliError::Failed(format!(
+            "no answer from {url} within {} s: is it {server}?",
+            waited.as_secs_f64()
+        )),
+        io::ErrorKind::InvalidInput => CliError::Failed(format!("{url}: {error}")),
+        _ if WrongProtocol::from_io(&error).is_some() => {
+            CliError::Failed(format!("{url}: {error}"))
+        }
+        _ => CliError::Failed(format!("no answer from {url}: {error}")),
     }
 }
 

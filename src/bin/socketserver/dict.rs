@@ -9,7 +9,7 @@ use socketserver::client::dict::DictClient;
 use socketserver::services::Dictionary;
 use socketserver::SocketUrl;
 
-use crate::common::{for_each_message, parse_duration, parse_size, CliError};
+use crate::common::{answer_error, for_each_message, parse_duration, parse_size, CliError};
 use crate::serve::ServerArgs;
 use crate::services::DICT;
 
@@ -55,7 +55,7 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let lookup = |word: &str| -> Result<(), CliError> {
         let answer = dict
             .lookup(word)
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+            .map_err(|e| answer_error(&args.connect, args.timeout, "a dict server", e))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };

@@ -8,7 +8,7 @@ use socketserver::client::{pipe, Connection, DatagramClient};
 use socketserver::services::EchoUpper;
 use socketserver::SocketUrl;
 
-use crate::common::{for_each_message, parse_duration, CliError};
+use crate::common::{answer_error, for_each_message, parse_duration, CliError};
 use crate::serve::ServerArgs;
 use crate::services::ECHO_UPPER;
 
@@ -40,21 +40,27 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
         let connection = Connection::connect(&args.connect, Some(args.timeout))
             .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
         connection.set_read_timeout(Some(args.timeout))?;
-        if args.args.is_empty() {
-            pipe(connection, io::stdin(), &mut stdout)?;
+        let piped = if args.args.is_empty() {
+            pipe(connection, io::stdin(), &mut stdout)
         } else {
             let lines: String = args.args.iter().map(|a| format!("{a}\n")).collect();
-            pipe(connection, lines.as_bytes(), &mut stdout)?;
-        }
-        return Ok(());
+            pipe(connection, lines.as_bytes(), &mut stdout)
+        };
+        return piped
+            .map_err(|e| answer_error(&args.connect, args.timeout, "an echo-upper server", e));
     }
     let client = DatagramClient::connect(&args.connect, args.timeout)
         .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
+    let mut buf = vec![0u8; 65_536];
     let ask = |message: &str| -> Result<(), CliError> {
-        let answer = client
-            .request(message.as_bytes())
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
-        stdout.write_all(&answer)?;
+        client
+            .send(message.as_bytes())
+            .map_err(|e| CliError::Failed(format!("cannot send to {}: {e}", args.connect)))?;
+        let n = client
+            .recv(&mut buf)
+            .map_err(|e| answer_error(&args.connect, args.timeout, "an echo-upper server", e))?;
+        let answer = &buf[..n];
+        stdout.write_all(answer)?;
         stdout.write_all(b"\n")?;
         Ok(stdout.flush()?)
     };

@@ -16,15 +16,33 @@ mod files;
 mod framed;
 mod http;
 mod loadgen;
+mod logging;
+mod manual;
 mod qa;
 mod serve;
 mod services;
+mod terminal;
 
-/// Python's socketserver model in Rust: the socket-programming course's
-/// services, served on a thread pool, and their clients.
+/// Python's socketserver model in Rust: the services of the classic
+/// socket-programming course, served on a thread pool, and their clients.
 #[derive(Parser)]
 #[command(name = "socketserver", version)]
 struct Cli {
+    /// Log more: -v adds info (the shutdown summary), -vv debug, -vvv trace; RUST_LOG, when set, wins
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log less: -q errors only, -qq nothing; RUST_LOG, when set, wins
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    /// Log lines on standard error as text, or as one JSON object per line (time, level, target, message) for log shippers
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +59,10 @@ enum Command {
     Client(Client),
     /// Load a server with many clients and measure it (every answer is checked).
     Bench(bench::BenchArgs),
+    /// Print a shell's completion script (e.g. `socketserver completions bash > /usr/share/bash-completion/completions/socketserver`).
+    Completions(manual::CompletionsArgs),
+    /// Print the manual page (roff), or with --dir write one page per command into DIR.
+    Man(manual::ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -80,12 +102,16 @@ enum Client {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let command = services::with_defaults(Cli::command());
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return manual::usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    logging::init(cli.verbose, cli.quiet, cli.log_format);
     if let Err(e) = common::raise_open_file_limit() {
         log::warn!("cannot raise the open-file limit: {e}");
     }
@@ -105,6 +131,8 @@ fn main() -> ExitCode {
         Command::Serve(Serve::Http(args)) => http::serve(args),
         Command::Client(Client::Http(args)) => http::client(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Completions(args) => manual::completions(args, command),
+        Command::Man(args) => manual::man(args, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,7 @@ use socketserver::client::qa::QaClient;
 use socketserver::services::QaBot;
 use socketserver::SocketUrl;
 
-use crate::common::{for_each_message, parse_duration, parse_size, CliError};
+use crate::common::{answer_error, for_each_message, parse_duration, parse_size, CliError};
 use crate::serve::ServerArgs;
 use crate::services::QA;
 
@@ -55,7 +55,7 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let ask = |question: &str| -> Result<(), CliError> {
         let answer = bot
             .ask(question)
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+            .map_err(|e| answer_error(&args.connect, args.timeout, "a qa server", e))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };

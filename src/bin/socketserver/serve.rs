@@ -112,20 +112,21 @@ impl ServerArgs {
     /// open-file limit holds (SPEC rule 23); a value given beyond the limit
     /// is kept, with a warning.
     fn max_connections(&self, service: &Service) -> usize {
-        let room = raise_open_file_limit()
+        let limit = raise_open_file_limit()
             .ok()
-            .and_then(|limit| usize::try_from(limit).ok())
-            .map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS));
-        match (self.max_connections, room) {
-            (Some(given), Some(room)) if given > room => {
+            .and_then(|limit| usize::try_from(limit).ok());
+        // What the connections may take: the limit less the program's own
+        // descriptors (under a tiny limit, half of it rather than nothing).
+        let room = limit.map(|limit| limit.saturating_sub(RESERVED_DESCRIPTORS).max(limit / 2));
+        match (self.max_connections, limit, room) {
+            (Some(given), Some(limit), Some(room)) if given > room => {
                 log::warn!(
-                    "--max-connections {given} is more than the open-file limit {} allows",
-                    room + RESERVED_DESCRIPTORS
+                    "--max-connections {given} is more than the open-file limit {limit} allows"
                 );
                 given
             }
-            (Some(given), _) => given,
-            (None, room) => {
+            (Some(given), _, _) => given,
+            (None, _, room) => {
                 let default = match self.dispatch(service) {
                     DispatchMode::Threads => 10_000,
                     DispatchMode::Reactor => 100_000,

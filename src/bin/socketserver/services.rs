@@ -126,7 +126,10 @@ pub fn with_defaults(mut command: clap::Command) -> clap::Command {
             })
             .mut_subcommand("client", |client| {
                 client.mut_subcommand(service.name, |cmd| {
-                    cmd.mut_arg("connect", |arg| arg.default_value(service.default_url))
+                    // Required as the derive declares it, until it has a default.
+                    cmd.mut_arg("connect", |arg| {
+                        arg.default_value(service.default_url).required(false)
+                    })
                 })
             });
     }
@@ -151,6 +154,28 @@ fn schemes_help(schemes: &[Scheme]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_client_connects_to_its_service_by_default() {
+        use clap::{CommandFactory, FromArgMatches};
+        for service in ALL {
+            let args: &[&str] = match service.name {
+                "exec" => &["--key-file", "k"],
+                "files" => &["list"],
+                _ => &[],
+            };
+            let mut argv = vec!["socketserver", "client", service.name];
+            argv.extend_from_slice(args);
+            let matches = with_defaults(crate::Cli::command())
+                .try_get_matches_from(&argv)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            crate::Cli::from_arg_matches(&matches).expect("parses");
+            let client = matches.subcommand_matches("client").unwrap();
+            let (_, own) = client.subcommand().unwrap();
+            let url: &socketserver::SocketUrl = own.get_one("connect").unwrap();
+            assert_eq!(url.to_string(), service.default_url, "{}", service.name);
+        }
+    }
 
     #[test]
     fn every_default_url_parses_and_speaks_a_scheme_of_its_service() {
