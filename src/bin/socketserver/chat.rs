@@ -5,9 +5,9 @@ use std::io::{self, BufRead, Write};
 use clap::Args;
 use socketserver::client::chat::ChatClient;
 use socketserver::services::ChatRoom;
-use socketserver::SocketUrl;
 
 use crate::common::{parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::serve::ServerArgs;
 use crate::services::CHAT;
 
@@ -36,17 +36,17 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (tcp:// or unix:)
-    #[arg(long, value_name = "URL")]
-    connect: SocketUrl,
+    // --timeout bounds connecting and the TLS handshake; a member waits on
+    // the room for ever.
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Take this name on arrival (sends `/nick NAME`)
     #[arg(long, value_name = "NAME")]
     nick: Option<String>,
 }
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
-    let chat = ChatClient::connect(&args.connect, None)
-        .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
+    let chat = ChatClient::on(args.net.open(&CHAT, None)?)?;
     let (mut sender, mut receiver) = chat.into_split();
     if let Some(nick) = &args.nick {
         sender.send(&format!("/nick {nick}"))?;
