@@ -1292,3 +1292,62 @@ both_modes! {
         bob.expect("192.0.2.1:40001: hello");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The load generator over TLS.
+
+/// Runs `socketserver bench echo-upper --connect URL ARGS... --json`:
+/// (exit status, the JSON report).
+fn bench(url: &str, args: &[&str]) -> (ExitStatus, serde_json::Value, String) {
+    let (status, out, err) = run_with_input(
+        program()
+            .args(["bench", "echo-upper", "--connect", url, "--json"])
+            .args(args),
+        b"",
+    );
+    let report = serde_json::from_slice(&out).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}\n{err}",
+            String::from_utf8_lossy(&out)
+        )
+    });
+    (status, report, err)
+}
+
+both_modes! {
+    fn the_load_generator_speaks_tls_in_every_mode(mode) {
+        let pki = pki("bench");
+        let server = serve_tls("echo-upper", mode, &pki, &[]);
+        let ca = path(&pki.ca);
+        let short = ["-c", "4", "-d", "0.5", "--warmup", "0.1", "--tls", "--tls-ca", &ca];
+        for bench_mode in ["ping-pong", "connect-rate", "hold"] {
+            let mut args = short.to_vec();
+            args.extend(["--mode", bench_mode]);
+            let (status, report, err) = bench(server.url(), &args);
+            assert!(status.success(), "{bench_mode}: {report}\n{err}");
+            assert_eq!(report["errors"], 0, "{bench_mode}: {report}");
+            assert_eq!(report["tls"], "TLSv1.3", "{bench_mode}: {report}");
+            if bench_mode == "hold" {
+                assert_eq!(report["answered"], 4, "{report}");
+            } else {
+                assert!(report["requests"].as_u64().unwrap() > 0, "{bench_mode}: {report}");
+            }
+        }
+        // A server whose certificate the bench does not trust: every
+        // connection fails its handshake, and the run says so.
+        let other = pki.write("other-ca.pem", &authority("another CA").pem);
+        let (status, report, _) = bench(
+            server.url(),
+            &["-c", "2", "-d", "0.3", "--warmup", "0", "--mode", "connect-rate", "--tls", "--tls-ca", &path(&other)],
+        );
+        assert_eq!(status.code(), Some(1), "{report}");
+        assert!(report["error_kinds"]["handshake"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["requests"], 0, "{report}");
+        // TLS is for TCP: datagrams stay plaintext.
+        let (status, _, err) = run_with_input(
+            program().args(["bench", "echo-upper", "--connect", "udp://127.0.0.1:9", "--tls", "--tls-ca", &ca]),
+            b"",
+        );
+        assert_eq!(status.code(), Some(2), "{err}");
+    }
+}

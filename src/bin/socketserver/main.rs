@@ -80,6 +80,36 @@ enum Client {
     Http(http::ClientArgs),
 }
 
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let command = services::with_defaults(Cli::command());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
+        Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),
+        Command::Serve(Serve::Exec(args)) => exec::serve(args),
+        Command::Client(Client::Exec(args)) => return exec::client(args),
+        Command::Serve(Serve::Files(args)) => files::serve(args),
+        Command::Client(Client::Files(args)) => files::client(args),
+        Command::Serve(Serve::Qa(args)) => qa::serve(args),
+        Command::Client(Client::Qa(args)) => qa::client(args),
+        Command::Serve(Serve::Dict(args)) => dict::serve(args),
+        Command::Client(Client::Dict(args)) => dict::client(args),
+        Command::Serve(Serve::Chat(args)) => chat::serve(args),
+        Command::Client(Client::Chat(args)) => chat::client(args),
+        Command::Serve(Serve::Http(args)) => http::serve(args),
+        Command::Client(Client::Http(args)) => http::client(args),
+        Command::Bench(args) => bench::bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, FromArgMatches};
@@ -120,35 +150,5 @@ mod tests {
             "hi"
         ])
         .is_ok());
-    }
-}
-
-fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let command = services::with_defaults(Cli::command());
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    let result = match cli.command {
-        Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
-        Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),
-        Command::Serve(Serve::Exec(args)) => exec::serve(args),
-        Command::Client(Client::Exec(args)) => return exec::client(args),
-        Command::Serve(Serve::Files(args)) => files::serve(args),
-        Command::Client(Client::Files(args)) => files::client(args),
-        Command::Serve(Serve::Qa(args)) => qa::serve(args),
-        Command::Client(Client::Qa(args)) => qa::client(args),
-        Command::Serve(Serve::Dict(args)) => dict::serve(args),
-        Command::Client(Client::Dict(args)) => dict::client(args),
-        Command::Serve(Serve::Chat(args)) => chat::serve(args),
-        Command::Client(Client::Chat(args)) => chat::client(args),
-        Command::Serve(Serve::Http(args)) => http::serve(args),
-        Command::Client(Client::Http(args)) => http::client(args),
-        Command::Bench(args) => bench::bench(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => e.report(),
     }
 }
