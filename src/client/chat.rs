@@ -64,6 +64,12 @@ impl ChatClient {
     pub fn connect(url: &SocketUrl, read_timeout: Option<Duration>) -> io::Result<Self> {
         let connection = Connection::connect(url, Some(Duration::from_secs(10)))?;
         connection.set_read_timeout(read_timeout)?;
+        Self::on(connection)
+    }
+
+    /// Joins the room over a connection made elsewhere (TLS, say); its read
+    /// timeout bounds each wait in [`receive`](ChatClient::receive).
+    pub fn on(connection: Connection) -> io::Result<Self> {
         let sent = Sent::default();
         Ok(ChatClient {
             sender: ChatSender {

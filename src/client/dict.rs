@@ -41,13 +41,20 @@ impl DictClient {
         if url.is_stream() {
             let connection = Connection::connect(url, Some(timeout))?;
             connection.set_read_timeout(Some(timeout))?;
-            Ok(DictClient::Stream {
-                writer: connection.try_clone()?,
-                reader: BufReader::new(connection),
-            })
+            Self::on(connection)
         } else {
             Ok(DictClient::Datagram(DatagramClient::connect(url, timeout)?))
         }
+    }
+
+    /// Looks words up, one line each, over a stream connection made
+    /// elsewhere (TLS, say); answers are awaited as long as its read
+    /// timeout says.
+    pub fn on(connection: Connection) -> io::Result<Self> {
+        Ok(DictClient::Stream {
+            writer: connection.try_clone()?,
+            reader: BufReader::new(connection),
+        })
     }
 
     /// Looks a word up; returns the answer line, `WORD: DEFINITION` or

@@ -1,5 +1,34 @@
-//! The client side: connecting to a [`SocketUrl`], and a blocking client per
-//! service.
+//! The client side: connecting to a [`SocketUrl`], over TLS or not, and a
+//! blocking client per service.
+//!
+//! Every stream client runs over a [`Connection`]: each has a `connect`
+//! that makes a plain one from a URL, and a constructor that takes one made
+//! elsewhere ([`qa::QaClient::on`], [`dict::DictClient::on`],
+//! [`chat::ChatClient::on`], [`http::request_on`],
+//! [`exec::ExecClient::handshake`], [`files::FilesClient::on`], and
+//! [`pipe`] for echo-upper). With the `tls` feature,
+//! `Connection::connect_tls` makes a TLS connection that any of them can
+//! use, verifying the server as a `ClientTls` says:
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use socketserver::client::{ClientTls, Connection};
+//! use socketserver::client::dict::DictClient;
+//!
+//! let url = "tcp://127.0.0.1:9002".parse()?;
+//! // Trust the system's roots; check the certificate for dict.example.com.
+//! let tls = ClientTls::new(None, &[])?.server_name("dict.example.com");
+//! let connection = Connection::connect_tls(&url, Some(Duration::from_secs(5)), &tls)?;
+//! connection.set_read_timeout(Some(Duration::from_secs(5)))?;
+//! let mut dict = DictClient::on(connection)?;
+//! println!("{}", dict.lookup("socket")?);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -17,6 +46,8 @@ pub mod exec;
 pub mod files;
 pub mod http;
 pub mod qa;
+#[cfg(feature = "tls")]
+mod tls;
 
 /// What a client received that its protocol does not allow: the server at
 /// the other end speaks another protocol (an echo server, another service).
@@ -93,13 +124,23 @@ pub fn quote(text: &str) -> String {
     format!("{shown:?}")
 }
 
-/// A connected stream to a server: TCP or Unix.
+#[cfg(feature = "tls")]
+pub use tls::ClientTls;
+
+/// A connected stream to a server: TCP or Unix, or TLS over either.
+///
+/// Reading and writing through clones ([`try_clone`](Connection::try_clone))
+/// go on at once, one thread reading while another writes, TLS included.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Connection {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
+    /// TLS over a TCP or Unix connection (`Connection::connect_tls`).
+    #[cfg(feature = "tls")]
+    Tls(crate::layer::tls::TlsStream),
 }
 
 impl Connection {
@@ -142,14 +183,19 @@ impl Connection {
         match self {
             Connection::Tcp(s) => s.set_read_timeout(timeout),
             Connection::Unix(s) => s.set_read_timeout(timeout),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.set_read_timeout(timeout),
         }
     }
 
-    /// Closes the sending direction: the server reads end of input.
+    /// Closes the sending direction: the server reads end of input (over
+    /// TLS, after a `close_notify`).
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Connection::Tcp(s) => s.shutdown(Shutdown::Write),
             Connection::Unix(s) => s.shutdown(Shutdown::Write),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.shutdown_write(),
         }
     }
 
@@ -158,7 +204,19 @@ impl Connection {
         Ok(match self {
             Connection::Tcp(s) => Connection::Tcp(s.try_clone()?),
             Connection::Unix(s) => Connection::Unix(s.try_clone()?),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => Connection::Tls(s.try_clone()?),
         })
+    }
+
+    /// What the TLS handshake agreed (protocol version, cipher suite,
+    /// ALPN); `None` for a plain connection.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<&crate::layer::tls::TlsInfo> {
+        match self {
+            Connection::Tls(s) => Some(s.info()),
+            _ => None,
+        }
     }
 }
 
@@ -167,6 +225,8 @@ impl Read for Connection {
         match self {
             Connection::Tcp(s) => s.read(buf),
             Connection::Unix(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.read(buf),
         }
     }
 }
@@ -176,6 +236,8 @@ impl Write for Connection {
         match self {
             Connection::Tcp(s) => s.write(buf),
             Connection::Unix(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {

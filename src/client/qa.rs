@@ -32,6 +32,12 @@ impl QaClient {
     pub fn connect(url: &SocketUrl, timeout: Duration) -> io::Result<Self> {
         let connection = Connection::connect(url, Some(timeout))?;
         connection.set_read_timeout(Some(timeout))?;
+        Self::on(connection)
+    }
+
+    /// Talks over a connection made elsewhere (TLS, say); answers are
+    /// awaited as long as its read timeout says.
+    pub fn on(connection: Connection) -> io::Result<Self> {
         Ok(QaClient {
             writer: connection.try_clone()?,
             reader: BufReader::new(connection),

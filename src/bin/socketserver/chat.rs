@@ -9,9 +9,9 @@ use socketserver::client::chat::ChatClient;
 use socketserver::client::WrongProtocol;
 use socketserver::services::chat::{LINE_TOO_LONG, SHUTTING_DOWN};
 use socketserver::services::ChatRoom;
-use socketserver::SocketUrl;
 
 use crate::common::{parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::serve::ServerArgs;
 use crate::services::CHAT;
 use crate::terminal;
@@ -41,9 +41,10 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (tcp:// or unix:)
-    #[arg(long, value_name = "URL")]
-    connect: SocketUrl,
+    // --timeout bounds connecting and the TLS handshake; a member waits on
+    // the room for ever.
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Take this name on arrival (sends `/nick NAME`)
     #[arg(long, value_name = "NAME")]
     nick: Option<String>,
@@ -60,8 +61,7 @@ fn disconnect_reason(last_line: Option<&str>) -> String {
 }
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
-    let chat = ChatClient::connect(&args.connect, None)
-        .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
+    let chat = ChatClient::on(args.net.open(&CHAT, None)?)?;
     let (mut sender, mut receiver) = chat.into_split();
     if let Some(nick) = &args.nick {
         sender.send(&format!("/nick {nick}"))?;
@@ -123,7 +123,7 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
             Ok(None) if left.load(SeqCst) => break Ok(()),
             Ok(None) => break Err(CliError::Failed(disconnect_reason(last_line.as_deref()))),
             Err(e) if WrongProtocol::from_io(&e).is_some() => {
-                break Err(CliError::Failed(format!("{}: {e}", args.connect)))
+                break Err(CliError::Failed(format!("{}: {e}", args.net.connect)))
             }
             Err(e) if left.load(SeqCst) => break Err(e.into()),
             Err(e) => {

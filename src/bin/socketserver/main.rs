@@ -9,6 +9,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 mod bench;
 mod chat;
 mod common;
+mod connect;
 mod dict;
 mod echo_upper;
 mod exec;
@@ -137,5 +138,48 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// Parses a command line as `main` does.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let command = services::with_defaults(Cli::command());
+        Cli::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
+
+    #[test]
+    fn a_client_without_connect_or_timeout_takes_its_services_defaults() {
+        assert!(parse(&["socketserver", "client", "qa", "hello"]).is_ok());
+        assert!(parse(&["socketserver", "client", "dict", "hello"]).is_ok());
+        assert!(parse(&["socketserver", "client", "chat"]).is_ok());
+        assert!(parse(&["socketserver", "client", "http", "/"]).is_ok());
+        assert!(parse(&["socketserver", "client", "exec", "--key-file", "k", "ls"]).is_ok());
+        assert!(parse(&["socketserver", "client", "files", "list"]).is_ok());
+        assert!(parse(&["socketserver", "client", "echo-upper", "hi"]).is_ok());
+    }
+
+    #[test]
+    fn tls_ca_and_tls_server_name_need_tls() {
+        for flag in ["--tls-ca=ca.pem", "--tls-server-name=example.com"] {
+            let e = parse(&["socketserver", "client", "qa", flag, "hi"])
+                .err()
+                .expect("refused");
+            assert_eq!(e.exit_code(), 2);
+        }
+        assert!(parse(&[
+            "socketserver",
+            "client",
+            "qa",
+            "--tls",
+            "--tls-ca=ca.pem",
+            "hi"
+        ])
+        .is_ok());
     }
 }
