@@ -448,6 +448,32 @@ impl InheritedSocket {
     }
 }
 
+impl InheritedSocket {
+    /// The transport it serves, the scheme of its URL.
+    pub fn scheme(&self) -> crate::transport::Scheme {
+        use crate::transport::Scheme;
+        match self {
+            InheritedSocket::Tcp(_) => Scheme::Tcp,
+            InheritedSocket::Udp(_) => Scheme::Udp,
+            InheritedSocket::UnixStream(_) => Scheme::Unix,
+            InheritedSocket::UnixDatagram(_) => Scheme::Unixgram,
+        }
+    }
+}
+
+/// The socket's descriptor, to serve on with
+/// [`Server::from_listener`](crate::Server::from_listener).
+impl From<InheritedSocket> for OwnedFd {
+    fn from(socket: InheritedSocket) -> OwnedFd {
+        match socket {
+            InheritedSocket::Tcp(s) => s.into(),
+            InheritedSocket::Udp(s) => s.into(),
+            InheritedSocket::UnixStream(s) => s.into(),
+            InheritedSocket::UnixDatagram(s) => s.into(),
+        }
+    }
+}
+
 impl AsFd for InheritedSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {

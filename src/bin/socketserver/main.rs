@@ -81,6 +81,9 @@ enum Client {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Before any thread starts: socket activation's and sd_notify's
+    // variables leave the environment here (see serve::take_environment).
+    serve::take_environment();
     let command = services::with_defaults(Cli::command());
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
