@@ -54,8 +54,8 @@ fn pass_descriptors(command: &mut Command, fds: &[RawFd]) {
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for i in 0..fds.len() {
-                if libc::dup2(high[i], 3 + i as RawFd) < 0 {
+            for (i, &copy) in high[..fds.len()].iter().enumerate() {
+                if libc::dup2(copy, 3 + i as RawFd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }

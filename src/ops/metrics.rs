@@ -75,7 +75,7 @@ pub struct ListenerMetrics {
 }
 
 impl From<&Metrics> for ListenerMetrics {
-    /// A server's [`Metrics`](crate::Metrics) (from
+    /// A server's [`Metrics`] (from
     /// [`ServerHandle::metrics`](crate::ServerHandle::metrics)) as one
     /// listener's record, labelled with the server's URL.
     fn from(metrics: &Metrics) -> Self {
