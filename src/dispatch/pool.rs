@@ -131,6 +131,13 @@ impl<J: Send + 'static> Pool<J> {
         self.shared.receiver.len()
     }
 
+    /// Reads the queue's length from anywhere, without keeping the pool
+    /// alive: 0 once it is gone.
+    pub fn queue_length(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.upgrade().map_or(0, |shared| shared.receiver.len())
+    }
+
     /// Stops taking jobs: threads finish the queue, then exit.
     pub fn close(&mut self) {
         self.sender = None;

@@ -7,7 +7,7 @@
 //!   balancer such as HAProxy sends before the client's bytes, carrying the
 //!   client's address ([`Options::proxy_protocol`](crate::Options::proxy_protocol)).
 //! - `tls` (feature `tls`): TLS 1.2 and 1.3 on rustls
-//!   ([`Options::tls`](crate::Options::tls)).
+//!   (`Options::tls`).
 //!
 //! The PROXY header comes first, in plaintext, then the TLS handshake, as
 //! HAProxy's `send-proxy` sends them; only then does the handler's

@@ -176,7 +176,7 @@ impl<T: Transport> Serving<T> {
             );
         }
         control.stop_flusher();
-        let stats = control.counters.snapshot(&control.gauges);
+        let stats = control.stats();
         let summary = Summary {
             served: stats.served,
             failed: stats.failed,

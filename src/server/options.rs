@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::readiness::Readiness;
 use crate::layer::Layers;
 use crate::transport::ListenOptions;
 
@@ -56,6 +57,8 @@ pub struct Options {
     pub(crate) read_buffer: usize,
     pub(crate) reactor_threads: usize,
     pub(crate) layers: Layers,
+    pub(crate) readiness: Readiness,
+    pub(crate) drain_delay: Duration,
 }
 
 impl Default for Options {
@@ -79,6 +82,8 @@ impl Default for Options {
             read_buffer: 8 * 1024,
             reactor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             layers: Layers::default(),
+            readiness: Readiness::new(),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -185,8 +190,11 @@ impl Options {
         self
     }
 
-    /// SO_REUSEPORT on the listening socket, so several servers can share a
-    /// port (Python's `allow_reuse_port`). Default off.
+    /// SO_REUSEPORT on the listening socket, so that several servers, in
+    /// this process or in others (several `serve` processes of one service),
+    /// bind the same address and port and the kernel spreads new connections
+    /// among them (Python's `allow_reuse_port`). Every socket sharing the
+    /// address must set it, under the same user. Default off.
     pub fn reuse_port(mut self, reuse: bool) -> Self {
         self.listen.reuse_port = reuse;
         self
@@ -287,6 +295,28 @@ impl Options {
     /// from accept); `None`: no limit. Default 10 s.
     pub fn tls_handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.layers.tls_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// The [`Readiness`] this server reports through and marks draining when
+    /// its shutdown begins. Servers bound with clones of one `Options` share
+    /// one already; give the same handle to servers built from different
+    /// options to make them report as one. Default: a new one, serving.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// How long [`ServerHandle::drain`](crate::ServerHandle::drain) (the
+    /// first SIGINT/SIGTERM under
+    /// [`shutdown_on_ctrl_c`](crate::ServerHandle::shutdown_on_ctrl_c))
+    /// keeps the server accepting and serving after turning its
+    /// [`Readiness`] to draining, before the shutdown begins: the time a load
+    /// balancer or a Kubernetes Service needs to stop sending it clients
+    /// (HAProxy's agent check interval, the endpoint removal that runs beside
+    /// SIGTERM). Default 0: the shutdown begins at once.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
         self
     }
 

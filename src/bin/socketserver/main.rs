@@ -103,6 +103,9 @@ enum Client {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: socket activation's and sd_notify's
+    // variables leave the environment here (see serve::take_environment).
+    serve::take_environment();
     let command = services::with_defaults(Cli::command());
     let matches = match command.clone().try_get_matches() {
         Ok(matches) => matches,

@@ -76,6 +76,7 @@ where
     H: MessageHandler,
 {
     const RUNS_ON_SERVING_THREAD: bool = false;
+    const PER_MESSAGE: bool = true;
 
     fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Box<dyn Running<T>>> {
         Ok(Box::new(Reactors::start(lifecycle)?))
@@ -137,6 +138,11 @@ impl<H: MessageHandler> Reactors<H> {
                 }
             },
         )?;
+        // The pool's queue holds blocking messages: what `queued` reports.
+        let _ = control
+            .gauges
+            .queue_length
+            .set(Box::new(pool.queue_length()));
         *pool_slot.lock() = Some(pool);
         Ok(Reactors {
             loops,
