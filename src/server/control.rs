@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::flusher::Flusher;
+use super::readiness::Readiness;
 use super::registry::Registry;
 use super::stats::{Counters, Gauges, Metrics, Stats};
-use super::readiness::Readiness;
 use crate::server::options::Options;
 
 /// A cloneable handle to a server, for any thread, a handler's own included:
