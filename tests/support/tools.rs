@@ -102,7 +102,7 @@ pub fn tool(tool: Tool) -> Option<PathBuf> {
     );
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED {test}: {} is missing ({}); nothing was checked",
+        "SKIPPED {test}: {} is missing ({}); what needs it was not checked",
         tool.what(),
         tool.install()
     );
