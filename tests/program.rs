@@ -1,5 +1,8 @@
-//! The program: `bench echo-upper` against `serve echo-upper` over TCP and
-//! UDP in every mode, and against wrong servers, whose errors it must catch.
+//! The program as a whole (SPEC section 3, rules 3, 6, 8): usage errors
+//! exit 2, bind errors exit 1, with no panic; and `bench echo-upper`, the
+//! load generator, against `serve echo-upper` over TCP (in both dispatch
+//! modes) and UDP, and against wrong servers, whose errors it must catch.
+//! Each service's own flags and errors are in its `service_*.rs` file.
 
 mod support;
 
@@ -12,7 +15,36 @@ use std::thread;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{program, run_with_input, ServerProcess, STEP};
+use support::{program, run_with_input, serve, Mode, ServerProcess, STEP};
+
+#[test]
+fn usage_errors_exit_2_and_bind_errors_exit_1() {
+    for args in [
+        vec!["serve", "echo-upper", "--bind", "http://127.0.0.1:80"],
+        vec!["serve", "echo-upper", "--bind", "tcp://127.0.0.1:99999"],
+        vec!["serve", "echo-upper", "--threads", "many"],
+        vec!["serve", "no-such-service"],
+        vec!["serve", "echo-upper", "--dispatch", "forks"],
+        vec!["frobnicate"],
+    ] {
+        let (status, _, err) = run_with_input(program().args(&args), b"");
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("tcp://{}", taken.local_addr().unwrap());
+    for mode in Mode::BOTH {
+        let (status, _, err) = run_with_input(
+            support::serve_command("echo-upper", mode, &["--bind", &url]).env("RUST_LOG", "off"),
+            b"",
+        );
+        assert_eq!(status.code(), Some(1), "{mode:?}");
+        assert!(
+            err.starts_with(&format!("error: cannot bind {url}: ")),
+            "{mode:?}: {err}"
+        );
+    }
+}
 
 /// Runs `socketserver bench echo-upper ARGS` (bounded by `STEP`); returns its
 /// status, its final JSON line, and its whole standard output and error.
@@ -60,58 +92,122 @@ fn u64_of(json: &Value, field: &str) -> u64 {
 
 const SHORT: [&str; 4] = ["--duration", "0.5", "--warmup", "0.1"];
 
-#[test]
-fn tcp_ping_pong_against_the_real_server() {
-    let server = ServerProcess::start(&["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"], 1);
-    let (status, json, stdout, stderr) = bench(
-        &[
-            &["--connect", server.url(), "--connections", "8"][..],
-            &SHORT,
-        ]
-        .concat(),
-    );
-    assert!(status.success(), "{stdout}\n{stderr}");
-    assert_well_formed(&json);
-    assert_eq!(json["transport"], "tcp");
-    assert_eq!(json["mode"], "ping-pong");
-    assert_eq!(u64_of(&json, "connected"), 8);
-    assert_eq!(u64_of(&json, "errors"), 0, "{json}");
-    assert!(u64_of(&json, "requests") > 0, "{json}");
-    assert!(json["requests_per_sec"].as_f64().unwrap() > 0.0);
-    let p50 = json["latency_us"]["p50"].as_f64().unwrap();
-    let max = json["latency_us"]["max"].as_f64().unwrap();
-    assert!(p50 > 0.0 && p50 <= max, "{json}");
-    // The human summary comes first.
-    assert!(stdout.contains("requests:"), "{stdout}");
-    assert!(stdout.contains("p99"), "{stdout}");
-}
-
-#[test]
-fn large_messages_and_several_threads() {
-    let server = ServerProcess::start(&["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"], 1);
-    let (status, json, stdout, stderr) = bench(
-        &[
+crate::both_modes! {
+    fn tcp_ping_pong_against_the_real_server(mode) {
+        let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
+        let (status, json, stdout, stderr) = bench(
             &[
-                "--connect",
-                server.url(),
-                "-c",
-                "4",
-                "--threads",
-                "2",
-                "--size",
-                "100KiB",
-            ][..],
-            &SHORT,
-        ]
-        .concat(),
-    );
-    assert!(status.success(), "{stdout}\n{stderr}");
-    assert_eq!(u64_of(&json, "size"), 100 * 1024);
-    assert_eq!(u64_of(&json, "threads"), 2);
-    assert_eq!(u64_of(&json, "errors"), 0, "{json}");
-    assert!(u64_of(&json, "requests") > 0, "{json}");
+                &["--connect", server.url(), "--connections", "8"][..],
+                &SHORT,
+            ]
+            .concat(),
+        );
+        assert!(status.success(), "{stdout}\n{stderr}");
+        assert_well_formed(&json);
+        assert_eq!(json["transport"], "tcp");
+        assert_eq!(json["mode"], "ping-pong");
+        assert_eq!(u64_of(&json, "connected"), 8);
+        assert_eq!(u64_of(&json, "errors"), 0, "{json}");
+        assert!(u64_of(&json, "requests") > 0, "{json}");
+        assert!(json["requests_per_sec"].as_f64().unwrap() > 0.0);
+        let p50 = json["latency_us"]["p50"].as_f64().unwrap();
+        let max = json["latency_us"]["max"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p50 <= max, "{json}");
+        // The human summary comes first.
+        assert!(stdout.contains("requests:"), "{stdout}");
+        assert!(stdout.contains("p99"), "{stdout}");
+    }
+
+    fn large_messages_and_several_threads(mode) {
+        let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
+        let (status, json, stdout, stderr) = bench(
+            &[
+                &[
+                    "--connect",
+                    server.url(),
+                    "-c",
+                    "4",
+                    "--threads",
+                    "2",
+                    "--size",
+                    "100KiB",
+                ][..],
+                &SHORT,
+            ]
+            .concat(),
+        );
+        assert!(status.success(), "{stdout}\n{stderr}");
+        assert_eq!(u64_of(&json, "size"), 100 * 1024);
+        assert_eq!(u64_of(&json, "threads"), 2);
+        assert_eq!(u64_of(&json, "errors"), 0, "{json}");
+        assert!(u64_of(&json, "requests") > 0, "{json}");
+    }
+
+    fn connect_rate_against_the_real_server(mode) {
+        let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
+        let (status, json, stdout, stderr) = bench(
+            &[
+                &[
+                    "--connect",
+                    server.url(),
+                    "--mode",
+                    "connect-rate",
+                    "-c",
+                    "4",
+                ][..],
+                &SHORT,
+            ]
+            .concat(),
+        );
+        assert!(status.success(), "{stdout}\n{stderr}");
+        assert_well_formed(&json);
+        assert_eq!(json["mode"], "connect-rate");
+        assert_eq!(u64_of(&json, "errors"), 0, "{json}");
+        assert!(u64_of(&json, "requests") > 0, "{json}");
+    }
+
+    fn hold_checks_every_connection_and_watches_the_server(mode) {
+        let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
+        let pid = server.pid().to_string();
+        let (status, json, stdout, stderr) = bench(&[
+            "--connect",
+            server.url(),
+            "--mode",
+            "hold",
+            "-c",
+            "200",
+            "--duration",
+            "0.2",
+            "--watch-pid",
+            &pid,
+        ]);
+        assert!(status.success(), "{stdout}\n{stderr}");
+        assert_well_formed(&json);
+        assert_eq!(json["mode"], "hold");
+        assert_eq!(u64_of(&json, "errors"), 0, "{json}");
+        assert_eq!(json["held"], 200, "{json}");
+        assert_eq!(json["answered"], 200, "{json}");
+        assert_eq!(u64_of(&json, "requests"), 200, "{json}");
+        assert!(json["requests_per_sec"].is_null());
+        let watched = &json["server"];
+        assert_eq!(watched["pid"], server.pid());
+        assert!(watched["rss_kib"].as_u64().unwrap() > 0, "{json}");
+        let threads = watched["threads"].as_u64().unwrap();
+        match mode {
+            // A thread per held connection, at least.
+            Mode::Threads => assert!(threads >= 200, "{json}"),
+            // Event loops (one per CPU), the pool's core (one per CPU), and a
+            // few threads of the server's own: none per connection.
+            Mode::Reactor => {
+                let cpus = thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+                assert!(threads <= 2 * cpus + cpus + 8, "{threads} threads: {json}");
+            }
+        }
+    }
 }
 
+/// Datagrams: `--dispatch` changes nothing for them (SPEC rule 21), so
+/// this runs once.
 #[test]
 fn udp_ping_pong_against_the_real_server() {
     let server = ServerProcess::start(&["serve", "echo-upper", "--bind", "udp://127.0.0.1:0"], 1);
@@ -128,61 +224,6 @@ fn udp_ping_pong_against_the_real_server() {
     assert_eq!(u64_of(&json, "errors"), 0, "{json}");
     assert!(u64_of(&json, "requests") > 0, "{json}");
     assert!(stdout.contains("lost:"), "{stdout}");
-}
-
-#[test]
-fn connect_rate_against_the_real_server() {
-    let server = ServerProcess::start(&["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"], 1);
-    let (status, json, stdout, stderr) = bench(
-        &[
-            &[
-                "--connect",
-                server.url(),
-                "--mode",
-                "connect-rate",
-                "-c",
-                "4",
-            ][..],
-            &SHORT,
-        ]
-        .concat(),
-    );
-    assert!(status.success(), "{stdout}\n{stderr}");
-    assert_well_formed(&json);
-    assert_eq!(json["mode"], "connect-rate");
-    assert_eq!(u64_of(&json, "errors"), 0, "{json}");
-    assert!(u64_of(&json, "requests") > 0, "{json}");
-}
-
-#[test]
-fn hold_checks_every_connection_and_watches_the_server() {
-    let server = ServerProcess::start(&["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"], 1);
-    let pid = server.pid().to_string();
-    let (status, json, stdout, stderr) = bench(&[
-        "--connect",
-        server.url(),
-        "--mode",
-        "hold",
-        "-c",
-        "200",
-        "--duration",
-        "0.2",
-        "--watch-pid",
-        &pid,
-    ]);
-    assert!(status.success(), "{stdout}\n{stderr}");
-    assert_well_formed(&json);
-    assert_eq!(json["mode"], "hold");
-    assert_eq!(u64_of(&json, "errors"), 0, "{json}");
-    assert_eq!(json["held"], 200, "{json}");
-    assert_eq!(json["answered"], 200, "{json}");
-    assert_eq!(u64_of(&json, "requests"), 200, "{json}");
-    assert!(json["requests_per_sec"].is_null());
-    let watched = &json["server"];
-    assert_eq!(watched["pid"], server.pid());
-    assert!(watched["rss_kib"].as_u64().unwrap() > 0, "{json}");
-    // A thread per held connection, at least.
-    assert!(watched["threads"].as_u64().unwrap() >= 200, "{json}");
 }
 
 /// A TCP server that echoes without uppercasing, for `connections`
@@ -292,7 +333,7 @@ fn a_server_that_hangs_up_is_caught() {
 }
 
 #[test]
-fn usage_errors_exit_2() {
+fn bench_usage_errors_exit_2() {
     for args in [
         &["--connect", "unix:/tmp/nowhere.sock"][..],
         &["--connect", "udp://127.0.0.1:9", "--mode", "hold"],
