@@ -5,12 +5,14 @@
 //!
 //! Needs `python3` with `prometheus_client` (`pip install prometheus_client`;
 //! `.ci/run` installs it). Without it the test fails when `CI` is set, and
-//! otherwise says why and passes without checking.
-#![cfg(feature = "ops")]
+//! otherwise prints a SKIPPED line saying why and passes without checking.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use std::time::Duration;
 use socketserver::ops::admin::{AdminServer, OpsState};
 use socketserver::ops::histogram::{Histogram, BUCKET_LABELS};
 use socketserver::ops::metrics::{render, ListenerMetrics};
+use support::Tool;
 
 /// Parses the text on stdin and prints one tab-separated line per family
 /// (`family NAME TYPE HELP-IS-SET`) and per sample (`sample NAME LABELS
@@ -32,28 +35,6 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         labels = ",".join(k + "=" + v.encode().hex() for k, v in sorted(sample.labels.items()))
         print("sample", sample.name, labels, repr(float(sample.value)), sep="\t")
 "#;
-
-fn prometheus_client_available() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import prometheus_client"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match probe {
-        Ok(status) if status.success() => true,
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI needs python3 with prometheus_client (pip install prometheus_client)"
-            );
-            eprintln!(
-                "SKIPPED ops_metrics: python3 with prometheus_client is not installed \
-                 (pip install prometheus_client); nothing was checked"
-            );
-            false
-        }
-    }
-}
 
 struct Listeners(Vec<ListenerMetrics>);
 
@@ -106,8 +87,8 @@ fn fetch_metrics(state: Arc<Listeners>) -> String {
     body.to_string()
 }
 
-fn parse_with_prometheus_client(page: &str) -> String {
-    let mut child = Command::new("python3")
+fn parse_with_prometheus_client(python: &Path, page: &str) -> String {
+    let mut child = Command::new(python)
         .args(["-c", PARSER])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -142,9 +123,9 @@ type SampleKey = (String, BTreeMap<String, String>);
 
 #[test]
 fn prometheus_client_reads_every_family_and_value() {
-    if !prometheus_client_available() {
+    let Some(python) = support::tool(Tool::PrometheusClient) else {
         return;
-    }
+    };
     let weird = "unix:///tmp/odd \"name\"\\with\nline";
     let listeners = vec![
         listener("tcp://127.0.0.1:7000", 10, &[100, 800, 3_000, 70_000_000]),
@@ -152,7 +133,7 @@ fn prometheus_client_reads_every_family_and_value() {
         listener("udp://[::1]:53", 30, &[2_500, 2_500, 59_999_999]),
     ];
     let page = fetch_metrics(Arc::new(Listeners(listeners.clone())));
-    let parsed = parse_with_prometheus_client(&page);
+    let parsed = parse_with_prometheus_client(&python, &page);
 
     let mut families = BTreeMap::new();
     let mut samples: BTreeMap<SampleKey, f64> = BTreeMap::new();
@@ -279,11 +260,11 @@ fn prometheus_client_reads_every_family_and_value() {
 
 #[test]
 fn prometheus_client_reads_a_page_without_listeners() {
-    if !prometheus_client_available() {
+    let Some(python) = support::tool(Tool::PrometheusClient) else {
         return;
-    }
+    };
     let page = fetch_metrics(Arc::new(Listeners(Vec::new())));
-    let parsed = parse_with_prometheus_client(&page);
+    let parsed = parse_with_prometheus_client(&python, &page);
     let families = parsed.lines().filter(|l| l.starts_with("family\t")).count();
     let samples: Vec<&str> = parsed
         .lines()
