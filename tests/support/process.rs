@@ -2,7 +2,8 @@
 //! `cli`) started for a service in a mode, or an example; read the
 //! addresses it announces, signal it, wait for it, and always clean up.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -54,7 +55,7 @@ impl ServerProcess {
     /// Starts a prepared command (environment, working directory...) and
     /// waits for `binds` announced addresses.
     pub fn start_with(command: &mut Command, binds: usize) -> ServerProcess {
-        let mut child = command
+        let mut child = dies_with_its_parent(command)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -159,6 +160,24 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Has the child killed when the test that started it ends, even if the
+/// test binary itself is killed or aborts before the child's owner is
+/// dropped (Linux's parent-death signal: sent when the thread that started
+/// the child ends, which is the test's own thread or a helper's that waits
+/// for the child).
+fn dies_with_its_parent(command: &mut Command) -> &mut Command {
+    // SAFETY: prctl(2) is async-signal-safe, and the closure touches
+    // nothing else between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 /// Reads `count` `listening on URL` lines, or gives up after [`STEP`].
 fn read_urls(stdout: ChildStdout, count: usize) -> Option<Vec<String>> {
     let (tx, rx) = mpsc::channel();
@@ -178,7 +197,16 @@ fn read_urls(stdout: ChildStdout, count: usize) -> Option<Vec<String>> {
 /// Runs a command to the end with `input` on standard input, bounded by
 /// [`STEP`] (killed after that); returns its status, stdout and stderr.
 pub fn run_with_input(command: &mut Command, input: &[u8]) -> (ExitStatus, Vec<u8>, String) {
-    let mut child = command
+    run_with_input_within(command, input, STEP)
+}
+
+/// [`run_with_input`] with another bound, for a heavy program (a browser).
+pub fn run_with_input_within(
+    command: &mut Command,
+    input: &[u8],
+    limit: Duration,
+) -> (ExitStatus, Vec<u8>, String) {
+    let mut child = dies_with_its_parent(command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -196,11 +224,11 @@ pub fn run_with_input(command: &mut Command, input: &[u8]) -> (ExitStatus, Vec<u
         let _ = tx.send(());
         output
     });
-    if rx.recv_timeout(STEP).is_err() {
+    if rx.recv_timeout(limit).is_err() {
         let _ = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .status();
-        panic!("the command did not finish within {STEP:?}");
+        panic!("the command did not finish within {limit:?}");
     }
     let _ = writer.join();
     let output = waiter.join().unwrap().expect("collect the output");
