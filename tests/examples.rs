@@ -10,7 +10,7 @@ mod records;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::thread;
@@ -59,8 +59,7 @@ fn session(addr: std::net::SocketAddr, input: &[u8]) -> String {
 #[test]
 fn echo_upper_tcp() {
     let server = ServerProcess::start_with(example("echo_upper_tcp").arg("127.0.0.1:0"), 1);
-    let mut stream = TcpStream::connect(server.addr()).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut stream = support::connect(server.addr());
     stream.write_all(b"Hello").unwrap();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = String::new();
@@ -85,8 +84,7 @@ fn echo_upper_udp() {
 fn per_connection_state() {
     let server = ServerProcess::start_with(example("per_connection_state").arg("127.0.0.1:0"), 1);
     let talk = |lines: &[&str]| -> Vec<String> {
-        let mut stream = TcpStream::connect(server.addr()).unwrap();
-        stream.set_read_timeout(Some(STEP)).unwrap();
+        let mut stream = support::connect(server.addr());
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         lines
             .iter()
@@ -146,10 +144,9 @@ fn records_appends_lines_and_answers_the_count_after_syncing() {
     assert_eq!(session(addr, b"fourth\n#\n"), "1\n");
     assert_eq!(session(addr, b"#\n"), "0\n");
     // A client that leaves without '#' keeps what it sent, and gets no count.
-    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut stream = support::connect(addr);
     stream.write_all(b"fifth\n").unwrap();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
     let mut nothing = String::new();
     stream.read_to_string(&mut nothing).unwrap();
     assert_eq!(nothing, "");
@@ -167,8 +164,7 @@ fn records_appends_lines_and_answers_the_count_after_syncing() {
     }
     // A line over the limit ends the session (the handler returns an error,
     // which the server logs); nothing of it is recorded.
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut stream = support::connect(addr);
     let _ = stream.write_all(&vec![b'x'; 100_000]); // may be cut short by the close
     let mut rest = Vec::new();
     match stream.read_to_end(&mut rest) {

@@ -11,7 +11,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -69,10 +68,7 @@ fn listener(url: &str, base: u64, durations_micros: &[u64]) -> ListenerMetrics {
 
 fn fetch_metrics(state: Arc<Listeners>) -> String {
     let admin = AdminServer::bind("127.0.0.1:0".parse().unwrap(), state).unwrap();
-    let mut stream = TcpStream::connect(admin.local_addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = support::connect(admin.local_addr());
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
         .unwrap();

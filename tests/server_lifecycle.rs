@@ -393,9 +393,10 @@ fn sigterm_under_load(mode: Mode) {
         acked.extend(uploader.join().unwrap());
     }
     assert_eq!(acked.len(), acknowledged.load(SeqCst));
-    // Round 0 of each uploader, and the uploads in flight at the signal
-    // (messages in progress in either mode, which the drain waits for).
-    assert!(acked.len() > 20, "{} acknowledged", acked.len());
+    // At least round 0 of each uploader. (Uploads in flight at the signal
+    // finish too, unless a loaded machine makes one last past the deadline:
+    // then it is cut, and not kept.)
+    assert!(acked.len() >= 20, "{} acknowledged", acked.len());
     // Every acknowledged upload is stored whole; every stored file is one
     // that was acknowledged or whole (an upload finished as the client was
     // cut); no temporary file is left.
@@ -419,11 +420,6 @@ fn sigterm_under_load(mode: Mode) {
     let log = files.stderr_text();
     assert!(!log.contains("panicked"), "{log}");
     let cut = log.matches("nothing kept").count();
-    if mode == Mode::Reactor {
-        // An upload in flight is a message in progress and finishes; a
-        // connection between two uploads is closed at once: none is cut.
-        assert_eq!(cut, 0, "{log}");
-    }
     eprintln!(
         "figures ({mode:?}): {echo_rounds} whole echo replies of 1 KiB to 200 clients, the echo \
          server cut {echo_cut} at the deadline and exited in {echo_exited:?}; {} uploads of 1 MiB acknowledged and stored whole, \
@@ -954,8 +950,7 @@ fn upper_lines() -> impl RequestHandler<StreamRequest> {
 }
 
 fn connect_lines(addr: std::net::SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
+    let stream = support::connect(addr);
     let reader = BufReader::new(stream.try_clone().unwrap());
     (stream, reader)
 }

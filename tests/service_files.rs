@@ -635,8 +635,7 @@ crate::both_modes! {
         assert_eq!(status.code(), Some(1));
         assert!(err.contains("authentication denied"), "{err}");
         // Without the handshake, a request is just a wrong answer to the challenge.
-        let mut raw = TcpStream::connect(server.addr()).unwrap();
-        raw.set_read_timeout(Some(STEP)).unwrap();
+        let mut raw = support::connect(server.addr());
         let mut challenge = [0u8; 32];
         raw.read_exact(&mut challenge).unwrap();
         let mut request = Vec::new();
@@ -647,8 +646,7 @@ crate::both_modes! {
         assert_eq!(read_answer(&mut raw), json!({"status": "denied"}));
         assert_closed(&mut raw);
         // The library client with the key.
-        let mut stream = TcpStream::connect(server.addr()).unwrap();
-        stream.set_read_timeout(Some(STEP)).unwrap();
+        let mut stream = support::connect(server.addr());
         client_handshake(
             &mut stream,
             &Key::new(&b"files key"[..]).unwrap(),

@@ -725,8 +725,7 @@ crate::both_modes! {
     fn slow_heads_are_cut_at_the_head_timeout(mode) {
         let args = vec!["--head-timeout", "3"];
         let server = start(mode, &args);
-        let mut slow = TcpStream::connect(server.addr()).unwrap();
-        slow.set_read_timeout(Some(STEP)).unwrap();
+        let mut slow = support::connect(server.addr());
         let started = Instant::now();
         slow.write_all(b"GET / HTTP/1.1\r\n").unwrap();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();

@@ -113,8 +113,7 @@ fn ipv6_loopback_stream_and_datagram() {
     let running =
         Running::start(ThreadingTcpServer::bind_with("[::1]:0", upper_stream(), options).unwrap());
     assert!(running.inet().is_ipv6());
-    let mut stream = TcpStream::connect(running.inet()).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut stream = support::connect(running.inet());
     stream.write_all(b"six").unwrap();
     let mut buf = [0u8; 3];
     stream.read_exact(&mut buf).unwrap();
@@ -134,8 +133,7 @@ fn ipv6_loopback_stream_and_datagram() {
 #[test]
 fn one_at_a_time_servers_serve_in_turn() {
     let running = Running::start(TcpServer::bind("127.0.0.1:0", upper_stream()).unwrap());
-    let mut first = TcpStream::connect(running.inet()).unwrap();
-    first.set_read_timeout(Some(STEP)).unwrap();
+    let mut first = support::connect(running.inet());
     first.write_all(b"a").unwrap();
     let mut buf = [0u8; 1];
     first.read_exact(&mut buf).unwrap();
@@ -179,8 +177,7 @@ fn stream_request_accessors() {
         Ok(())
     });
     let running = Running::start(ThreadingTcpServer::bind("127.0.0.1:0", handler).unwrap());
-    let mut stream = TcpStream::connect(running.inet()).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut stream = support::connect(running.inet());
     stream.write_all(b"who\n").unwrap();
     let mut answer = String::new();
     BufReader::new(stream.try_clone().unwrap())
