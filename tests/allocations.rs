@@ -498,7 +498,9 @@ fn zero_alloc_in_this_process(mode: Mode) {
                 "{count} allocation(s) for 1000 allocating round trips"
             );
             // (Datagrams run on the pool whatever the mode: measured in
-            // threads mode.)
+            // threads mode.) The reactor's read, framing, inline handler
+            // call and write, on two loops.
+            let options = Options::new().threads(1).reactor_threads(2);
             let server = ReactorTcpServer::bind_with("127.0.0.1:0", EchoUpper, options).unwrap();
             let tcp = tcp_allocations(server, ROUNDS, WINDOWS);
             assert!(

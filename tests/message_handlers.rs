@@ -9,7 +9,6 @@ mod support;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -400,7 +399,8 @@ crate::both_modes! {
 #[derive(Clone)]
 struct Slow {
     release: Arc<Mutex<mpsc::Receiver<()>>>,
-    started: Arc<AtomicUsize>,
+    /// Told when a message starts.
+    started: mpsc::Sender<()>,
 }
 
 impl MessageHandler for Slow {
@@ -423,7 +423,7 @@ impl MessageHandler for Slow {
     }
 
     fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
-        self.started.fetch_add(1, SeqCst);
+        let _ = self.started.send(());
         let _ = self.release.lock().recv_timeout(STEP);
         conn.write_all(line)?;
         conn.write_all(b"\n")?;
@@ -434,9 +434,10 @@ impl MessageHandler for Slow {
 crate::both_modes! {
     fn a_message_in_progress_finishes_at_shutdown_and_idle_ones_close(mode) {
         let (release, waiting) = mpsc::channel();
+        let (started_tx, started) = mpsc::channel();
         let slow = Slow {
             release: Arc::new(Mutex::new(waiting)),
-            started: Arc::new(AtomicUsize::new(0)),
+            started: started_tx,
         };
         let server = run_messages(
             mode,
@@ -446,7 +447,7 @@ crate::both_modes! {
         let mut busy = connect(&server);
         let mut idle = connect(&server);
         busy.write_all(b"in progress\n").unwrap();
-        support::eventually("the message started", || slow.started.load(SeqCst) == 1);
+        started.recv_timeout(STEP).expect("the message starts");
         let handle = server.handle.clone();
         handle.shutdown();
         // The idle connection is closed at once...
@@ -481,4 +482,116 @@ fn a_reactor_serves_a_thousand_connections_on_two_loops() {
     let started = Instant::now();
     server.stop();
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A request in two lines: `begin` (answered `go on`), then the rest
+/// (answered `done: REST`); in between, the session is inside a request.
+#[derive(Clone)]
+struct TwoPart;
+
+impl MessageHandler for TwoPart {
+    type Session = bool;
+
+    fn framing(&self, _: &bool) -> Framing {
+        Framing::Line { max: 64 }
+    }
+
+    fn in_request(&self, begun: &bool) -> bool {
+        *begun
+    }
+
+    fn idle_ends_at_shutdown(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    fn on_message(&self, begun: &mut bool, line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        if *begun {
+            *begun = false;
+            conn.write_all(b"done: ")?;
+            conn.write_all(line)?;
+            conn.write_all(b"\n")?;
+        } else {
+            *begun = true;
+            conn.write_all(b"go on\n")?;
+        }
+        Ok(Next::Continue)
+    }
+}
+
+crate::both_modes! {
+    fn a_request_in_several_messages_finishes_at_shutdown(mode) {
+        let server = run_messages(
+            mode,
+            TwoPart,
+            Options::new().shutdown_timeout(Duration::from_secs(30)),
+        );
+        let stream = connect(&server);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut idle = connect(&server);
+        writer.write_all(b"begin\n").unwrap();
+        assert_eq!(line(&mut reader), "go on");
+        // Between its two messages the connection is not idle: a shutdown
+        // lets the request finish, and closes the idle one at once.
+        server.handle.shutdown();
+        assert_eq!(until_closed(&mut idle), b"");
+        writer.write_all(b"the rest\n").unwrap();
+        assert_eq!(line(&mut reader), "done: the rest");
+        let summary = server.stop();
+        assert_eq!(summary.cut, 0, "{summary}");
+    }
+}
+
+#[test]
+fn blocking_messages_beyond_the_pool_wait_for_a_thread_and_run_when_one_frees() {
+    let (release, waiting) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    let slow = Slow {
+        release: Arc::new(Mutex::new(waiting)),
+        started: started_tx,
+    };
+    // One thread and no queue: a second blocking message finds the pool full.
+    let options = Options::new()
+        .threads(1)
+        .max_threads(1)
+        .queue(0)
+        .reactor_threads(1);
+    let server = run_messages(Mode::Reactor, slow.clone(), options);
+    let (answered_tx, answered) = mpsc::channel();
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let mut client = connect(&server);
+            client
+                .write_all(format!("message {i}\n").as_bytes())
+                .unwrap();
+            let answered_tx = answered_tx.clone();
+            std::thread::spawn(move || {
+                let mut answer = [0u8; 10];
+                client.read_exact(&mut answer).unwrap();
+                assert_eq!(answer, format!("message {i}\n").as_bytes());
+                answered_tx.send(i).unwrap();
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        // One message at a time holds the only thread; the others wait.
+        started.recv_timeout(STEP).expect("the next message starts");
+        assert!(
+            started.try_recv().is_err(),
+            "two messages ran at once on one thread"
+        );
+        release.send(()).unwrap();
+        done.push(answered.recv_timeout(STEP).expect("its client is answered"));
+    }
+    done.sort_unstable();
+    assert_eq!(done, [0, 1, 2]);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    server.stop();
 }

@@ -514,9 +514,11 @@ crate::both_modes! {
         let mut command = Command::new("sh");
         command.args([
             "-c",
+            // A connection cap beyond the limit (the default would be
+            // fitted under it): accept itself runs out of descriptors.
             &format!(
                 "ulimit -n 32 && exec {program} serve echo-upper --dispatch {} \
-                 --bind tcp://127.0.0.1:0 --threads 2",
+                 --bind tcp://127.0.0.1:0 --threads 2 --max-connections 1000",
                 mode.name()
             ),
         ]);

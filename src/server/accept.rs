@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use super::control::{deadline_after, Control};
+use super::control::Control;
 use super::stats::{Counters, Summary};
 use crate::dispatch::private::Running;
 use crate::transport::private::Arrival;
@@ -78,7 +78,7 @@ impl<T: Transport> Serving<T> {
     /// their worker, after their stream layers.
     pub fn pump(
         &mut self,
-        verify: impl Fn(&crate::Address) -> bool,
+        verify: impl Fn(&crate::transport::address::Address) -> bool,
         once: bool,
     ) -> io::Result<bool> {
         let control = Arc::clone(&self.control);
@@ -167,7 +167,7 @@ impl<T: Transport> Serving<T> {
         self.pending = None;
         self.listener = None;
         self.dispatch.close();
-        let deadline = deadline_after(control.options.shutdown_timeout);
+        let deadline = crate::deadline::after(control.options.shutdown_timeout);
         control.drain(deadline);
         let grace = Instant::now().max(deadline) + CUT_GRACE;
         if !self.dispatch.join(grace) || !control.wait_idle(grace) {
@@ -176,7 +176,7 @@ impl<T: Transport> Serving<T> {
             );
         }
         control.stop_flusher();
-        let stats = control.counters.snapshot(&control.gauges);
+        let stats = control.stats();
         let summary = Summary {
             served: stats.served,
             failed: stats.failed,
