@@ -12,7 +12,6 @@
 //!
 //! `cargo test --all-features --test deployment_haproxy`
 
-mod ops_support;
 mod support;
 
 use std::collections::BTreeSet;
@@ -27,8 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ops_support::{program, require, Served, STEP};
-use support::{Mode, TempDir};
+use support::{program, Mode, ServerProcess, TempDir, Tool, STEP};
 
 /// How long a backend keeps serving after SIGTERM: many agent-check
 /// intervals (100 ms), so HAProxy has stopped sending it clients before its
@@ -43,7 +41,7 @@ struct Backend {
     name: String,
     port: u16,
     agent_port: u16,
-    process: Served,
+    process: ServerProcess,
     /// Standard error of its earlier lives (the access logs).
     logs: String,
 }
@@ -65,7 +63,7 @@ impl Backend {
                 "tcp://127.0.0.1:0".to_string(),
             ),
         };
-        let process = Served::start(
+        let process = ServerProcess::start_with(
             program()
                 .args(["serve", service, "--proxy-protocol"])
                 .args(mode.flag())
@@ -74,7 +72,13 @@ impl Backend {
                 .env("RUST_LOG", "info"),
             1,
         );
-        let port = process.addr(0).rsplit(':').next().unwrap().parse().unwrap();
+        let port = process
+            .addr_of(0)
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let agent_port = process.agent().port();
         Backend {
             service,
@@ -280,7 +284,7 @@ fn until(
 
 both_modes! {
     fn a_rolling_restart_behind_haproxy_fails_no_request(mode) {
-        if !require("a_rolling_restart_behind_haproxy_fails_no_request", "haproxy", Command::new("haproxy").arg("-v")) {
+        if support::tool(Tool::Haproxy).is_none() {
             return;
         }
         let started = Instant::now();

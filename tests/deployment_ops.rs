@@ -5,25 +5,23 @@
 //!
 //! `cargo test --all-features --test deployment_ops`
 
-mod ops_support;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ops_support::{
-    agent_says, eventually, get, http, parse_metrics, program, prometheus_client, Family, Served,
-    FAMILIES, STEP,
-};
-use support::{Mode, TempDir};
+use support::http::{get, request};
+use support::ops::{agent_says, parse_metrics, Family, FAMILIES};
+use support::{eventually, program, Mode, ServerProcess, TempDir, Tool, STEP};
 
 /// `serve SERVICE --dispatch MODE ARGS...`, waiting for `listening` lines.
-fn serve(service: &str, mode: Mode, args: &[&str], listening: usize) -> Served {
-    Served::start(
+fn serve(service: &str, mode: Mode, args: &[&str], listening: usize) -> ServerProcess {
+    ServerProcess::start_with(
         program()
             .args(["serve", service])
             .args(mode.flag())
@@ -46,10 +44,10 @@ fn echo_once(addr: &str, text: &str) {
     assert!(rest.is_empty());
 }
 
-fn metrics(served: &Served) -> std::collections::BTreeMap<String, Family> {
+fn metrics(python: &Path, served: &ServerProcess) -> std::collections::BTreeMap<String, Family> {
     let (status, page) = get(served.admin(), "/metrics");
     assert_eq!(status, 200);
-    parse_metrics(&page)
+    parse_metrics(python, &page)
 }
 
 /// A sample of `family` for the listener `url`.
@@ -66,9 +64,9 @@ fn sample(
 
 both_modes! {
     fn the_admin_listener_answers_probes_and_metrics(mode) {
-        if !prometheus_client("the_admin_listener_answers_probes_and_metrics") {
+        let Some(python) = support::tool(Tool::PrometheusClient) else {
             return;
-        }
+        };
         let server = serve(
             "echo-upper",
             mode,
@@ -90,18 +88,22 @@ both_modes! {
         assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_string()));
         assert_eq!(get(admin, "/readyz"), (200, "ready\n".to_string()));
         assert_eq!(get(admin, "/nowhere").0, 404);
-        let (status, head, body) = http(admin, "HEAD", "/healthz");
-        assert_eq!((status, body.as_str()), (200, ""));
-        assert!(head.contains("Content-Length: 3\r\n"), "{head}");
-        let (status, head, _) = http(admin, "POST", "/readyz");
-        assert_eq!(status, 405);
-        assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{head}");
+        let head = request(admin, "HEAD", "/healthz");
+        assert_eq!((head.status, head.body.as_slice()), (200, &b""[..]));
+        assert_eq!(head.header("Content-Length"), Some("3"), "{head:?}");
+        let post = request(admin, "POST", "/readyz");
+        assert_eq!(post.status, 405);
+        assert_eq!(post.header("Allow"), Some("GET, HEAD"), "{post:?}");
         assert_eq!(agent_says(server.agent()), "ready\n");
 
-        let (tcp_url, udp_url) = (server.urls()[0].clone(), server.urls()[1].clone());
-        let (_, head, _) = http(admin, "GET", "/metrics");
-        assert!(head.contains("Content-Type: text/plain; version=0.0.4\r\n"), "{head}");
-        let before = metrics(&server);
+        let (tcp_url, udp_url) = (server.urls[0].clone(), server.urls[1].clone());
+        let page = request(admin, "GET", "/metrics");
+        assert_eq!(
+            page.header("Content-Type"),
+            Some("text/plain; version=0.0.4"),
+            "{page:?}"
+        );
+        let before = metrics(&python, &server);
         for (family, kind) in FAMILIES {
             let found = before.get(family).unwrap_or_else(|| panic!("no family {family}"));
             assert_eq!(found.kind, kind, "{family}");
@@ -127,11 +129,11 @@ both_modes! {
         // 7 connections of one message each (a request in either mode), 5
         // datagrams.
         for n in 0..7 {
-            echo_once(&server.addr(0), &format!("message {n}"));
+            echo_once(&server.addr_of(0), &format!("message {n}"));
         }
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         udp.set_read_timeout(Some(STEP)).unwrap();
-        udp.connect(server.addr(1)).unwrap();
+        udp.connect(server.addr_of(1)).unwrap();
         for n in 0..5 {
             udp.send(format!("datagram {n}").as_bytes()).unwrap();
             let mut answer = [0u8; 64];
@@ -139,9 +141,9 @@ both_modes! {
             assert_eq!(&answer[..got], format!("DATAGRAM {n}").as_bytes());
         }
         // Everything is over once nothing is open or in flight.
-        let mut after = metrics(&server);
+        let mut after = metrics(&python, &server);
         eventually("the requests to end", || {
-            after = metrics(&server);
+            after = metrics(&python, &server);
             sample(&after, "socketserver_connections_open", "socketserver_connections_open", &tcp_url) == 0.0
                 && sample(&after, "socketserver_requests_in_flight", "socketserver_requests_in_flight", &tcp_url) == 0.0
                 && sample(&after, "socketserver_requests_in_flight", "socketserver_requests_in_flight", &udp_url) == 0.0
@@ -179,7 +181,7 @@ both_modes! {
             ],
             1,
         );
-        let addr = server.addr(0);
+        let addr = server.addr_of(0);
         echo_once(&addr, "before");
         let signalled = Instant::now();
         server.signal("TERM");
@@ -206,14 +208,14 @@ both_modes! {
             &["--bind", "tcp://127.0.0.1:0", "--reuse-port", "--admin", "tcp://127.0.0.1:0"],
             1,
         );
-        let url = first.urls()[0].clone();
+        let url = first.urls[0].clone();
         let second = serve(
             "echo-upper",
             mode,
             &["--bind", &url, "--reuse-port", "--admin", "tcp://127.0.0.1:0"],
             1,
         );
-        assert_eq!(second.urls()[0], url);
+        assert_eq!(second.urls[0], url);
         // Without the option the address is taken (exit 1, rule 3).
         let refused = program()
             .args(["serve", "echo-upper", "--bind", &url])
@@ -224,9 +226,9 @@ both_modes! {
         assert!(String::from_utf8_lossy(&refused.stderr).starts_with(&format!("error: cannot bind {url}: ")));
         // The kernel spreads 40 connections over both processes.
         for n in 0..40 {
-            echo_once(&first.addr(0), &format!("c{n}"));
+            echo_once(&first.addr_of(0), &format!("c{n}"));
         }
-        let served_by = |process: &Served| {
+        let served_by = |process: &ServerProcess| {
             let (_, page) = get(process.admin(), "/metrics");
             let line = page
                 .lines()
@@ -307,7 +309,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn a_missing_notify_socket_is_logged_once_and_serving_goes_on() {
     let dir = TempDir::new("no-notify");
-    let mut server = Served::start(
+    let mut server = ServerProcess::start_with(
         program()
             .args(["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"])
             .env("NOTIFY_SOCKET", dir.join("nobody-listens-here"))
@@ -315,10 +317,10 @@ fn a_missing_notify_socket_is_logged_once_and_serving_goes_on() {
             .env_remove("RUST_LOG"),
         1,
     );
-    echo_once(&server.addr(0), "still served");
+    echo_once(&server.addr_of(0), "still served");
     // A few watchdog periods, each a failed send.
     std::thread::sleep(Duration::from_millis(300));
-    echo_once(&server.addr(0), "still served");
+    echo_once(&server.addr_of(0), "still served");
     server.signal("TERM");
     assert_eq!(server.wait(STEP).and_then(|s| s.code()), Some(0));
     let stderr = server.stderr_text();
@@ -366,7 +368,7 @@ fn garbage_and_huge_admin_requests_cost_only_their_connection() {
     }
     assert!(answer_to(&huge_head).starts_with("HTTP/1.1 431 "));
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_string()));
-    echo_once(&server.addr(0), "the service is untouched");
+    echo_once(&server.addr_of(0), "the service is untouched");
 }
 
 #[test]

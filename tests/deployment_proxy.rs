@@ -6,7 +6,6 @@
 //!
 //! `cargo test --all-features --test deployment_proxy`
 
-mod ops_support;
 mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -15,16 +14,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ops_support::{get, program, proxy_v1, proxy_v2, proxy_v2_local, Served, STEP};
 use parking_lot::Mutex;
 use socketserver::protocol::auth::Key;
 use socketserver::protocol::framing::FrameCodec;
 use socketserver::request::{Conn, Framing, MessageHandler, Next};
 use socketserver::{Address, Options};
+use support::http::get;
+use support::proxy::{proxy_v1, proxy_v2, proxy_v2_local};
+use support::{program, ServerProcess, STEP};
 use support::{run_messages, Mode, TempDir};
 
-fn serve(service: &str, mode: Mode, args: &[&str]) -> Served {
-    Served::start(
+fn serve(service: &str, mode: Mode, args: &[&str]) -> ServerProcess {
+    ServerProcess::start_with(
         program()
             .args(["serve", service, "--proxy-protocol"])
             .args(mode.flag())
@@ -149,12 +150,12 @@ both_modes! {
         assert!(verified.contains(&Address::Inet(addr("192.0.2.66:1"))), "{verified:?}");
         assert!(verified.contains(&Address::Inet(v6)), "{verified:?}");
         // Counted as rejected once the worker is done with it.
-        ops_support::eventually("the refusal to be counted", || server.handle.stats().rejected == 1);
+        support::eventually("the refusal to be counted", || server.handle.stats().rejected == 1);
     }
 
     fn chat_names_come_from_the_header(mode) {
         let server = serve("chat", mode, &["--bind", "tcp://127.0.0.1:0"]);
-        let target = server.addr(0);
+        let target = server.addr_of(0);
         let dst = addr(&target);
         let mut first = Member::join(&target, &proxy_v1(addr("203.0.113.7:5555"), dst));
         let mut second = Member::join(&target, &proxy_v2(addr("[2001:db8::7]:6666"), addr("[2001:db8::1]:7000")));
@@ -172,14 +173,14 @@ both_modes! {
     }
 
     fn http_logs_the_header_address(mode) {
-        let mut server = Served::start(
+        let mut server = ServerProcess::start_with(
             program()
                 .args(["serve", "http", "--proxy-protocol", "--bind", "tcp://127.0.0.1:0"])
                 .args(mode.flag())
                 .env("RUST_LOG", "info"),
             1,
         );
-        let target = server.addr(0);
+        let target = server.addr_of(0);
         let mut stream = connect_with(&target, &proxy_v2(addr("198.51.100.23:4444"), addr(&target)));
         stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         let answer = until_closed(&mut stream);
@@ -202,7 +203,7 @@ both_modes! {
                 args.extend(["--dir", &files]);
             }
             let server = serve(service, mode, &args);
-            let target = server.addr(0);
+            let target = server.addr_of(0);
             let dst = addr(&target);
             let banned = addr("203.0.113.50:1000");
             let challenge = |source: SocketAddr| -> Option<TcpStream> {
@@ -253,7 +254,7 @@ both_modes! {
                 "--threads", "1",
             ],
         );
-        let target = server.addr(0);
+        let target = server.addr_of(0);
         let started = Instant::now();
         let mut slow = TcpStream::connect(&target).unwrap();
         slow.set_read_timeout(Some(STEP)).unwrap();
@@ -288,8 +289,8 @@ both_modes! {
         assert!(until_closed(&mut garbage).is_empty());
         assert!(garbage_at.elapsed() < Duration::from_millis(900));
         // Both are counted as rejected (once their workers are done).
-        let rejected = format!("socketserver_rejected_total{{listener=\"{}\"}} 2\n", server.urls()[0]);
-        ops_support::eventually("two rejections on /metrics", || {
+        let rejected = format!("socketserver_rejected_total{{listener=\"{}\"}} 2\n", server.urls[0]);
+        support::eventually("two rejections on /metrics", || {
             get(server.admin(), "/metrics").1.contains(&rejected)
         });
     }

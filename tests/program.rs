@@ -49,7 +49,6 @@ fn usage_errors_exit_2_and_bind_errors_exit_1() {
 }
 
 /// Runs `socketserver bench SERVICE ARGS --json` (bounded by `STEP`);
-
 /// returns its status, its JSON report (the whole of its standard output),
 /// and its standard output and error.
 fn bench_service(service: &str, args: &[&str]) -> (ExitStatus, Value, String, String) {

@@ -128,3 +128,21 @@ impl<S: Read + Write> HttpConn<S> {
         }
     }
 }
+
+/// One request (`METHOD PATH HTTP/1.1`, with a `Host`) to a server that
+/// answers once and closes (the admin listener): the response, and the
+/// close checked.
+pub fn request(addr: impl ToSocketAddrs, method: &str, path: &str) -> Response {
+    let mut conn = HttpConn::open(addr);
+    conn.send(format!("{method} {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+    let response = conn.response(method == "HEAD");
+    assert!(conn.closed(), "{method} {path}: the connection must close");
+    response
+}
+
+/// `GET PATH` from a server that answers once and closes: the status and
+/// the body.
+pub fn get(addr: impl ToSocketAddrs, path: &str) -> (u16, String) {
+    let response = request(addr, "GET", path);
+    (response.status, response.text())
+}

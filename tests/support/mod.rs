@@ -11,6 +11,8 @@
 //! - [`net`]: connections with timeouts, resets, waiting for a close;
 //! - [`http`]: the one HTTP/1.1 response reader;
 //! - [`frames`] (feature `protocols`): JSON-header answers and digests;
+//! - [`ops`]: the agent check, `/metrics` parsed by Prometheus' parser;
+//! - [`proxy`]: PROXY protocol headers;
 //! - [`tools`]: python3, openssl, chromium... present, or a clear SKIPPED
 //!   line (a failure when `CI` is set).
 //!
@@ -22,7 +24,9 @@ pub mod frames;
 pub mod http;
 pub mod library;
 pub mod net;
+pub mod ops;
 pub mod process;
+pub mod proxy;
 pub mod tools;
 
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -41,6 +41,11 @@ pub struct ServerProcess {
     child: Child,
     /// The URLs from its `listening on URL` lines, in order.
     pub urls: Vec<String>,
+    /// Every line of standard output read so far: up to the last
+    /// `listening on` line waited for (the `admin on` and `agent-check on`
+    /// lines come before them).
+    pub stdout: Vec<String>,
+    lines: mpsc::Receiver<String>,
     stderr: Option<thread::JoinHandle<String>>,
 }
 
@@ -68,19 +73,42 @@ impl ServerProcess {
             let _ = stderr.read_to_string(&mut text);
             text
         });
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         let mut process = ServerProcess {
             child,
             urls: Vec::new(),
+            stdout: Vec::new(),
+            lines,
             stderr: Some(stderr),
         };
-        process.urls = read_urls(stdout, binds).unwrap_or_else(|| {
-            let _ = process.child.kill();
-            let _ = process.child.wait();
-            panic!(
-                "the server announced no address; stderr:\n{}",
-                process.stderr_text()
-            )
-        });
+        while process.urls.len() < binds {
+            match process.lines.recv_timeout(STEP) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        process.urls.push(url.to_string());
+                    }
+                    process.stdout.push(line);
+                }
+                Err(_) => {
+                    let _ = process.child.kill();
+                    let _ = process.child.wait();
+                    let stderr = process.stderr_text();
+                    panic!(
+                        "the server announced {} of {binds} address(es); stdout {:?}; stderr:\n{stderr}",
+                        process.urls.len(),
+                        process.stdout,
+                    )
+                }
+            }
+        }
         process
     }
 
@@ -96,6 +124,47 @@ impl ServerProcess {
             .expect("an IP URL")
             .1
             .to_string()
+    }
+
+    /// The `HOST:PORT` of the `n`th announced URL (tcp:// or udp://).
+    pub fn addr_of(&self, n: usize) -> String {
+        self.urls[n]
+            .split_once("://")
+            .expect("an IP URL")
+            .1
+            .to_string()
+    }
+
+    /// The address of the line `PREFIX tcp://HOST:PORT` (`admin on`,
+    /// `agent-check on`).
+    pub fn announced(&self, prefix: &str) -> std::net::SocketAddr {
+        self.stdout
+            .iter()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|url| url.strip_prefix(" tcp://"))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {:?}", self.stdout))
+            .parse()
+            .unwrap()
+    }
+
+    /// The admin listener's address (`--admin`).
+    pub fn admin(&self) -> std::net::SocketAddr {
+        self.announced("admin on")
+    }
+
+    /// The agent check's address (`--agent-check`).
+    pub fn agent(&self) -> std::net::SocketAddr {
+        self.announced("agent-check on")
+    }
+
+    /// Every line of standard output, once the process has exited (at most
+    /// [`STEP`] more for the last ones to be read).
+    pub fn stdout_to_the_end(&mut self) -> Vec<String> {
+        let mut lines = self.stdout.clone();
+        while let Ok(line) = self.lines.recv_timeout(STEP) {
+            lines.push(line);
+        }
+        lines
     }
 
     /// The host and the port of the first announced URL, apart (for the
@@ -176,22 +245,6 @@ fn dies_with_its_parent(command: &mut Command) -> &mut Command {
             Ok(())
         })
     }
-}
-
-/// Reads `count` `listening on URL` lines, or gives up after [`STEP`].
-fn read_urls(stdout: ChildStdout, count: usize) -> Option<Vec<String>> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if let Some(url) = line.strip_prefix("listening on ") {
-                if tx.send(url.to_string()).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    (0..count).map(|_| rx.recv_timeout(STEP).ok()).collect()
 }
 
 /// Runs a command to the end with `input` on standard input, bounded by

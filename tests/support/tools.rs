@@ -1,5 +1,6 @@
-//! The programs some tests drive (the course's Python clients, openssl as a
-//! foreign TLS peer, a real browser, Prometheus' parser). When one is
+//! The programs some tests drive (the course's Python clients, openssl and
+//! curl as foreign TLS peers, a real browser, Prometheus' parser, HAProxy,
+//! systemd's tools). When one is
 //! missing, the test fails if `CI` is set (CI installs them all: see
 //! `.ci/run`); elsewhere it prints a `SKIPPED` line saying what is missing
 //! and returns without checking anything.
@@ -23,6 +24,12 @@ pub enum Tool {
     Openssl,
     /// Chromium or Chrome, to run headless.
     Chromium,
+    /// curl.
+    Curl,
+    /// HAProxy.
+    Haproxy,
+    /// systemd's `systemd-socket-activate` and `systemd-analyze`.
+    Systemd,
 }
 
 impl Tool {
@@ -33,6 +40,9 @@ impl Tool {
             Tool::PrometheusClient => "python3 with prometheus_client",
             Tool::Openssl => "the openssl program",
             Tool::Chromium => "chromium (or google-chrome) in PATH",
+            Tool::Curl => "curl",
+            Tool::Haproxy => "haproxy",
+            Tool::Systemd => "systemd-socket-activate and systemd-analyze",
         }
     }
 
@@ -43,15 +53,23 @@ impl Tool {
             Tool::PrometheusClient => "pip install prometheus_client",
             Tool::Openssl => "apt-get install openssl",
             Tool::Chromium => "apt-get install chromium",
+            Tool::Curl => "apt-get install curl",
+            Tool::Haproxy => "apt-get install haproxy",
+            Tool::Systemd => "apt-get install systemd",
         }
     }
 
     /// The program's path, if it is there and runs.
     fn find(self) -> Option<PathBuf> {
         match self {
-            Tool::Python3 => runs("python3", &["--version"]),
+            // (The course's clients over TLS wrap their socket with `ssl`.)
+            Tool::Python3 => runs("python3", &["-c", "import socket, ssl"]),
             Tool::PrometheusClient => runs("python3", &["-c", "import prometheus_client"]),
             Tool::Openssl => runs("openssl", &["version"]),
+            Tool::Curl => runs("curl", &["--version"]),
+            Tool::Haproxy => runs("haproxy", &["-v"]),
+            Tool::Systemd => runs("systemd-socket-activate", &["--version"])
+                .and(runs("systemd-analyze", &["--version"])),
             Tool::Chromium => {
                 let path = std::env::var_os("PATH").unwrap_or_default();
                 std::env::split_paths(&path).find_map(|dir| {
