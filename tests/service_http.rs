@@ -584,10 +584,6 @@ crate::both_modes! {
         let Some(chromium) = support::tool(support::Tool::Chromium) else {
             return;
         };
-        // One browser at a time (the two modes' tests would otherwise start
-        // two at once), given a minute: a browser is heavy on 2 cores.
-        static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
         let mut server = ServerProcess::start_with(
             support::serve_command("http", mode, &["--bind", "tcp://127.0.0.1:0"])
                 .env("RUST_LOG", "socketserver::services::http=info"),
@@ -595,7 +591,7 @@ crate::both_modes! {
         );
         let profile = TempDir::new("chromium-profile");
         let page = format!("http://{}/", server.addr());
-        let (status, out, err) = support::process::run_with_input_within(
+        let (status, out, err) = support::tools::run_browser(
             std::process::Command::new(&chromium).args([
                 "--headless",
                 "--no-sandbox",
@@ -607,8 +603,6 @@ crate::both_modes! {
                 "--dump-dom",
                 &page,
             ]),
-            b"",
-            Duration::from_secs(60),
         );
         let dom = String::from_utf8_lossy(&out);
         assert!(status.success(), "chromium failed: {err}");

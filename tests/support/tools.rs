@@ -139,3 +139,15 @@ pub fn course_client(script: &str) -> Option<Command> {
     command.arg(path);
     Some(command)
 }
+
+/// Runs a browser (from [`tool(Tool::Chromium)`](tool)) to its end: one at
+/// a time in a test binary (a test's two modes would start two at once),
+/// bounded by a minute rather than [`STEP`](super::STEP), as a browser is
+/// heavy on two loaded cores.
+pub fn run_browser(command: &mut Command) -> (std::process::ExitStatus, Vec<u8>, String) {
+    static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    super::process::run_with_input_within(command, b"", std::time::Duration::from_secs(60))
+}
