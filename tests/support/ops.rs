@@ -79,6 +79,7 @@ pub fn parse_metrics(python: &Path, page: &str) -> BTreeMap<String, Family> {
         match fields.as_slice() {
             ["family", name, kind, help] => {
                 let family = families.entry(name.to_string()).or_default();
+                assert!(family.kind.is_empty(), "the family {name} twice");
                 family.kind = kind.to_string();
                 family.has_help = *help == "yes";
             }

@@ -2,7 +2,7 @@
 //! descriptors the test passes itself, and Debian's `systemd-socket-activate`
 //! (skipped unless `CI` is set when it is not installed).
 //!
-//! `cargo test --all-features --test deployment_systemd`
+//! `cargo test --all-features --test systemd`
 
 mod support;
 

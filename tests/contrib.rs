@@ -4,7 +4,7 @@
 //! Kubernetes pod's command runs, answers its probes, and fits its
 //! termination grace period.
 //!
-//! `cargo test --all-features --test deployment_contrib`
+//! `cargo test --all-features --test contrib`
 
 mod support;
 
