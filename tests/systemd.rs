@@ -281,52 +281,62 @@ fn an_inherited_socket_of_a_kind_the_service_does_not_speak_exits_1() {
     );
 }
 
-#[test]
-fn programs_that_exec_runs_inherit_no_systemd_variables() {
-    let dir = TempDir::new("exec-env");
-    std::fs::write(dir.join("key"), b"k3y").unwrap();
-    let manager = UnixDatagram::bind(dir.join("notify")).unwrap();
-    let key = dir.join("key").display().to_string();
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut command = activated(
-        &[tcp.as_raw_fd()],
-        &["serve", "exec", "--key-file", &key, "--allow", "env"],
-    );
-    command
-        .env("NOTIFY_SOCKET", dir.join("notify"))
-        .env("WATCHDOG_USEC", "60000000")
-        .env("WATCHDOG_PID", "1")
-        .env("LISTEN_FDNAMES", "exec");
-    let served = ServerProcess::start_with(&mut command, 1);
-    drop(tcp);
-    let mut buf = [0u8; 64];
-    manager.set_read_timeout(Some(STEP)).unwrap();
-    let n = manager.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"READY=1\n");
-    let url = served.urls[0].parse().unwrap();
-    let mut client = ExecClient::connect(
-        &url,
-        &Key::new(&b"k3y"[..]).unwrap(),
-        FrameCodec::new(),
-        Some(STEP),
-    )
-    .unwrap();
-    let output = client.run("env").unwrap().unwrap();
-    let environment = String::from_utf8(output.stdout).unwrap();
-    assert!(environment.contains("PATH="), "{environment}");
-    for name in [
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "LISTEN_PID",
-        "LISTEN_FDS",
-        "LISTEN_FDNAMES",
-    ] {
-        assert!(
-            !environment
-                .lines()
-                .any(|l| l.starts_with(&format!("{name}="))),
-            "{name} reached the command: {environment}"
+both_modes! {
+    fn programs_that_exec_runs_inherit_no_systemd_variables(mode) {
+        let dir = TempDir::new("exec-env");
+        std::fs::write(dir.join("key"), b"k3y").unwrap();
+        let manager = UnixDatagram::bind(dir.join("notify")).unwrap();
+        let key = dir.join("key").display().to_string();
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut command = activated(
+            &[tcp.as_raw_fd()],
+            &[
+                "serve",
+                "exec",
+                mode.flag()[0],
+                mode.flag()[1],
+                "--key-file",
+                &key,
+                "--allow",
+                "env",
+            ],
         );
+        command
+            .env("NOTIFY_SOCKET", dir.join("notify"))
+            .env("WATCHDOG_USEC", "60000000")
+            .env("WATCHDOG_PID", "1")
+            .env("LISTEN_FDNAMES", "exec");
+        let served = ServerProcess::start_with(&mut command, 1);
+        drop(tcp);
+        let mut buf = [0u8; 64];
+        manager.set_read_timeout(Some(STEP)).unwrap();
+        let n = manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\n");
+        let url = served.urls[0].parse().unwrap();
+        let mut client = ExecClient::connect(
+            &url,
+            &Key::new(&b"k3y"[..]).unwrap(),
+            FrameCodec::new(),
+            Some(STEP),
+        )
+        .unwrap();
+        let output = client.run("env").unwrap().unwrap();
+        let environment = String::from_utf8(output.stdout).unwrap();
+        assert!(environment.contains("PATH="), "{environment}");
+        for name in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
+        ] {
+            assert!(
+                !environment
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name}="))),
+                "{name} reached the command: {environment}"
+            );
+        }
     }
 }

@@ -38,7 +38,7 @@ pub use net::{assert_closed, connect, reset, until_closed};
 #[cfg(feature = "cli")]
 pub use process::{program, serve, serve_command};
 pub use process::{run_with_input, ServerProcess};
-pub use tools::{course_client, tool, Tool};
+pub use tools::{course_client, skipped, tool, Tool};
 
 /// How long any single step of a test may take before it fails.
 pub const STEP: Duration = Duration::from_secs(20);

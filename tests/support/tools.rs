@@ -118,13 +118,23 @@ pub fn tool(tool: Tool) -> Option<PathBuf> {
         tool.what(),
         tool.install()
     );
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test}: {} is missing ({}); what needs it was not checked",
+    skipped(&format!(
+        "{} is missing ({}); what needs it was not checked",
         tool.what(),
         tool.install()
-    );
+    ));
     None
+}
+
+/// Says that the running test skips (part of) what it checks, and why, on a
+/// `SKIPPED TEST: WHY` line written past the test harness's capture, so
+/// that it shows in `cargo test`'s output.
+pub fn skipped(why: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// `python3 tests/python/SCRIPT`, ready for its arguments: the course's
