@@ -32,7 +32,7 @@ use socketserver::layer::tls::rustls::{self, ClientConfig, ClientConnection, Pro
 use socketserver::layer::tls::{client_config, crypto_provider, server_name, TlsStream};
 use socketserver::SocketUrl;
 
-use support::{program, run_with_input, serve, Mode, ServerProcess, TempDir, STEP};
+use support::{program, run_with_input, serve, Mode, ServerProcess, TempDir, Tool, STEP};
 
 // ---------------------------------------------------------------------------
 // Certificates.
@@ -255,29 +255,6 @@ fn read_to_clean_end(stream: &TlsStream) -> io::Result<Vec<u8>> {
 // ---------------------------------------------------------------------------
 // Foreign tools.
 
-/// Whether `tool` runs (`tool ARGS` succeeds). Without it a test fails under
-/// CI (`CI` set) and says SKIPPED elsewhere.
-fn have(test: &str, tool: &str, args: &[&str]) -> bool {
-    let ok = Command::new(tool)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: `{tool}` is needed under CI (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED {test}: no `{tool}` on this machine");
-    }
-    ok
-}
-
-fn have_python(test: &str) -> bool {
-    have(test, "python3", &["-c", "import ssl"])
-}
-
 /// Runs one of the course's Python clients over TLS (tests/python/tls_wrap.py):
 /// stdout; the wrapper's report of the protocol version goes to stderr.
 fn python_tls(pki: &Pki, script: &str, host: &str, port: &str, args: &[&str]) -> (String, String) {
@@ -354,7 +331,7 @@ both_modes! {
             tls_client(&pki, "qa", server.url(), &["你好", "几岁"], b""),
             "你好啊\n我两岁啦\n"
         );
-        if !have_python("qa over TLS, the course's client") {
+        if support::tool(Tool::Python3).is_none() {
             return;
         }
         let (host, port) = host_port(&server);
@@ -381,7 +358,7 @@ both_modes! {
         let (status, out, err) = client("dict", &server.urls[1], &["packet"], b"");
         assert!(status.success(), "{err}");
         assert!(out.starts_with("packet: "), "{out}");
-        if !have_python("dict over UDP beside TLS, the course's client") {
+        if support::tool(Tool::Python3).is_none() {
             return;
         }
         // The course's UDP client, unchanged and unwrapped: UDP is plaintext.
@@ -403,7 +380,7 @@ both_modes! {
         let server = serve_tls("exec", mode, &pki, &["--key-file", &key, "--allow", "echo"]);
         let out = tls_client(&pki, "exec", server.url(), &["--key-file", &key, "echo", "over", "tls"], b"");
         assert_eq!(out, "over tls\n");
-        if !have_python("exec over TLS, the course's client") {
+        if support::tool(Tool::Python3).is_none() {
             return;
         }
         let (host, port) = host_port(&server);
@@ -434,7 +411,7 @@ both_modes! {
             tls_client(&pki, "files", server.url(), &["list"], b""),
             "data.bin\t1200000\n"
         );
-        if !have_python("files over TLS, the course's clients") {
+        if support::tool(Tool::Python3).is_none() {
             return;
         }
         let (host, port) = host_port(&server);
@@ -490,7 +467,7 @@ both_modes! {
         (&stream).write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
         let answer = read_to_clean_end(&stream).unwrap();
         assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
-        if !have("curl against https", "curl", &["--version"]) {
+        if support::tool(Tool::Curl).is_none() {
             return;
         }
         let url = format!("https://{}/hello.png", server.addr());
@@ -634,7 +611,7 @@ fn s_client(pki: &Pki, addr: &str, extra: &[&str], send: &[u8], expect: &str) ->
 
 both_modes! {
     fn openssl_s_client_speaks_tls12_and_tls13(mode) {
-        if !have("openssl s_client", "openssl", &["version"]) {
+        if support::tool(Tool::Openssl).is_none() {
             return;
         }
         let pki = pki("s-client");
@@ -652,25 +629,6 @@ both_modes! {
         let out = s_client(&pki, &server.addr(), &["-alpn", "h2"], "几岁\n".as_bytes(), "我两岁啦");
         assert!(out.contains("No ALPN negotiated"), "{out}");
     }
-}
-
-/// The browser to drive, if one is installed.
-fn find_chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in [
-            "chromium",
-            "chromium-browser",
-            "google-chrome",
-            "google-chrome-stable",
-        ] {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
 }
 
 /// Standard base64 of `bytes`, as Chromium's SPKI list wants it.
@@ -702,34 +660,29 @@ fn chromium_dom(chromium: &Path, url: &str, spki: &[u8]) -> String {
     use sha2::Digest;
     let profile = TempDir::new("chromium-profile");
     let pin = base64(&sha2::Sha256::digest(spki));
-    let (status, out, err) = run_with_input(
-        Command::new(chromium).args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.0.display()),
-            &format!("--ignore-certificate-errors-spki-list={pin}"),
-            "--dump-dom",
-            url,
-        ]),
-        b"",
-    );
+    let (status, out, err) = support::tools::run_browser(Command::new(chromium).args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        &format!("--user-data-dir={}", profile.0.display()),
+        &format!("--ignore-certificate-errors-spki-list={pin}"),
+        "--dump-dom",
+        url,
+    ]));
     assert!(status.success(), "chromium failed: {err}");
     String::from_utf8_lossy(&out).into_owned()
 }
 
 both_modes! {
     fn a_real_browser_shows_the_page_and_its_picture_over_https(mode) {
-        let Some(chromium) = find_chromium() else {
-            assert!(std::env::var_os("CI").is_none(), "chromium is needed under CI");
-            eprintln!("SKIPPED a real browser over https: no chromium in PATH");
+        let Some(chromium) = support::tool(Tool::Chromium) else {
             return;
         };
         let pki = pki("browser");

@@ -4,17 +4,16 @@
 //! Kubernetes pod's command runs, answers its probes, and fits its
 //! termination grace period.
 //!
-//! `cargo test --all-features --test deployment_contrib`
+//! `cargo test --all-features --test contrib`
 
-mod ops_support;
 mod support;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use ops_support::{eventually, get, program, require, Served, STEP};
-use support::TempDir;
+use support::http::get;
+use support::{eventually, program, ServerProcess, TempDir, Tool, STEP};
 
 fn contrib(path: &str) -> PathBuf {
     [env!("CARGO_MANIFEST_DIR"), "contrib", path]
@@ -55,11 +54,7 @@ fn setting(unit: &str, name: &str) -> String {
 
 #[test]
 fn haproxy_accepts_the_configuration() {
-    if !require(
-        "haproxy_accepts_the_configuration",
-        "haproxy",
-        Command::new("haproxy").arg("-v"),
-    ) {
+    if support::tool(Tool::Haproxy).is_none() {
         return;
     }
     let output = Command::new("haproxy")
@@ -82,11 +77,7 @@ fn haproxy_accepts_the_configuration() {
 
 #[test]
 fn the_systemd_units_verify_and_the_service_runs_socket_activated() {
-    if !require(
-        "the_systemd_units_verify_and_the_service_runs_socket_activated",
-        "systemd-analyze and systemd-socket-activate (Debian's systemd package)",
-        Command::new("systemd-socket-activate").arg("--version"),
-    ) {
+    if support::tool(Tool::Systemd).is_none() {
         return;
     }
     let dir = TempDir::new("units");
@@ -143,7 +134,7 @@ fn the_systemd_units_verify_and_the_service_runs_socket_activated() {
             other => other.to_string(),
         })
         .collect();
-    let mut served = Served::start(
+    let mut served = ServerProcess::start_with(
         Command::new("systemd-socket-activate")
             .args(["-l", &address, "-E", "NOTIFY_SOCKET", "--"])
             .arg(binary)
@@ -230,7 +221,7 @@ fn the_pod_fits_its_grace_period_and_its_command_answers_the_probes() {
             }
         })
         .collect();
-    let served = Served::start(program().args(&local).stdin(Stdio::null()), 1);
+    let served = ServerProcess::start_with(program().args(&local).stdin(Stdio::null()), 1);
     assert_eq!(get(served.admin(), "/healthz"), (200, "ok\n".to_string()));
     assert_eq!(get(served.admin(), "/readyz"), (200, "ready\n".to_string()));
     served.signal("TERM");
@@ -238,6 +229,6 @@ fn the_pod_fits_its_grace_period_and_its_command_answers_the_probes() {
         get(served.admin(), "/readyz").0 == 503
     });
     assert_eq!(get(served.admin(), "/healthz").0, 200);
-    let body = curl(&format!("http://{}/", served.addr(0)));
+    let body = curl(&format!("http://{}/", served.addr_of(0)));
     assert!(body.contains("hello world"), "still served while draining");
 }

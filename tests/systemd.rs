@@ -2,9 +2,8 @@
 //! descriptors the test passes itself, and Debian's `systemd-socket-activate`
 //! (skipped unless `CI` is set when it is not installed).
 //!
-//! `cargo test --all-features --test deployment_systemd`
+//! `cargo test --all-features --test systemd`
 
-mod ops_support;
 mod support;
 
 use std::io::{Read, Write};
@@ -14,11 +13,11 @@ use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use ops_support::{eventually, require, Served, STEP};
 use socketserver::client::exec::ExecClient;
 use socketserver::protocol::auth::Key;
 use socketserver::protocol::framing::FrameCodec;
 use support::TempDir;
+use support::{eventually, ServerProcess, Tool, STEP};
 
 /// `socketserver ARGS` with `fds` passed as descriptors 3, 4, ... and
 /// `LISTEN_FDS`/`LISTEN_PID` set as systemd sets them (`LISTEN_PID` by a
@@ -76,15 +75,9 @@ fn echo_tcp(addr: &str) {
 }
 
 /// Waits for the exit, then every standard output line.
-fn exit_and_stdout(served: &mut Served) -> (Option<i32>, Vec<String>) {
+fn exit_and_stdout(served: &mut ServerProcess) -> (Option<i32>, Vec<String>) {
     let status = served.wait(STEP).expect("the server exits");
-    let mut rest = String::new();
-    if let Some(mut stdout) = served.child.stdout.take() {
-        let _ = stdout.read_to_string(&mut rest);
-    }
-    let mut lines = served.stdout.clone();
-    lines.extend(rest.lines().map(str::to_string));
-    (status.code(), lines)
+    (status.code(), served.stdout_to_the_end())
 }
 
 both_modes! {
@@ -97,8 +90,8 @@ both_modes! {
         let fds = [tcp.as_raw_fd(), udp.as_raw_fd(), unix.as_raw_fd()];
         let mut args = vec!["serve", "echo-upper", "--bind", "tcp://127.0.0.1:0"];
         args.extend(mode.flag());
-        let mut served = Served::start(&mut activated(&fds, &args), 4);
-        let urls = served.urls();
+        let mut served = ServerProcess::start_with(&mut activated(&fds, &args), 4);
+        let urls = served.urls.clone();
         assert_eq!(urls[0], format!("tcp://{}", tcp.local_addr().unwrap()));
         assert_eq!(urls[1], format!("udp://{}", udp.local_addr().unwrap()));
         assert_eq!(urls[2], format!("unix:{}", unix_path.display()));
@@ -106,11 +99,11 @@ both_modes! {
         // The test's copies are closed: only the server holds the sockets.
         drop((tcp, udp, unix));
 
-        echo_tcp(&served.addr(0));
-        echo_tcp(&served.addr(3));
+        echo_tcp(&served.addr_of(0));
+        echo_tcp(&served.addr_of(3));
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();
         client.set_read_timeout(Some(STEP)).unwrap();
-        client.send_to(b"datagram", served.addr(1)).unwrap();
+        client.send_to(b"datagram", served.addr_of(1)).unwrap();
         let mut answer = [0u8; 16];
         let (n, _) = client.recv_from(&mut answer).unwrap();
         assert_eq!(&answer[..n], b"DATAGRAM");
@@ -136,9 +129,9 @@ both_modes! {
         let addr = socket.local_addr().unwrap().as_socket().unwrap();
         let mut args = vec!["serve", "echo-upper"];
         args.extend(mode.flag());
-        let mut served = Served::start(&mut activated(&[socket.as_raw_fd()], &args), 1);
+        let mut served = ServerProcess::start_with(&mut activated(&[socket.as_raw_fd()], &args), 1);
         drop(socket);
-        assert_eq!(served.urls(), vec![format!("tcp://{addr}")]);
+        assert_eq!(served.urls.clone(), vec![format!("tcp://{addr}")]);
         echo_tcp(&addr.to_string());
         served.signal("TERM");
         let (code, lines) = exit_and_stdout(&mut served);
@@ -148,11 +141,7 @@ both_modes! {
     }
 
     fn under_systemd_socket_activate(mode) {
-        if !require(
-            "under_systemd_socket_activate",
-            "systemd-socket-activate (Debian's systemd package)",
-            Command::new("systemd-socket-activate").arg("--version"),
-        ) {
+        if support::tool(Tool::Systemd).is_none() {
             return;
         }
         // A free port for systemd-socket-activate to listen on.
@@ -292,52 +281,62 @@ fn an_inherited_socket_of_a_kind_the_service_does_not_speak_exits_1() {
     );
 }
 
-#[test]
-fn programs_that_exec_runs_inherit_no_systemd_variables() {
-    let dir = TempDir::new("exec-env");
-    std::fs::write(dir.join("key"), b"k3y").unwrap();
-    let manager = UnixDatagram::bind(dir.join("notify")).unwrap();
-    let key = dir.join("key").display().to_string();
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut command = activated(
-        &[tcp.as_raw_fd()],
-        &["serve", "exec", "--key-file", &key, "--allow", "env"],
-    );
-    command
-        .env("NOTIFY_SOCKET", dir.join("notify"))
-        .env("WATCHDOG_USEC", "60000000")
-        .env("WATCHDOG_PID", "1")
-        .env("LISTEN_FDNAMES", "exec");
-    let served = Served::start(&mut command, 1);
-    drop(tcp);
-    let mut buf = [0u8; 64];
-    manager.set_read_timeout(Some(STEP)).unwrap();
-    let n = manager.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"READY=1\n");
-    let url = served.urls()[0].parse().unwrap();
-    let mut client = ExecClient::connect(
-        &url,
-        &Key::new(&b"k3y"[..]).unwrap(),
-        FrameCodec::new(),
-        Some(STEP),
-    )
-    .unwrap();
-    let output = client.run("env").unwrap().unwrap();
-    let environment = String::from_utf8(output.stdout).unwrap();
-    assert!(environment.contains("PATH="), "{environment}");
-    for name in [
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "LISTEN_PID",
-        "LISTEN_FDS",
-        "LISTEN_FDNAMES",
-    ] {
-        assert!(
-            !environment
-                .lines()
-                .any(|l| l.starts_with(&format!("{name}="))),
-            "{name} reached the command: {environment}"
+both_modes! {
+    fn programs_that_exec_runs_inherit_no_systemd_variables(mode) {
+        let dir = TempDir::new("exec-env");
+        std::fs::write(dir.join("key"), b"k3y").unwrap();
+        let manager = UnixDatagram::bind(dir.join("notify")).unwrap();
+        let key = dir.join("key").display().to_string();
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut command = activated(
+            &[tcp.as_raw_fd()],
+            &[
+                "serve",
+                "exec",
+                mode.flag()[0],
+                mode.flag()[1],
+                "--key-file",
+                &key,
+                "--allow",
+                "env",
+            ],
         );
+        command
+            .env("NOTIFY_SOCKET", dir.join("notify"))
+            .env("WATCHDOG_USEC", "60000000")
+            .env("WATCHDOG_PID", "1")
+            .env("LISTEN_FDNAMES", "exec");
+        let served = ServerProcess::start_with(&mut command, 1);
+        drop(tcp);
+        let mut buf = [0u8; 64];
+        manager.set_read_timeout(Some(STEP)).unwrap();
+        let n = manager.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\n");
+        let url = served.urls[0].parse().unwrap();
+        let mut client = ExecClient::connect(
+            &url,
+            &Key::new(&b"k3y"[..]).unwrap(),
+            FrameCodec::new(),
+            Some(STEP),
+        )
+        .unwrap();
+        let output = client.run("env").unwrap().unwrap();
+        let environment = String::from_utf8(output.stdout).unwrap();
+        assert!(environment.contains("PATH="), "{environment}");
+        for name in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
+        ] {
+            assert!(
+                !environment
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{name}="))),
+                "{name} reached the command: {environment}"
+            );
+        }
     }
 }
