@@ -16,6 +16,8 @@ The servers, each started fresh for every measurement, all on 127.0.0.1:
                         has that option (probed with `serve SERVICE --help`)
   std                   peers/std-echo: std only, a thread per connection
   tokio                 peers/tokio-echo: tokio multi-thread, a task per connection
+  tokio-tls             peers/tokio-tls-echo: the same over TLS with tokio-rustls (ring),
+                        the TLS scenarios' peer
   go                    peers/go-echo: Go's net, a goroutine per connection
                         (built with Debian's golang-go, installed when missing)
   may                   peers/may-echo: may's stackful coroutines, a coroutine
@@ -26,12 +28,15 @@ The servers, each started fresh for every measurement, all on 127.0.0.1:
                         bytes of socketserver's built-in page
 
 The load comes from `socketserver bench` (every answer checked) on the same
-machine, and from wrk for HTTP. Results go to benches/compare/results/
+machine, and from wrk for HTTP. The TLS scenarios use one certificate for
+every server (ECDSA P-256, self-signed, made by the tokio-tls peer at the
+start and kept in a temporary directory for the run). Results go to benches/compare/results/
 (results.json, results.csv, plot.png) and into the generated part of
 BENCHMARKS.md.
 """
 
 import argparse
+import atexit
 import csv
 import datetime
 import http.client
@@ -70,13 +75,14 @@ SOURCES_8 = ['127.0.0.%d' % i for i in range(1, 9)]
 DEFAULT_MAX_CONNECTIONS = 10000
 DEFAULT_MAX_THREADS = 1024
 
-SERVERS = ['socketserver', 'socketserver-reactor', 'std', 'tokio', 'go', 'may', 'python',
-           'nginx']
+SERVERS = ['socketserver', 'socketserver-reactor', 'std', 'tokio', 'tokio-tls', 'go', 'may',
+           'python', 'nginx']
 PEER_NAMES = {
     'socketserver': 'socketserver (threaded: ThreadingTcpServer / ThreadingUdpServer)',
     'socketserver-reactor': 'socketserver --dispatch reactor',
     'std': 'std thread per connection (floor)',
     'tokio': 'tokio multi-thread',
+    'tokio-tls': 'tokio-rustls (tokio multi-thread, ring)',
     'go': "Go net, a goroutine per connection",
     'may': 'may, a stackful coroutine per connection',
     'python': "Python socketserver.Threading*Server (the course's)",
@@ -84,12 +90,13 @@ PEER_NAMES = {
 }
 SHORT_NAMES = {
     'socketserver': 'socketserver', 'socketserver-reactor': 'reactor', 'std': 'std',
-    'tokio': 'tokio', 'go': 'Go', 'may': 'may', 'python': 'Python', 'nginx': 'nginx',
+    'tokio': 'tokio', 'tokio-tls': 'tokio-rustls', 'go': 'Go', 'may': 'may', 'python': 'Python', 'nginx': 'nginx',
 }
 # The transports each echo-upper server speaks.
 TRANSPORTS = {
     'socketserver': {'tcp', 'udp'}, 'socketserver-reactor': {'tcp', 'udp'},
-    'std': {'tcp', 'udp'}, 'tokio': {'tcp', 'udp'}, 'go': {'tcp', 'udp'}, 'may': {'tcp'},
+    'std': {'tcp', 'udp'}, 'tokio': {'tcp', 'udp'}, 'tokio-tls': {'tcp'}, 'go': {'tcp', 'udp'},
+    'may': {'tcp'},
     'python': {'tcp', 'udp'},
 }
 ECHO_SERVERS = ['socketserver', 'socketserver-reactor', 'std', 'tokio', 'go', 'may', 'python']
@@ -99,6 +106,9 @@ NOT_PYTHON = [s for s in ECHO_SERVERS if s != 'python']
 # Servers that can share one port between processes (SO_REUSEPORT): the
 # program with --reuse-port (probed), and the peers that take the option.
 REUSE_PORT_SERVERS = ['socketserver', 'socketserver-reactor', 'tokio', 'go']
+# The TLS scenarios: both of socketserver's modes against tokio-rustls, with
+# the same provider (ring) and certificate.
+TLS_SERVERS = ['socketserver', 'socketserver-reactor', 'tokio-tls']
 
 # kind: echo (ping-pong, connect rate), hold, http (wrk), chat (fan-out).
 SCENARIOS = [
@@ -137,6 +147,23 @@ SCENARIOS = [
     dict(id='http-keepalive-c1000', kind='http', transport='tcp', mode='keep-alive',
          connections=1000, size=None, servers=['socketserver', 'socketserver-reactor', 'nginx'],
          label='HTTP/1.1 keep-alive GET / (built-in page), 1,000 connections, wrk'),
+    # TLS (`tls=True`): every connection shakes hands first; `bench --tls`
+    # resumes no session, so each connect-rate cycle is a full handshake.
+    dict(id='tls-handshakes-c16', kind='echo', transport='tcp', mode='connect-rate',
+         connections=16, size=64, tls=True, servers=TLS_SERVERS,
+         label='TLS 1.3 handshakes (ECDSA P-256; connect, handshake, 64 B, close), 16 at once'),
+    dict(id='tls-64-c16', kind='echo', transport='tcp', mode='ping-pong', connections=16,
+         size=64, tls=True, servers=TLS_SERVERS,
+         label='TLS ping-pong, 64 B, 16 connections'),
+    dict(id='tls-64-c1000', kind='echo', transport='tcp', mode='ping-pong', connections=1000,
+         size=64, tls=True, servers=TLS_SERVERS,
+         label='TLS ping-pong, 64 B, 1,000 connections'),
+    dict(id='tls-hold-1000', kind='hold', transport='tcp', mode='hold', connections=1000,
+         size=64, tls=True, servers=TLS_SERVERS,
+         label='1,000 idle TLS connections held, then each answers'),
+    dict(id='tls-hold-5000', kind='hold', transport='tcp', mode='hold', connections=5000,
+         size=64, tls=True, servers=TLS_SERVERS,
+         label='5,000 idle TLS connections held, then each answers'),
     # Once per run: the room announces every join to every member before the
     # line (50 million lines for 10,000), which takes the threaded server
     # many minutes; the percentiles are over the 9,999 members.
@@ -146,6 +173,7 @@ SCENARIOS = [
 ]
 TCP_CURVE = ['tcp-64-c1', 'tcp-64-c16', 'tcp-64-c128', 'tcp-64-c1000', 'tcp-64-c10000']
 SLOPE = ['hold-1000', 'hold-5000', 'hold-10000', 'hold-19000']
+TLS_SLOPE = ['tls-hold-1000', 'tls-hold-5000']
 SERVICE_OF_KIND = {'echo': 'echo-upper', 'hold': 'echo-upper', 'http': 'http', 'chat': 'chat'}
 
 
@@ -212,7 +240,8 @@ def build(args, notes):
          'socketserver'], cwd=ROOT)
     binary = str(ROOT / 'target' / 'release' / 'socketserver')
     env = dict(os.environ, CARGO_TARGET_DIR=str(PEER_TARGET))
-    rust_peers = [('std', 'std-echo'), ('tokio', 'tokio-echo'), ('may', 'may-echo')]
+    rust_peers = [('std', 'std-echo'), ('tokio', 'tokio-echo'), ('tokio-tls', 'tokio-tls-echo'),
+                  ('may', 'may-echo')]
     commands = {
         'program': binary,
         'bench': [binary, 'bench'],
@@ -514,8 +543,12 @@ def server_command(commands, name, scenario, port=0, reuse=False):
         # The threaded server keeps a thread per open connection.
         if name == 'socketserver' and room > DEFAULT_MAX_THREADS:
             cmd += ['--max-threads', str(room)]
+        if scenario.get('tls'):
+            cmd += ['--tls-cert', commands['tls']['cert'], '--tls-key', commands['tls']['key']]
         return cmd
     cmd = list(commands[name])
+    if name == 'tokio-tls':
+        cmd += ['--cert', commands['tls']['cert'], '--key', commands['tls']['key']]
     if reuse or port:
         if name == 'tokio':
             cmd += ['--port', str(port), '--reuse-port']
@@ -570,6 +603,8 @@ def measure_bench(commands, servers, scenario, args):
         '--watch-pid', pids, '--json']
     if scenario.get('sources'):
         cmd += ['--sources', ','.join(scenario['sources'])]
+    if scenario.get('tls'):
+        cmd += ['--tls', '--tls-ca', commands['tls']['cert']]
     if kind == 'echo':
         cmd += ['--mode', scenario['mode'], '--duration', str(args.duration),
                 '--warmup', str(args.warmup)]
@@ -808,12 +843,13 @@ def fit_line(points):
     return a, b, r2
 
 
-def memory_slopes(table):
-    """Per server: KiB per held connection over the SLOPE holds."""
+def memory_slopes(table, holds=None):
+    """Per server: KiB per held connection over the `holds` (default: the
+    SLOPE holds)."""
     slopes = {}
     for name in SERVERS:
         points = []
-        for sid in SLOPE:
+        for sid in holds or SLOPE:
             row = table.get((sid, name))
             if row and row['held'] and row['rss_kib'] is not None:
                 points.append((row['held'], row['rss_kib']))
@@ -856,6 +892,22 @@ def targets(table):
                  '%s answered, %s' % (answered if answered is not None else '—',
                                       '—' if rss is None else '%.1f MiB' % (rss / 1024)),
                  answered == 10000 and rss is not None and rss < 100 * 1024))
+    # Issue 11 (TLS), against tokio-rustls with the same provider and
+    # certificate.
+    for name in ('socketserver', 'socketserver-reactor'):
+        r = ratio(get('tls-handshakes-c16', name, 'rps'),
+                  get('tls-handshakes-c16', 'tokio-tls', 'rps'))
+        rows.append(('tls-handshakes-c16 (%s): ≥ 0.9× tokio-rustls handshakes/s'
+                     % SHORT_NAMES[name], fmt_ratio(r), r is not None and r >= 0.9))
+    for sid in ('tls-64-c16', 'tls-64-c1000'):
+        r = ratio(get(sid, 'socketserver-reactor', 'rps'), get(sid, 'tokio-tls', 'rps'))
+        rows.append(('%s (reactor): ≥ 1.0× tokio-rustls requests/s' % sid, fmt_ratio(r),
+                     r is not None and r >= 1.0))
+    fit = memory_slopes(table, TLS_SLOPE).get('socketserver-reactor')
+    rows.append(('memory per idle TLS connection in reactor mode, measured (slope over %s)'
+                 % ', '.join(TLS_SLOPE),
+                 '—' if fit is None else '%.2f KiB' % fit['kib_per_connection'],
+                 fit is not None))
     return rows
 
 
@@ -978,9 +1030,11 @@ def markdown(table, info, args, notes):
                 fmt(row['threads'], '%d'),
                 '—' if row.get('exited') else fmt(row['cpu_s'], '%.2f')))
         out.append('')
-    slopes = memory_slopes(table)
-    if slopes:
-        out.append('### Memory per connection: the slope over %s' % ', '.join(SLOPE))
+    for holds, what in [(SLOPE, 'connection'), (TLS_SLOPE, 'idle TLS connection')]:
+        slopes = memory_slopes(table, holds)
+        if not slopes:
+            continue
+        out.append('### Memory per %s: the slope over %s' % (what, ', '.join(holds)))
         out.append('')
         out.append('Least squares of the server\'s resident memory against the connections '
                    'held; the projection extends the line to 100,000 connections in one '
@@ -1121,9 +1175,53 @@ def plot(table, args, info):
         spec.unlink(missing_ok=True)
 
 
+def tls_certificate(commands, notes):
+    """The certificate and key every TLS run uses (ECDSA P-256, for
+    localhost and 127.0.0.1, self-signed): made by the tokio-tls peer when
+    it starts without one, copied to a directory of this run, removed at
+    exit. None, with a note, when the peer is not available."""
+    if not commands.get('tokio-tls'):
+        notes.append('TLS scenarios skipped: the tokio-tls peer, which makes their certificate, '
+                     'is not built')
+        return None
+    proc = subprocess.Popen(commands['tokio-tls'], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    made = {}
+    try:
+        for line in proc.stdout:
+            if line.startswith('certificate '):
+                made['cert'] = line.split(' ', 1)[1].strip()
+            elif line.startswith('key '):
+                made['key'] = line.split(' ', 1)[1].strip()
+            elif line.startswith('listening on '):
+                break
+        if set(made) != {'cert', 'key'}:
+            raise RuntimeError('the tokio-tls peer printed no certificate: %s'
+                               % proc.stderr.read()[-500:])
+        temp = Path(tempfile.mkdtemp(prefix='socketserver-bench-tls-'))
+        atexit.register(shutil.rmtree, temp, True)
+        kept = {}
+        for part in ('cert', 'key'):
+            kept[part] = str(temp / ('%s.pem' % part))
+            shutil.copyfile(made[part], kept[part])
+        return kept
+    except (OSError, RuntimeError) as e:
+        notes.append('TLS scenarios skipped: %s' % e)
+        return None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def prepare(args, notes):
     """Builds, installs what the chosen scenarios need, and probes."""
     commands, offers = build(args, notes)
+    if any(s.get('tls') for s in SCENARIOS):
+        commands['tls'] = tls_certificate(commands, notes)
     if any(s['kind'] == 'http' for s in SCENARIOS):
         commands['page'] = builtin_page(commands)
         commands['wrk'] = ensure_tool('wrk', 'wrk', notes)
@@ -1207,6 +1305,8 @@ def main():
                 why = 'not available (see above)'
             if why is None and scenario['kind'] == 'http' and not commands.get('wrk'):
                 why = 'no wrk'
+            if why is None and scenario.get('tls') and not commands.get('tls'):
+                why = 'no certificate for the TLS scenarios (see above)'
             if why is None:
                 names.append(name)
             elif name in scenario.get('servers', ECHO_SERVERS) and why != 'speaks no udp':
@@ -1274,6 +1374,7 @@ def report(runs, info, args, notes, failed=()):
         hold=args.hold, rounds=args.rounds, notes=notes, runs=runs, failed=list(failed),
         medians=[dict(scenario=k[0], server=k[1], **v) for k, v in table.items()],
         memory_slopes=memory_slopes(table),
+        tls_memory_slopes=memory_slopes(table, TLS_SLOPE),
     ), indent=1) + '\n')
     with open(args.out / 'results.csv', 'w', newline='') as f:
         w = csv.writer(f)

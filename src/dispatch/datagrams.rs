@@ -45,10 +45,12 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use socket2::{SockAddr, SockAddrStorage};
 
+use super::limit::{ThreadLimit, ThreadsError};
 use super::private::Running;
 use super::PoolConfig;
 use crate::request::{DatagramRequest, RequestHandler};
-use crate::server::{Counters, Lifecycle};
+use crate::server::lifecycle::Lifecycle;
+use crate::server::stats::{Counters, Gauges};
 use crate::transport::listener::MAX_DATAGRAM;
 use crate::transport::{Address, Datagram, Listener, Transport};
 
@@ -144,6 +146,7 @@ where
     pub fn start(lifecycle: &Arc<Lifecycle<H>>, listener: &Arc<Listener>) -> io::Result<Self> {
         let options = &lifecycle.control().options;
         let mut config = PoolConfig::of(options);
+        config.fit_to(&ThreadLimit::now())?;
         // One thread receives, another stands by (within the maximum, and
         // the one more thread that receives while all the others are busy).
         config.core = config.core.max(2).min(config.max + 1);
@@ -167,7 +170,8 @@ where
             handling_nanos: AtomicU64::new(UNMEASURED),
         });
         let receivers = Receivers { shared };
-        for n in 0..receivers.shared.config.core {
+        let core = receivers.shared.config.core;
+        for n in 0..core {
             let role = if n == 0 {
                 Role::Leader
             } else {
@@ -177,7 +181,9 @@ where
                 receivers.shared.roles.lock().add_leader(&receivers.shared.leaders);
             }
             receivers.shared.gauges().threads.fetch_add(1, SeqCst);
-            spawn_worker(&receivers.shared, role)?;
+            spawn_worker(&receivers.shared, role).map_err(|e| {
+                ThreadsError::spawn(&format!("datagram worker thread {} of {core}", n + 1), &e)
+            })?;
         }
         Ok(receivers)
     }
@@ -235,7 +241,7 @@ impl Roles {
 }
 
 impl<H> Shared<H> {
-    fn gauges(&self) -> &crate::server::Gauges {
+    fn gauges(&self) -> &Gauges {
         &self.lifecycle.control().gauges
     }
 
@@ -422,7 +428,6 @@ impl<H> Shared<H> {
                     // Only a leader in a quick handler leaves the socket
                     // unattended (a slow one promotes first).
                     let handling = self.quick.load(SeqCst) && roles.leaders > 0;
-                    if std::env::var_os("DG_DEBUG").is_some() { eprintln!("look recv={received} nobody={nobody_receives} handling={handling} leaders={} parked={} stuck={} quiet={}", roles.leaders, roles.parked, look.stuck, look.quiet); }
                     match look.look(received, nobody_receives, handling) {
                         Look::Stuck => {
                             log::debug!("a datagram handler blocks; another worker receives");
@@ -667,7 +672,6 @@ where
     // stands by to take over if it blocks after all.
     let quick = shared.quick.load(Relaxed) && shared.parked.load(Relaxed) > 0;
     let limit = if quick { BATCH } else { 1 };
-    if std::env::var_os("DG_DEBUG").is_some() { eprintln!("lead quick={quick} q={} parked={} leaders={}", shared.quick.load(Relaxed), shared.parked.load(Relaxed), shared.leaders.load(Relaxed)); }
     idle.fetch_add(1, Relaxed);
     shared.receiving.fetch_add(1, SeqCst);
     let waiting = Instant::now();

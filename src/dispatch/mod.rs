@@ -18,17 +18,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 mod datagrams;
+mod limit;
 mod pool;
 mod reactor;
 mod synchronous;
 mod threading;
 
+pub use limit::{ThreadLimit, ThreadsError};
 pub(crate) use pool::{Pool, PoolConfig};
 pub use reactor::Reactor;
 pub use synchronous::Synchronous;
 pub use threading::Threading;
 
-use crate::server::Lifecycle;
+use crate::server::lifecycle::Lifecycle;
 use crate::transport::Transport;
 
 /// A way of running requests of transport `T` with handlers of type `H`.
@@ -48,6 +50,10 @@ pub(crate) mod private {
         /// thread: a shutdown from elsewhere then needs a watchdog for its
         /// deadline.
         const RUNS_ON_SERVING_THREAD: bool;
+        /// The dispatcher calls the handler once per message of a
+        /// connection (the reactor): a request, as counted and timed, is a
+        /// message rather than a connection.
+        const PER_MESSAGE: bool = false;
         /// Starts running: threads, loops, whatever the dispatcher keeps.
         /// `listener` is the server's socket, for a dispatcher that receives
         /// on it itself.

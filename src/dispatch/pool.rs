@@ -6,7 +6,7 @@
 //! nothing: the queue holds jobs by value, and the counters are atomics.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, Ordering::SeqCst};
+use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::server::Gauges;
+use super::limit::{ThreadLimit, ThreadsError};
+use crate::server::stats::Gauges;
 
 /// Sizes and names of a pool.
 #[derive(Debug, Clone)]
@@ -25,18 +26,44 @@ pub(crate) struct PoolConfig {
     pub keep_alive: Duration,
     pub name: String,
     pub stack_size: Option<usize>,
+    /// `max` was set explicitly (not following the connection cap): over the
+    /// system's limit it is an error rather than capped.
+    pub max_explicit: bool,
 }
 
 impl PoolConfig {
+    /// Checks the counts against what the system allows: `core` over the
+    /// limit is an error, and so is an explicit `max`; a `max` that only
+    /// follows the connection cap is lowered to the limit instead, with a
+    /// warning. Every pool of worker threads (connections, datagram
+    /// receivers) starts with it.
+    pub fn fit_to(&mut self, limit: &ThreadLimit) -> std::io::Result<()> {
+        limit.check(self.core, "worker threads")?;
+        if self.max > limit.available {
+            if self.max_explicit {
+                limit.check(self.max, "worker threads at most (max_threads)")?;
+            }
+            let capped = limit.available.max(self.core).max(1);
+            log::warn!(
+                "the pool would grow to {} threads, more than the system allows ({limit}): \
+                 it stops at {capped}",
+                self.max
+            );
+            self.max = capped;
+        }
+        Ok(())
+    }
+
     /// The pool a server's options ask for.
-    pub fn of(options: &crate::Options) -> Self {
+    pub fn of(options: &crate::server::options::Options) -> Self {
         PoolConfig {
-            core: options.core_threads(),
+            core: options.threads,
             max: options.max_threads_or_default(),
             queue: options.queue,
             keep_alive: options.keep_alive,
             name: options.thread_name.clone(),
             stack_size: options.stack_size,
+            max_explicit: options.max_threads_given(),
         }
     }
 }
@@ -57,18 +84,27 @@ struct Shared<J> {
     on_room: Box<dyn Fn() + Send + Sync>,
     exited: Mutex<()>,
     exited_cv: Condvar,
+    /// A thread failed to start and nothing started since: the failure is
+    /// logged once, not at every submission.
+    spawn_failing: AtomicBool,
 }
 
 impl<J: Send + 'static> Pool<J> {
     /// Starts the core threads. `run` is called on a worker thread for every
     /// job; `on_room` whenever a submission that failed might now succeed.
+    ///
+    /// Counts over what the system allows ([`ThreadLimit`]) are refused
+    /// before any thread starts (a maximum that only follows the connection
+    /// cap is lowered to the limit instead, with a warning), and a thread the
+    /// system refuses is reported as such: both as a [`ThreadsError`].
     pub fn start(
-        config: PoolConfig,
+        mut config: PoolConfig,
         gauges: Arc<Gauges>,
         run: impl Fn(J) + Send + Sync + 'static,
         on_room: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
-        let (sender, receiver) = bounded(config.queue + config.max);
+        config.fit_to(&ThreadLimit::now())?;
+        let (sender, receiver) = bounded(config.queue.saturating_add(config.max));
         let pool = Pool {
             sender: Some(sender),
             shared: Arc::new(Shared {
@@ -79,11 +115,15 @@ impl<J: Send + 'static> Pool<J> {
                 on_room: Box::new(on_room),
                 exited: Mutex::new(()),
                 exited_cv: Condvar::new(),
+                spawn_failing: AtomicBool::new(false),
             }),
         };
-        for _ in 0..pool.shared.config.core {
+        let core = pool.shared.config.core;
+        for started in 0..core {
             pool.shared.gauges.threads.fetch_add(1, SeqCst);
-            spawn_worker(&pool.shared)?;
+            spawn_worker(&pool.shared).map_err(|e| {
+                ThreadsError::spawn(&format!("worker thread {} of {core}", started + 1), &e)
+            })?;
         }
         Ok(pool)
     }
@@ -117,9 +157,23 @@ impl<J: Send + 'static> Pool<J> {
             return false;
         }
         match spawn_worker(shared) {
-            Ok(()) => true,
+            Ok(()) => {
+                if shared.spawn_failing.swap(false, SeqCst) {
+                    log::warn!("worker threads start again");
+                }
+                true
+            }
             Err(e) => {
-                log::error!("cannot start a worker thread: {e}");
+                let running = shared.gauges.threads.load(SeqCst);
+                if !shared.spawn_failing.swap(true, SeqCst) {
+                    log::error!(
+                        "cannot start a worker thread ({running} running, at most {}): {e}; \
+                         work waits for a running thread",
+                        shared.config.max
+                    );
+                } else {
+                    log::debug!("cannot start a worker thread: {e}");
+                }
                 false
             }
         }
@@ -129,6 +183,13 @@ impl<J: Send + 'static> Pool<J> {
     #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.shared.receiver.len()
+    }
+
+    /// Reads the queue's length from anywhere, without keeping the pool
+    /// alive: 0 once it is gone.
+    pub fn queue_length(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.upgrade().map_or(0, |shared| shared.receiver.len())
     }
 
     /// Stops taking jobs: threads finish the queue, then exit.
@@ -244,6 +305,7 @@ mod tests {
             keep_alive: Duration::from_millis(keep_alive_ms),
             name: "pool-test".into(),
             stack_size: None,
+            max_explicit: true,
         }
     }
 

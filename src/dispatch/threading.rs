@@ -8,7 +8,7 @@ use super::datagrams::Receivers;
 use super::private::{Dispatch, Running};
 use super::{Pool, PoolConfig};
 use crate::request::{DatagramRequest, RequestHandler, StreamRequest};
-use crate::server::{Lifecycle, Serve};
+use crate::server::lifecycle::{Lifecycle, Serve};
 use crate::transport::{Accepted, Address, Datagram, Listener, Transport};
 
 /// Runs requests on an elastic pool of worker threads: Python's

@@ -7,7 +7,7 @@
 //!   balancer such as HAProxy sends before the client's bytes, carrying the
 //!   client's address ([`Options::proxy_protocol`](crate::Options::proxy_protocol)).
 //! - `tls` (feature `tls`): TLS 1.2 and 1.3 on rustls
-//!   ([`Options::tls`](crate::Options::tls)).
+//!   (`Options::tls`).
 //!
 //! The PROXY header comes first, in plaintext, then the TLS handshake, as
 //! HAProxy's `send-proxy` sends them; only then does the handler's
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use socket2::Socket;
 
-use crate::transport::Address;
+use crate::transport::address::Address;
 
 pub mod proxy;
 #[cfg(feature = "tls")]
@@ -301,7 +301,7 @@ impl Layers {
         if self.proxy {
             let mut deadline_reader = DeadlineReader {
                 socket: &socket,
-                deadline: crate::server::deadline_after(self.proxy_timeout),
+                deadline: crate::deadline::after(self.proxy_timeout),
             };
             let (header, length) = proxy::read_header(&mut deadline_reader, &mut rest)?;
             rest.drain(..length);
@@ -310,7 +310,7 @@ impl Layers {
         }
         #[cfg(feature = "tls")]
         if let Some(config) = &self.tls {
-            let deadline = self.tls_timeout.map(crate::server::deadline_after);
+            let deadline = self.tls_timeout.map(crate::deadline::after);
             let stream =
                 tls::TlsStream::accept(socket, std::sync::Arc::clone(config), &rest, deadline)?;
             return Ok((Layered::Tls(stream), peer, Vec::new()));

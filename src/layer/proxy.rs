@@ -99,7 +99,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::Address;
+use crate::transport::address::Address;
 
 /// The longest version 1 header, its CRLF included.
 pub const V1_MAX_LEN: usize = 107;

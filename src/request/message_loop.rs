@@ -17,7 +17,7 @@ use super::framing::{Found, Framer, FramingError};
 use super::message::{cannot_read, Closing, Conn, ConnHandle, ConnIo, MessageHandler, Next};
 use super::outbox::Outbox;
 use super::stream::StreamRequest;
-use crate::server::ServerHandle;
+use crate::server::control::ServerHandle;
 use crate::transport::Address;
 
 /// How much a connection's input buffer holds at first: little, since a
@@ -63,7 +63,7 @@ impl Timeouts {
         }
         if let Some((timeout, from_now)) = message {
             if from_now {
-                self.next_by = timeout.map(crate::server::deadline_after);
+                self.next_by = timeout.map(crate::deadline::after);
             } else {
                 self.message = timeout;
             }
@@ -153,7 +153,7 @@ pub(crate) fn run<H: MessageHandler>(handler: &H, req: &mut StreamRequest) -> io
             }
             Ok(Found::NeedMore) => {
                 state.flush(req)?;
-                let between = input.is_empty();
+                let between = input.is_empty() && !handler.in_request(&session);
                 let waits_idle = between && idle_ends;
                 if between {
                     message_started = None;
@@ -262,7 +262,7 @@ impl LoopState {
         }
         let sent = match &self.outbox {
             Some(outbox) => {
-                let deadline = self.write_timeout.map(crate::server::deadline_after);
+                let deadline = self.write_timeout.map(crate::deadline::after);
                 outbox.send_own(&self.out, deadline)
             }
             None => req.write_all(&self.out),
@@ -452,7 +452,7 @@ impl ConnIo for ThreadIo<'_> {
     }
 }
 
-impl<H: MessageHandler> crate::RequestHandler<StreamRequest> for H {
+impl<H: MessageHandler> crate::request::handler::RequestHandler<StreamRequest> for H {
     fn handle(&self, request: &mut StreamRequest) -> io::Result<()> {
         run(self, request)
     }

@@ -22,7 +22,7 @@ use socket2::SockRef;
 
 use super::message::Outlet;
 use crate::layer::Sink;
-use crate::server::{Flushable, Flusher};
+use crate::server::flusher::{Flushable, Flusher};
 
 /// A connection's shared output.
 pub(crate) struct Outbox {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use socket2::Socket;
 
 use crate::layer::{Layered, LayeredWriter};
-use crate::server::Tracked;
-use crate::{Address, ServerHandle};
+use crate::server::control::ServerHandle;
+use crate::server::registry::Tracked;
+use crate::transport::address::Address;
 
 /// One connection of a TCP or Unix stream server: Python's
 /// `StreamRequestHandler` with its `rfile` and `wfile`.

@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 
-use super::control::{deadline_after, Control};
+use super::control::Control;
 use super::LISTENER;
 use super::stats::{Counters, Summary};
 use crate::dispatch::private::Running;
@@ -112,7 +112,7 @@ impl<T: Transport> Serving<T> {
     /// their worker, after their stream layers.
     pub fn pump(
         &mut self,
-        verify: impl Fn(&crate::Address) -> bool,
+        verify: impl Fn(&crate::transport::address::Address) -> bool,
         once: bool,
     ) -> io::Result<bool> {
         let control = Arc::clone(&self.control);
@@ -208,7 +208,7 @@ impl<T: Transport> Serving<T> {
         self.pending = None;
         self.listener = None;
         self.dispatch.close();
-        let deadline = deadline_after(control.options.shutdown_timeout);
+        let deadline = crate::deadline::after(control.options.shutdown_timeout);
         control.drain(deadline);
         let grace = Instant::now().max(deadline) + CUT_GRACE;
         if !self.dispatch.join(grace) || !control.wait_idle(grace) {
@@ -217,7 +217,7 @@ impl<T: Transport> Serving<T> {
             );
         }
         control.stop_flusher();
-        let stats = control.counters.snapshot(&control.gauges);
+        let stats = control.stats();
         let summary = Summary {
             served: stats.served,
             failed: stats.failed,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::readiness::Readiness;
 use crate::layer::Layers;
 use crate::transport::ListenOptions;
 
@@ -56,6 +57,8 @@ pub struct Options {
     pub(crate) read_buffer: usize,
     pub(crate) reactor_threads: usize,
     pub(crate) layers: Layers,
+    pub(crate) readiness: Readiness,
+    pub(crate) drain_delay: Duration,
 }
 
 impl Default for Options {
@@ -79,6 +82,8 @@ impl Default for Options {
             read_buffer: 8 * 1024,
             reactor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             layers: Layers::default(),
+            readiness: Readiness::new(),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -114,47 +119,18 @@ impl Options {
         self
     }
 
-    /// The most worker threads, as set or as it follows the connection cap,
-    /// and never more than [`system_thread_limit`](Options::system_thread_limit)
-    /// allows: a pool that asked for more stops there (logged once), rather
-    /// than start a thread the system cannot give a stack to, which aborts
-    /// the process.
+    /// True when [`max_threads`](Options::max_threads) was set, rather than
+    /// following the connection cap.
+    pub(crate) fn max_threads_given(&self) -> bool {
+        self.max_threads.is_some()
+    }
+
+    /// The most worker threads, as set or as it follows the connection cap.
     pub fn max_threads_or_default(&self) -> usize {
-        let wanted = self
-            .max_threads
+        self.max_threads
             .unwrap_or(self.max_connections)
             .max(self.threads)
-            .max(1);
-        clamp_to_system(wanted, self.max_threads.is_some())
-    }
-
-    /// The threads a pool starts at once: [`threads`](Options::threads),
-    /// within [`max_threads_or_default`](Options::max_threads_or_default).
-    pub(crate) fn core_threads(&self) -> usize {
-        self.threads.min(self.max_threads_or_default())
-    }
-
-    /// The most threads this process can still start, as the system's
-    /// limits stand now, with a margin for the threads a process needs
-    /// besides its pools: `None` where they cannot be read (not Linux).
-    ///
-    /// The tightest of: `vm.max_map_count` (every thread maps its stack,
-    /// a guard page, std's signal stack and its guard, so about 16,300
-    /// threads fit in the default 65,530 areas; a thread whose signal stack
-    /// cannot be mapped aborts the whole process), `RLIMIT_NPROC` less the
-    /// threads the user already runs (unless root), and `kernel.threads-max`
-    /// and `kernel.pid_max` less the threads the system already runs.
-    ///
-    /// ```
-    /// use socketserver::Options;
-    ///
-    /// if let Some(limit) = Options::system_thread_limit() {
-    ///     // The default pool never grows past it.
-    ///     assert!(Options::new().max_threads_or_default() <= limit.max(1));
-    /// }
-    /// ```
-    pub fn system_thread_limit() -> Option<usize> {
-        system::thread_limit()
+            .max(1)
     }
 
     /// Places for requests waiting for a thread (0: hand over only to a free
@@ -220,8 +196,11 @@ impl Options {
         self
     }
 
-    /// SO_REUSEPORT on the listening socket, so several servers can share a
-    /// port (Python's `allow_reuse_port`). Default off.
+    /// SO_REUSEPORT on the listening socket, so that several servers, in
+    /// this process or in others (several `serve` processes of one service),
+    /// bind the same address and port and the kernel spreads new connections
+    /// among them (Python's `allow_reuse_port`). Every socket sharing the
+    /// address must set it, under the same user. Default off.
     pub fn reuse_port(mut self, reuse: bool) -> Self {
         self.listen.reuse_port = reuse;
         self
@@ -325,139 +304,32 @@ impl Options {
         self
     }
 
+    /// The [`Readiness`] this server reports through and marks draining when
+    /// its shutdown begins. Servers bound with clones of one `Options` share
+    /// one already; give the same handle to servers built from different
+    /// options to make them report as one. Default: a new one, serving.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// How long [`ServerHandle::drain`](crate::ServerHandle::drain) (the
+    /// first SIGINT/SIGTERM under
+    /// [`shutdown_on_ctrl_c`](crate::ServerHandle::shutdown_on_ctrl_c))
+    /// keeps the server accepting and serving after turning its
+    /// [`Readiness`] to draining, before the shutdown begins: the time a load
+    /// balancer or a Kubernetes Service needs to stop sending it clients
+    /// (HAProxy's agent check interval, the endpoint removal that runs beside
+    /// SIGTERM). Default 0: the shutdown begins at once.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
     /// The capacity of a stream request's read buffer, in bytes. Default 8 KiB.
     pub fn read_buffer(mut self, bytes: usize) -> Self {
         self.read_buffer = bytes.max(64);
         self
-    }
-}
-
-/// `wanted` threads, or fewer when the system cannot give that many; the
-/// first clamp of the process is logged.
-fn clamp_to_system(wanted: usize, explicit: bool) -> usize {
-    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-    static LOGGED: AtomicBool = AtomicBool::new(false);
-    let Some(limit) = system::thread_limit() else {
-        return wanted;
-    };
-    let limit = limit.max(1);
-    if wanted <= limit {
-        return wanted;
-    }
-    if !LOGGED.swap(true, Relaxed) {
-        if explicit {
-            log::warn!(
-                "max_threads {wanted} is more than this system can start ({limit}: see \
-                 vm.max_map_count, RLIMIT_NPROC, kernel.threads-max); the pool stops at {limit}"
-            );
-        } else {
-            log::info!(
-                "the pool follows max_connections ({wanted}) up to the {limit} threads this \
-                 system can start (vm.max_map_count, RLIMIT_NPROC, kernel.threads-max)"
-            );
-        }
-    }
-    limit
-}
-
-/// What the system allows, read from `/proc` and `getrlimit`.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
-mod system {
-    use std::fs;
-
-    /// Memory areas a thread maps: its stack and guard page, std's signal
-    /// stack and its guard page.
-    const AREAS_PER_THREAD: usize = 4;
-    /// Areas kept for everything else a process maps later (allocator
-    /// arenas, large buffers, libraries).
-    const AREA_MARGIN: usize = 1024;
-    /// Threads kept for those a process needs besides its pools (accept
-    /// loops, event loops, the flusher, a signal thread).
-    const THREAD_MARGIN: usize = 64;
-
-    #[cfg(target_os = "linux")]
-    pub fn thread_limit() -> Option<usize> {
-        let maps = read_number("/proc/sys/vm/max_map_count").map(|max| {
-            let mapped = fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
-            max.saturating_sub(mapped + AREA_MARGIN) / AREAS_PER_THREAD
-        });
-        let running = system_tasks();
-        let threads_max = read_number("/proc/sys/kernel/threads-max")
-            .zip(running)
-            .map(|(max, running)| max.saturating_sub(running));
-        let pid_max = read_number("/proc/sys/kernel/pid_max")
-            .zip(running)
-            .map(|(max, running)| max.saturating_sub(running));
-        let limits = [maps, nproc_room(), threads_max, pid_max];
-        limits
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|room| room.saturating_sub(THREAD_MARGIN))
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn thread_limit() -> Option<usize> {
-        None
-    }
-
-    fn read_number(path: &str) -> Option<usize> {
-        fs::read_to_string(path).ok()?.trim().parse().ok()
-    }
-
-    /// The tasks (threads) the system runs: the total of `/proc/loadavg`.
-    fn system_tasks() -> Option<usize> {
-        let text = fs::read_to_string("/proc/loadavg").ok()?;
-        let field = text.split_whitespace().nth(3)?;
-        field.split('/').nth(1)?.parse().ok()
-    }
-
-    /// What `RLIMIT_NPROC` leaves to this user: the soft limit less the
-    /// threads of the user's processes; `None` without a limit or as root.
-    #[cfg(target_os = "linux")]
-    fn nproc_room() -> Option<usize> {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes the struct it is given.
-        let got = unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) };
-        // SAFETY: getuid and geteuid cannot fail.
-        let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
-        if got != 0 || limit.rlim_cur == libc::RLIM_INFINITY || euid == 0 {
-            return None;
-        }
-        let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
-        Some(soft.saturating_sub(threads_of_user(uid)))
-    }
-
-    /// The threads of every process whose real user is `uid`.
-    #[cfg(target_os = "linux")]
-    fn threads_of_user(uid: libc::uid_t) -> usize {
-        let Ok(entries) = fs::read_dir("/proc") else {
-            return 0;
-        };
-        let mut threads = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
-                continue;
-            };
-            let field = |key: &str| {
-                status
-                    .lines()
-                    .find_map(|line| line.strip_prefix(key))
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|value| value.parse::<usize>().ok())
-            };
-            if field("Uid:") == Some(uid as usize) {
-                threads += field("Threads:").unwrap_or(1);
-            }
-        }
-        threads
     }
 }
 
@@ -475,23 +347,6 @@ mod tests {
         // By default the pool may give every admitted connection a thread.
         let o = Options::new().threads(2).max_connections(500);
         assert_eq!(o.max_threads_or_default(), 500);
-    }
-
-    #[test]
-    fn the_pool_never_asks_for_more_threads_than_the_system_gives() {
-        let limit = Options::system_thread_limit();
-        if cfg!(target_os = "linux") {
-            let limit = limit.expect("Linux says how many threads it allows");
-            // This machine starts at least a few hundred, and not a million.
-            assert!((100..1_000_000).contains(&limit), "limit {limit}");
-            let asked = Options::new().max_connections(10_000_000);
-            assert_eq!(asked.max_threads_or_default(), limit);
-            let explicit = Options::new().max_threads(10_000_000).threads(10_000_000);
-            assert_eq!(explicit.max_threads_or_default(), limit);
-            assert_eq!(explicit.core_threads(), limit);
-            // Within the limit, nothing changes.
-            assert_eq!(Options::new().max_threads(50).max_threads_or_default(), 50);
-        }
     }
 
     #[test]

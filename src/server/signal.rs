@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 
-use super::ServerHandle;
+use super::control::ServerHandle;
 
 /// The servers that the signal handler shuts down.
 static REGISTERED: OnceLock<Mutex<Vec<ServerHandle>>> = OnceLock::new();
@@ -36,8 +36,21 @@ fn on_signal() {
         log::warn!("second interrupt: exiting at once");
         std::process::exit(130);
     }
-    log::info!("interrupt: shutting down (again to exit at once)");
-    for server in servers.lock().iter() {
-        server.shutdown();
+    let servers = servers.lock();
+    let delay = servers
+        .iter()
+        .map(|server| server.options().drain_delay)
+        .max()
+        .unwrap_or_default();
+    if delay.is_zero() {
+        log::info!("interrupt: shutting down (again to exit at once)");
+    } else {
+        log::info!(
+            "interrupt: draining for {:.3} s, then shutting down (again to exit at once)",
+            delay.as_secs_f64()
+        );
+    }
+    for server in servers.iter() {
+        server.drain();
     }
 }

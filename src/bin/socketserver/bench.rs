@@ -3,13 +3,19 @@
 
 use std::io::{self, Write};
 use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::loadgen::{self, processes, Config, Mode, Service, Transport};
+use crate::loadgen::{self, processes, Config, Mode, Service, TlsTarget, Transport};
 use clap::{ArgAction, Args, ValueEnum};
+use socketserver::client::ClientTls;
+use socketserver::layer::tls::rustls::client::Resumption;
+use socketserver::layer::tls::ClientConfigError;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, CliError};
+use crate::services;
 
 /// The services whose answers the load generator knows how to check.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +86,18 @@ pub struct BenchArgs {
     /// server is read once, while every process holds all its connections
     #[arg(long, value_name = "N", default_value_t = 1)]
     processes: usize,
+    /// Speak TLS on every connection (echo-upper over TCP), a full handshake
+    /// each (no session is resumed): in connect-rate mode, handshakes per
+    /// second
+    #[arg(long)]
+    tls: bool,
+    /// Trust the certificate authorities in FILE (PEM) instead of the
+    /// system's roots
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<PathBuf>,
+    /// Check the server's certificate for NAME instead of the URL's host
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_server_name: Option<String>,
     /// Print only the JSON report on standard output (one line); without it,
     /// the human summary
     #[arg(long)]
@@ -119,17 +137,55 @@ impl BenchArgs {
             args.push("--sources".into());
             args.push(sources.join(","));
         }
+        if self.tls {
+            args.push("--tls".into());
+            if let Some(ca) = &self.tls_ca {
+                args.push("--tls-ca".into());
+                args.push(ca.display().to_string());
+            }
+            if let Some(name) = &self.tls_server_name {
+                args.push("--tls-server-name".into());
+                args.push(name.clone());
+            }
+        }
         args
+    }
+
+    /// The TLS settings `--tls`, `--tls-ca` and `--tls-server-name` ask for.
+    fn tls_target(&self, url: &SocketUrl) -> Result<Option<TlsTarget>, CliError> {
+        if !self.tls {
+            return Ok(None);
+        }
+        let tls = ClientTls::new(self.tls_ca.as_deref(), &[]).map_err(|e| match e {
+            ClientConfigError::CaFile(e) => CliError::Failed(format!(
+                "cannot load {} {}: {}",
+                e.file().flag(),
+                e.path().display(),
+                e.reason()
+            )),
+            other => CliError::Failed(format!("--tls: {other}")),
+        })?;
+        let tls = match &self.tls_server_name {
+            Some(name) => tls.server_name(name.as_str()),
+            None => tls,
+        };
+        let name = tls
+            .name_for(url)
+            .map_err(|e| CliError::Usage(format!("--tls-server-name: {e}")))?;
+        // Every connection a full handshake: nothing is resumed.
+        let mut config = (**tls.config()).clone();
+        config.resumption = Resumption::disabled();
+        Ok(Some(TlsTarget {
+            config: Arc::new(config),
+            name,
+        }))
     }
 }
 
 pub fn bench(args: BenchArgs) -> Result<(), CliError> {
-    // Every connection is a file: take all the system allows.
-    loadgen::raise_fd_limit()
-        .map_err(|e| CliError::Failed(format!("cannot raise the open-file limit: {e}")))?;
     let (service, default_url) = match args.service {
-        BenchService::EchoUpper => (Service::EchoUpper, "tcp://127.0.0.1:9000"),
-        BenchService::Chat => (Service::Chat, "tcp://127.0.0.1:9005"),
+        BenchService::EchoUpper => (Service::EchoUpper, services::ECHO_UPPER.default_url),
+        BenchService::Chat => (Service::Chat, services::CHAT.default_url),
     };
     let url = args
         .connect
@@ -179,6 +235,7 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         watch_pids: args.watch_pid.clone(),
         sources: args.sources.clone(),
         coordinated: args.coordinate,
+        tls: args.tls_target(&url)?,
         ..Config::new(target, transport)
     };
     config.validate().map_err(CliError::Usage)?;

@@ -5,6 +5,9 @@ use std::io::{self, BufRead};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use socketserver::client::WrongProtocol;
+use socketserver::SocketUrl;
+
 /// How a command failed: a usage error exits 2, anything else 1.
 #[derive(Debug)]
 pub enum CliError {
@@ -26,6 +29,25 @@ impl CliError {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// The error of a client that asked `url` and got no proper answer within
+/// `waited`: a timeout names what was expected (`no answer from URL within
+/// 5 s: is it a dict server?`), an answer of another protocol says what came
+/// instead, a refusal is prefixed with where it came from, anything else
+/// with `no answer from URL`.
+pub fn answer_error(url: &SocketUrl, waited: Duration, server: &str, error: io::Error) -> CliError {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CliError::Failed(format!(
+            "no answer from {url} within {} s: is it {server}?",
+            waited.as_secs_f64()
+        )),
+        io::ErrorKind::InvalidInput => CliError::Failed(format!("{url}: {error}")),
+        _ if WrongProtocol::from_io(&error).is_some() => {
+            CliError::Failed(format!("{url}: {error}"))
+        }
+        _ => CliError::Failed(format!("no answer from {url}: {error}")),
     }
 }
 
@@ -52,6 +74,40 @@ pub fn for_each_message(
         line.clear();
     }
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit (to `fs.nr_open`
+/// when the hard limit is unlimited), as Go's runtime and nginx do: a server
+/// or a load generator of many connections needs a descriptor each. Returns
+/// the limit now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut target = limit.rlim_max;
+    if target == libc::RLIM_INFINITY {
+        target = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(limit.rlim_cur);
+    }
+    if target > limit.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit.rlim_cur = target;
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Parses a byte count with an optional KiB, MiB or GiB suffix (also K, M, G,

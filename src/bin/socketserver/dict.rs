@@ -2,14 +2,13 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::dict::DictClient;
 use socketserver::services::Dictionary;
-use socketserver::SocketUrl;
 
-use crate::common::{for_each_message, parse_duration, parse_size, CliError};
+use crate::common::{answer_error, for_each_message, parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::serve::ServerArgs;
 use crate::services::DICT;
 
@@ -38,24 +37,26 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (udp://, unixgram:, tcp:// or unix:)
-    #[arg(long, value_name = "URL")]
-    connect: SocketUrl,
-    /// Give up waiting for an answer after SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "5")]
-    timeout: Duration,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Words to look up; standard input, one per line, when none
     args: Vec<String>,
 }
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
-    let mut dict = DictClient::connect(&args.connect, args.timeout)
-        .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
+    let net = &args.net;
+    net.check()?;
+    let mut dict = if net.connect.is_stream() {
+        DictClient::on(net.open(&DICT, Some(net.timeout))?)?
+    } else {
+        DictClient::connect(&net.connect, net.timeout)
+            .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", net.connect)))?
+    };
     let mut stdout = io::stdout().lock();
     let lookup = |word: &str| -> Result<(), CliError> {
         let answer = dict
             .lookup(word)
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+            .map_err(|e| answer_error(&net.connect, net.timeout, "a dict server", e))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };

@@ -2,16 +2,16 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use socketserver::client::files::FilesClient;
+use socketserver::protocol::auth::NoChallenge;
 use socketserver::protocol::framing::FrameCodec;
 use socketserver::request::Shared;
 use socketserver::services::Files;
-use socketserver::SocketUrl;
 
-use crate::common::{parse_duration, parse_size, CliError};
+use crate::common::{parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::framed::{frame_size, load_key, progress_bar, session_error, AuthArgs, EndianArg};
 use crate::serve::ServerArgs;
 use crate::services::FILES;
@@ -59,17 +59,13 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL
-    #[arg(long, value_name = "URL")]
-    connect: SocketUrl,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Authenticate with the key in FILE (when the server has --key-file)
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
     #[command(flatten)]
     endian: EndianArg,
-    /// Give up after SECS without progress
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "30")]
-    timeout: Duration,
     #[command(subcommand)]
     op: Op,
 }
@@ -118,8 +114,18 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
         }
     }
     let codec = FrameCodec::new().endian(args.endian.frame_endian);
-    let mut client = FilesClient::connect(&args.connect, key.as_ref(), codec, Some(args.timeout))
-        .map_err(|e| session_error(&args.connect, e))?;
+    let net = &args.net;
+    let connection = net.open(&FILES, Some(net.timeout))?;
+    let mut client = FilesClient::on(connection, key.as_ref(), codec)
+        .map_err(|e| {
+            NoChallenge::explain(
+                e,
+                &net.connect,
+                Some(net.timeout),
+                "a files server with a key",
+            )
+        })
+        .map_err(|e| session_error(&net.connect, e))?;
     let mut stdout = io::stdout().lock();
     match args.op {
         Op::Put { name, files } => {

@@ -7,9 +7,9 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::http;
 use socketserver::services::http::StaticHttp;
-use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::serve::ServerArgs;
 use crate::services::HTTP;
 
@@ -58,12 +58,8 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (tcp:// or unix:)
-    #[arg(long, value_name = "URL")]
-    connect: SocketUrl,
-    /// Give up waiting for the server after SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    timeout: Duration,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Send HEAD instead of GET, and print the header fields
     #[arg(long)]
     head: bool,
@@ -74,10 +70,15 @@ pub struct ClientArgs {
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let method = if args.head { "HEAD" } else { "GET" };
-    let mut response =
-        http::request(&args.connect, method, &args.path, args.timeout).map_err(|e| {
-            CliError::Failed(format!("{method} {} from {}: {e}", args.path, args.connect))
-        })?;
+    let net = &args.net;
+    let connection = net.open(&HTTP, Some(net.timeout))?;
+    let mut response = http::request_on(
+        connection,
+        &http::host_field(&net.connect),
+        method,
+        &args.path,
+    )
+    .map_err(|e| CliError::Failed(format!("{method} {} from {}: {e}", args.path, net.connect)))?;
     eprintln!("HTTP {} {}", response.status, response.reason);
     let mut stdout = io::stdout().lock();
     if args.head {

@@ -2,14 +2,13 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::qa::QaClient;
 use socketserver::services::QaBot;
-use socketserver::SocketUrl;
 
-use crate::common::{for_each_message, parse_duration, parse_size, CliError};
+use crate::common::{answer_error, for_each_message, parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::serve::ServerArgs;
 use crate::services::QA;
 
@@ -38,24 +37,20 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (tcp:// or unix:)
-    #[arg(long, value_name = "URL")]
-    connect: SocketUrl,
-    /// Give up waiting for an answer after SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    timeout: Duration,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Questions to ask; standard input, one per line, when none
     args: Vec<String>,
 }
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
-    let mut bot = QaClient::connect(&args.connect, args.timeout)
-        .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
+    let net = &args.net;
+    let mut bot = QaClient::on(net.open(&QA, Some(net.timeout))?)?;
     let mut stdout = io::stdout().lock();
     let ask = |question: &str| -> Result<(), CliError> {
         let answer = bot
             .ask(question)
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+            .map_err(|e| answer_error(&net.connect, net.timeout, "a qa server", e))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };

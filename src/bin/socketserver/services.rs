@@ -26,6 +26,9 @@ pub struct Service {
     pub alpn: &'static [&'static [u8]],
     /// Its `--idle-timeout` when none is given.
     pub idle_timeout: Option<Duration>,
+    /// Its client's `--timeout`, in seconds: how long it waits to connect,
+    /// for the TLS handshake, and for each answer (chat: to connect only).
+    pub client_timeout: &'static str,
 }
 
 const STREAMS: &[Scheme] = &[Scheme::Tcp, Scheme::Unix];
@@ -39,6 +42,7 @@ pub const ECHO_UPPER: Service = Service {
     dispatch: DispatchMode::Threads,
     alpn: &[],
     idle_timeout: None,
+    client_timeout: "10",
 };
 
 /// The Q&A bot.
@@ -49,6 +53,7 @@ pub const QA: Service = Service {
     dispatch: DispatchMode::Threads,
     alpn: &[],
     idle_timeout: None,
+    client_timeout: "10",
 };
 
 /// The dictionary.
@@ -59,6 +64,7 @@ pub const DICT: Service = Service {
     dispatch: DispatchMode::Threads,
     alpn: &[],
     idle_timeout: None,
+    client_timeout: "5",
 };
 
 /// Remote command execution.
@@ -69,6 +75,7 @@ pub const EXEC: Service = Service {
     dispatch: DispatchMode::Threads,
     alpn: &[],
     idle_timeout: None,
+    client_timeout: "60",
 };
 
 /// File transfer.
@@ -79,6 +86,7 @@ pub const FILES: Service = Service {
     dispatch: DispatchMode::Threads,
     alpn: &[],
     idle_timeout: None,
+    client_timeout: "30",
 };
 
 /// The chat room.
@@ -89,6 +97,7 @@ pub const CHAT: Service = Service {
     dispatch: DispatchMode::Reactor,
     alpn: &[],
     idle_timeout: None,
+    client_timeout: "10",
 };
 
 /// The static HTTP server.
@@ -99,13 +108,14 @@ pub const HTTP: Service = Service {
     dispatch: DispatchMode::Reactor,
     alpn: &[b"http/1.1"],
     idle_timeout: Some(socketserver::services::http::DEFAULT_IDLE_TIMEOUT),
+    client_timeout: "10",
 };
 
 /// Every service, in the order of the help text.
 pub const ALL: [&Service; 7] = [&ECHO_UPPER, &QA, &DICT, &EXEC, &FILES, &CHAT, &HTTP];
 
 /// Gives every `serve SERVICE` and `client SERVICE` its service's defaults
-/// (address, dispatch mode), so that `--help` shows them.
+/// (address, dispatch mode, client timeout), so that `--help` shows them.
 pub fn with_defaults(mut command: clap::Command) -> clap::Command {
     for service in ALL {
         let dispatch = match service.dispatch {
@@ -126,7 +136,14 @@ pub fn with_defaults(mut command: clap::Command) -> clap::Command {
             })
             .mut_subcommand("client", |client| {
                 client.mut_subcommand(service.name, |cmd| {
-                    cmd.mut_arg("connect", |arg| arg.default_value(service.default_url))
+                    // Derived as required (they have no default of their
+                    // own); clap checks requiredness before defaults.
+                    cmd.mut_arg("connect", |arg| {
+                        arg.default_value(service.default_url).required(false)
+                    })
+                    .mut_arg("timeout", |arg| {
+                        arg.default_value(service.client_timeout).required(false)
+                    })
                 })
             });
     }
@@ -153,10 +170,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_client_connects_to_its_service_by_default() {
+        use clap::{CommandFactory, FromArgMatches};
+        for service in ALL {
+            let args: &[&str] = match service.name {
+                "exec" => &["--key-file", "k"],
+                "files" => &["list"],
+                _ => &[],
+            };
+            let mut argv = vec!["socketserver", "client", service.name];
+            argv.extend_from_slice(args);
+            let matches = with_defaults(crate::Cli::command())
+                .try_get_matches_from(&argv)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            crate::Cli::from_arg_matches(&matches).expect("parses");
+            let client = matches.subcommand_matches("client").unwrap();
+            let (_, own) = client.subcommand().unwrap();
+            let url: &socketserver::SocketUrl = own.get_one("connect").unwrap();
+            assert_eq!(url.to_string(), service.default_url, "{}", service.name);
+        }
+    }
+
+    #[test]
     fn every_default_url_parses_and_speaks_a_scheme_of_its_service() {
         for service in ALL {
             let url: socketserver::SocketUrl = service.default_url.parse().unwrap();
             assert!(service.schemes.contains(&url.scheme()), "{}", service.name);
+            assert!(
+                crate::common::parse_duration(service.client_timeout).is_ok(),
+                "{}",
+                service.name
+            );
         }
     }
 }

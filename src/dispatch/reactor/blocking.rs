@@ -13,19 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::Connection;
-use super::event_loop::{Command, LoopHandle};
+use super::mailbox::{Command, LoopHandle};
 use crate::request::{cannot_read, Closing, Conn, ConnHandle, ConnIo, Found, MessageHandler, Next};
-use crate::server::{Lifecycle, ServerHandle};
+use crate::server::control::ServerHandle;
+use crate::server::lifecycle::Lifecycle;
 use crate::transport::Address;
 
 /// A connection on its way to, or on, a pool thread.
 pub(crate) struct Handoff<H: MessageHandler> {
     conn: Box<Connection<H>>,
-    home: LoopHandle<H>,
+    home: LoopHandle<Box<Connection<H>>>,
 }
 
 impl<H: MessageHandler> Handoff<H> {
-    pub(super) fn new(conn: Box<Connection<H>>, home: LoopHandle<H>) -> Self {
+    pub(super) fn new(conn: Box<Connection<H>>, home: LoopHandle<Box<Connection<H>>>) -> Self {
         Handoff { conn, home }
     }
 

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::event_loop::Notify;
+use super::mailbox::Notify;
 use super::outlet::LoopOutlet;
 use super::timers::Key;
 use crate::request::{cannot_read, ConnHandle, ConnIo, Framer, MessageHandler, Outlet, Timeouts};
-use crate::server::ServerHandle;
+use crate::server::control::ServerHandle;
 use crate::transport::Address;
 
 /// How long a polite close waits for the client to take the last replies
@@ -123,10 +123,15 @@ impl<H: MessageHandler> Connection<H> {
     }
 
     /// Receives without blocking into `buf` (plaintext, through TLS when
-    /// there is TLS; `plain` is scratch space for it).
+    /// there is TLS, once the PROXY header, which is plaintext, is in;
+    /// `plain` is scratch space for it).
     pub fn receive(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> io::Result<Received> {
         #[cfg(feature = "tls")]
-        if let Some(session) = self.tls.as_mut() {
+        if let Some(session) = self
+            .tls
+            .as_mut()
+            .filter(|_| !matches!(self.phase, Phase::Proxy { .. }))
+        {
             plain.clear();
             let report = session
                 .read_from(&mut &self.socket, plain, buf.len())

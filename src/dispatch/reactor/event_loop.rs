@@ -5,21 +5,23 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use parking_lot::Mutex;
 
 use super::blocking::Handoff;
 use super::connection::{Connection, LoopIo, Phase, LINGER};
+use super::mailbox::{Alarm, Command, LoopHandle, Mailbox, Notify, Signal};
 use super::timers::{Deadlines, Key};
 use crate::dispatch::Pool;
 use crate::request::{Closing, Conn, Found, Framer, FramingError, MessageHandler, Next, Timeouts};
-use crate::server::{panic_message, Counters, Lifecycle};
+use crate::server::lifecycle::{panic_message, Lifecycle};
+use crate::server::stats::Counters;
 use crate::transport::Accepted;
 
 const WAKE: Token = Token(usize::MAX);
@@ -35,87 +37,6 @@ const HIGH_WATER: usize = 1 << 20;
 /// pool thread still holds.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Work for a loop from other threads.
-pub(super) enum Command<H: MessageHandler> {
-    /// A connection the server admitted.
-    Accept(Accepted),
-    /// A connection back from the pool.
-    Return(Box<Connection<H>>),
-    /// The server shuts down.
-    Shutdown,
-}
-
-/// Requests from [`ConnHandle`](crate::request::ConnHandle)s.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Signal {
-    /// Bytes wait in the connection's outlet.
-    Flush(Key),
-    /// The connection's backlog overflowed.
-    Disconnect(Key),
-    /// Close the connection after what is queued.
-    CloseAfterFlush(Key),
-}
-
-/// Wakes a loop when it sleeps.
-#[derive(Debug)]
-struct Alarm {
-    waker: Waker,
-    sleeping: AtomicBool,
-}
-
-impl Alarm {
-    fn ring(&self) {
-        if self.sleeping.swap(false, SeqCst) {
-            if let Err(e) = self.waker.wake() {
-                log::error!("cannot wake an event loop: {e}");
-            }
-        }
-    }
-}
-
-/// Sends signals to a loop, from any thread.
-#[derive(Debug, Clone)]
-pub(super) struct Notify {
-    signals: Sender<Signal>,
-    alarm: Arc<Alarm>,
-}
-
-impl Notify {
-    pub fn signal(&self, signal: Signal) {
-        if self.signals.send(signal).is_ok() {
-            self.alarm.ring();
-        }
-    }
-}
-
-/// Sends commands to a loop, from any thread.
-pub(super) struct LoopHandle<H: MessageHandler> {
-    commands: Sender<Command<H>>,
-    alarm: Arc<Alarm>,
-}
-
-impl<H: MessageHandler> Clone for LoopHandle<H> {
-    fn clone(&self) -> Self {
-        LoopHandle {
-            commands: self.commands.clone(),
-            alarm: Arc::clone(&self.alarm),
-        }
-    }
-}
-
-impl<H: MessageHandler> LoopHandle<H> {
-    /// Sends a command; gives it back when the loop has ended.
-    pub fn send(&self, command: Command<H>) -> Option<Command<H>> {
-        match self.commands.send(command) {
-            Ok(()) => {
-                self.alarm.ring();
-                None
-            }
-            Err(e) => Some(e.into_inner()),
-        }
-    }
-}
-
 /// A place in a loop's table.
 struct Slot<H: MessageHandler> {
     generation: u32,
@@ -129,10 +50,10 @@ pub(super) struct EventLoop<H: MessageHandler> {
     poll: Poll,
     lifecycle: Arc<Lifecycle<H>>,
     pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
-    commands: Receiver<Command<H>>,
+    commands: Receiver<Command<Box<Connection<H>>>>,
     signals: Receiver<Signal>,
     alarm: Arc<Alarm>,
-    handle: LoopHandle<H>,
+    handle: LoopHandle<Box<Connection<H>>>,
     notify: Notify,
     slots: Vec<Slot<H>>,
     free: Vec<usize>,
@@ -143,6 +64,9 @@ pub(super) struct EventLoop<H: MessageHandler> {
     ready: VecDeque<Key>,
     /// Connections whose blocking message found the pool full.
     waiting_for_thread: VecDeque<Key>,
+    /// How many wait so in all the loops (the pool wakes them when a thread
+    /// frees up).
+    waiting_total: Arc<std::sync::atomic::AtomicUsize>,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
     /// Plaintext on its way out of TLS.
@@ -155,37 +79,27 @@ impl<H: MessageHandler> EventLoop<H> {
     pub fn new(
         lifecycle: Arc<Lifecycle<H>>,
         pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
-    ) -> io::Result<(Self, LoopHandle<H>)> {
+        waiting_total: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> io::Result<(Self, LoopHandle<Box<Connection<H>>>)> {
         let poll = Poll::new()?;
-        let alarm = Arc::new(Alarm {
-            waker: Waker::new(poll.registry(), WAKE)?,
-            sleeping: AtomicBool::new(false),
-        });
-        let (command_tx, commands) = unbounded();
-        let (signal_tx, signals) = unbounded();
-        let handle = LoopHandle {
-            commands: command_tx,
-            alarm: Arc::clone(&alarm),
-        };
-        let notify = Notify {
-            signals: signal_tx,
-            alarm: Arc::clone(&alarm),
-        };
+        let mailbox = Mailbox::new(poll.registry(), WAKE)?;
+        let handle = mailbox.handle.clone();
         let event_loop = EventLoop {
             poll,
             lifecycle,
             pool,
-            commands,
-            signals,
-            alarm,
-            handle: handle.clone(),
-            notify,
+            commands: mailbox.commands,
+            signals: mailbox.signals,
+            alarm: mailbox.alarm,
+            handle: mailbox.handle,
+            notify: mailbox.notify,
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
             deadlines: Deadlines::default(),
             ready: VecDeque::new(),
             waiting_for_thread: VecDeque::new(),
+            waiting_total,
             read_buf: vec![0; READ_BUFFER],
             write_buf: Vec::new(),
             tls_plain: Vec::new(),
@@ -257,6 +171,7 @@ impl<H: MessageHandler> EventLoop<H> {
             }
             for _ in 0..self.waiting_for_thread.len() {
                 if let Some(key) = self.waiting_for_thread.pop_front() {
+                    self.waiting_total.fetch_sub(1, SeqCst);
                     self.resume(key);
                 }
             }
@@ -282,7 +197,7 @@ impl<H: MessageHandler> EventLoop<H> {
         conn_in(&mut self.slots, key)
     }
 
-    fn command(&mut self, command: Command<H>) {
+    fn command(&mut self, command: Command<Box<Connection<H>>>) {
         match command {
             Command::Accept(accepted) => self.accept(accepted),
             Command::Return(conn) => self.returned(conn),
@@ -374,11 +289,11 @@ impl<H: MessageHandler> EventLoop<H> {
         }
         conn.phase = if layers.proxy {
             Phase::Proxy {
-                until: crate::server::deadline_after(layers.proxy_timeout),
+                until: crate::deadline::after(layers.proxy_timeout),
             }
         } else if conn.has_tls() {
             Phase::Handshake {
-                until: layers.tls_timeout.map(crate::server::deadline_after),
+                until: layers.tls_timeout.map(crate::deadline::after),
             }
         } else {
             Phase::Open
@@ -483,7 +398,7 @@ impl<H: MessageHandler> EventLoop<H> {
             Err(e) => self.failed(key, e),
             Ok(false) => {}
             Ok(true) => {
-                let Some(conn) = self.conn(key) else {
+                let Some(conn) = conn_in(&mut self.slots, key) else {
                     return;
                 };
                 if let Phase::Lingering { write_shut, .. } = &mut conn.phase {
@@ -497,7 +412,9 @@ impl<H: MessageHandler> EventLoop<H> {
                     return;
                 }
                 if let Some(why) = conn.close_when_flushed.take() {
-                    if conn.input.is_empty() || why == Closing::Handler {
+                    let between =
+                        conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+                    if between || why == Closing::Handler {
                         self.close(key, why);
                         return;
                     }
@@ -632,7 +549,7 @@ impl<H: MessageHandler> EventLoop<H> {
         if let Some(session) = conn.tls.as_mut() {
             let layers = &self.lifecycle.control().options.layers;
             conn.phase = Phase::Handshake {
-                until: layers.tls_timeout.map(crate::server::deadline_after),
+                until: layers.tls_timeout.map(crate::deadline::after),
             };
             if let Err(e) = session.feed(&rest) {
                 log::debug!("{}: refused by a stream layer: {e}", conn.peer);
@@ -804,11 +721,13 @@ impl<H: MessageHandler> EventLoop<H> {
                 false
             }
             Outcome::More | Outcome::NeedMore => {
-                let Some(conn) = self.conn(key) else {
+                let Some(conn) = conn_in(&mut self.slots, key) else {
                     return false;
                 };
                 if let Some(why) = conn.close_when_flushed {
-                    if conn.out.is_empty() && conn.input.is_empty() {
+                    let between =
+                        conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+                    if conn.out.is_empty() && between {
                         conn.close_when_flushed = None;
                         self.close(key, why);
                         return false;
@@ -844,6 +763,7 @@ impl<H: MessageHandler> EventLoop<H> {
                 if pool_running {
                     // Full: try again on the next turn of the loop.
                     self.waiting_for_thread.push_back(key);
+                    self.waiting_total.fetch_add(1, SeqCst);
                 } else {
                     // The server is going away: nobody can run the message.
                     self.close(key, Closing::Error);
@@ -858,11 +778,12 @@ impl<H: MessageHandler> EventLoop<H> {
         let slot = &mut self.slots[key.slot];
         slot.in_pool = false;
         slot.conn = Some(conn);
-        let Some(conn) = self.conn(key) else {
+        let Some(conn) = conn_in(&mut self.slots, key) else {
             return;
         };
         if let Some(why) = conn.close_when_flushed.take() {
-            if conn.session.is_none() || why != Closing::Shutdown || conn.input.is_empty() {
+            let between = conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+            if conn.session.is_none() || why != Closing::Shutdown || between {
                 self.close(key, why);
                 return;
             }
@@ -997,10 +918,8 @@ impl<H: MessageHandler> EventLoop<H> {
         if let Some(outlet) = &conn.outlet {
             outlet.closed.store(true, SeqCst);
         }
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&conn.socket.as_raw_fd()));
+        // Closing the socket (never duplicated) removes it from the epoll
+        // set: no deregistration call needed.
         drop(conn);
         self.free.push(key.slot);
         self.open -= 1;
@@ -1028,12 +947,12 @@ impl<H: MessageHandler> EventLoop<H> {
 
     fn begin_shutdown(&mut self) {
         let timeout = self.lifecycle.control().options.shutdown_timeout;
-        self.shutdown_deadline = Some(crate::server::deadline_after(timeout));
+        self.shutdown_deadline = Some(crate::deadline::after(timeout));
         for slot in 0..self.slots.len() {
             let Some(key) = self.key_of(slot) else {
                 continue;
             };
-            let Some(conn) = self.conn(key) else {
+            let Some(conn) = conn_in(&mut self.slots, key) else {
                 continue;
             };
             match conn.phase {
@@ -1045,7 +964,7 @@ impl<H: MessageHandler> EventLoop<H> {
                 Phase::Lingering { .. } => continue,
                 Phase::Open => {}
             }
-            if conn.is_idle() {
+            if conn.is_idle() && !in_request(&self.lifecycle.handler, conn) {
                 self.close(key, Closing::Shutdown);
             } else {
                 conn.close_when_flushed = Some(Closing::Shutdown);
@@ -1147,6 +1066,14 @@ fn conn_in<H: MessageHandler>(slots: &mut [Slot<H>], key: Key) -> Option<&mut Co
         return None;
     }
     slot.conn.as_deref_mut()
+}
+
+/// True while the connection's session is inside a request that spans
+/// several messages (its handler says so).
+fn in_request<H: MessageHandler>(handler: &H, conn: &Connection<H>) -> bool {
+    conn.session
+        .as_ref()
+        .is_some_and(|session| handler.in_request(session))
 }
 
 /// How handling a connection's input ended.

@@ -37,6 +37,18 @@
 //!   `NAME: LINE`. The latency of a member is from the send to its copy's
 //!   last byte; the report has the time to the last member.
 //!
+//! # TLS
+//!
+//! With [`tls`](Config::tls), every TCP connection (ping-pong, connect rate,
+//! hold) runs a TLS handshake after its connect, driven without blocking
+//! like the rest; a connection counts as open once its handshake is done
+//! and it has answered one request. The client resumes no session, so in
+//! connect-rate mode every cycle is a full handshake: the rate is
+//! handshakes per second, and a cycle ends only with the server's
+//! `close_notify` (an end without one is an error). A handshake that fails
+//! (a certificate that does not verify, say) is counted as a `handshake`
+//! error.
+//!
 //! # What is counted
 //!
 //! A request counts when its answer completes inside the measured window;
@@ -77,6 +89,7 @@ mod process;
 pub mod processes;
 mod tcp;
 mod udp;
+mod wire;
 
 use std::fmt;
 use std::io::{self, BufRead, Write};
@@ -91,6 +104,7 @@ use serde::Serialize;
 
 use payload::Payload;
 pub use process::ServerSample;
+pub use wire::TlsTarget;
 
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -205,6 +219,8 @@ pub struct Config {
     /// on standard output and wait for a line on standard input before
     /// going on (see [`processes`]).
     pub coordinated: bool,
+    /// Speak TLS on every TCP connection (echo-upper only).
+    pub tls: Option<TlsTarget>,
 }
 
 impl Config {
@@ -225,6 +241,7 @@ impl Config {
             watch_pids: Vec::new(),
             sources: Vec::new(),
             coordinated: false,
+            tls: None,
         }
     }
 
@@ -280,6 +297,14 @@ impl Config {
             }
             _ => {}
         }
+        if self.tls.is_some() && (self.transport == Transport::Udp || self.service == Service::Chat)
+        {
+            return Err(
+                "--tls is for echo-upper over TCP: datagrams stay plaintext, and the \
+                        chat bench speaks plain TCP"
+                    .into(),
+            );
+        }
         if self.transport == Transport::Udp && !self.sources.is_empty() {
             return Err("--sources is for TCP".into());
         }
@@ -321,6 +346,9 @@ pub struct ErrorCounts {
     pub closed: u64,
     /// Connects that failed or timed out.
     pub connect: u64,
+    /// TLS handshakes that failed (a certificate that does not verify, a
+    /// server that does not speak TLS) or did not finish within the timeout.
+    pub handshake: u64,
     /// Any other I/O error.
     pub io: u64,
 }
@@ -328,7 +356,7 @@ pub struct ErrorCounts {
 impl ErrorCounts {
     /// All errors.
     pub fn total(&self) -> u64 {
-        self.mismatch + self.timeout + self.closed + self.connect + self.io
+        self.mismatch + self.timeout + self.closed + self.connect + self.handshake + self.io
     }
 
     fn add(&mut self, other: &ErrorCounts) {
@@ -336,6 +364,7 @@ impl ErrorCounts {
         self.timeout += other.timeout;
         self.closed += other.closed;
         self.connect += other.connect;
+        self.handshake += other.handshake;
         self.io += other.io;
     }
 
@@ -345,6 +374,7 @@ impl ErrorCounts {
             ErrorKind::Timeout => self.timeout += 1,
             ErrorKind::Closed => self.closed += 1,
             ErrorKind::Connect => self.connect += 1,
+            ErrorKind::Handshake => self.handshake += 1,
             ErrorKind::Io => self.io += 1,
         }
     }
@@ -357,6 +387,7 @@ enum ErrorKind {
     Timeout,
     Closed,
     Connect,
+    Handshake,
     Io,
 }
 
@@ -418,6 +449,9 @@ pub struct Report {
     pub url: String,
     /// `tcp` or `udp`.
     pub transport: &'static str,
+    /// The TLS protocol version the first handshake agreed (`TLSv1.3`);
+    /// `None` without TLS.
+    pub tls: Option<&'static str>,
     /// `ping-pong`, `connect-rate`, `hold` or `fan-out`.
     pub mode: &'static str,
     /// Connections (or sockets, or chat members) asked for.
@@ -498,9 +532,10 @@ impl fmt::Display for Report {
         let ms = |us: f64| us / 1000.0;
         write!(
             f,
-            "{} {} {} against {}: {} connection(s), {}-byte requests, {} thread(s)",
+            "{} {}{} {} against {}: {} connection(s), {}-byte requests, {} thread(s)",
             self.service,
             self.transport,
+            self.tls.map(|v| format!(" over {v}")).unwrap_or_default(),
             self.mode,
             self.url,
             self.connections,
@@ -567,8 +602,8 @@ impl fmt::Display for Report {
         let e = &self.error_kinds;
         write!(
             f,
-            "  errors:    {} (wrong answer {}, timeout {}, closed {}, connect {}, other {})",
-            self.errors, e.mismatch, e.timeout, e.closed, e.connect, e.io
+            "  errors:    {} (wrong answer {}, timeout {}, closed {}, connect {}, handshake {}, other {})",
+            self.errors, e.mismatch, e.timeout, e.closed, e.connect, e.handshake, e.io
         )?;
         if self.transport == Transport::Udp.name() {
             write!(f, "\n  lost:      {} datagram(s)", self.lost)?;
@@ -613,6 +648,8 @@ struct Tally {
     delivered: usize,
     /// Fan-out: the latest copy, from the send.
     slowest: Option<Duration>,
+    /// The protocol version of the first TLS handshake.
+    tls: Option<&'static str>,
 }
 
 impl Tally {
@@ -629,6 +666,7 @@ impl Tally {
             answered: 0,
             delivered: 0,
             slowest: None,
+            tls: None,
         }
     }
 
@@ -658,6 +696,7 @@ impl Tally {
         self.answered += other.answered;
         self.delivered += other.delivered;
         self.slowest = self.slowest.max(other.slowest);
+        self.tls = self.tls.or(other.tls);
     }
 
     /// The latency histogram as `[nanoseconds, count]` pairs.
@@ -884,6 +923,7 @@ pub fn run(config: &Config) -> io::Result<Report> {
         service: config.service.name(),
         url: format!("{}://{}", config.transport.name(), config.target),
         transport: config.transport.name(),
+        tls: total.tls,
         mode: config.mode.name(),
         connections: config.connections,
         connected: total.connected,
@@ -942,38 +982,13 @@ fn per_request(hold: bool, cpu_s: Option<f64>, requests: u64) -> Option<f64> {
     Some(cpu_s? * 1e6 / requests as f64)
 }
 
-/// Raises the soft limit on open files to the hard limit; returns the limit
-/// now in force.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct it is given.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        limit = raised;
-    }
-    Ok(limit.rlim_cur)
-}
-
 /// Raises the soft limit on open files to the hard limit when `connections`
 /// need more, and fails with a clear message when even that is too low.
 fn ensure_fd_limit(connections: usize) -> io::Result<()> {
     let needed = u64::try_from(connections)
         .unwrap_or(u64::MAX)
         .saturating_add(SPARE_FILES as u64);
-    let limit = raise_fd_limit()?;
+    let limit = crate::common::raise_open_file_limit()?;
     if limit >= needed {
         return Ok(());
     }
@@ -1227,7 +1242,7 @@ mod tests {
 
     #[test]
     fn the_open_file_limit_is_raised_to_the_hard_limit() {
-        let limit = raise_fd_limit().unwrap();
+        let limit = crate::common::raise_open_file_limit().unwrap();
         let mut now = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -1246,6 +1261,7 @@ mod tests {
             service: "echo-upper",
             url: "tcp://127.0.0.1:9".into(),
             transport: "tcp",
+            tls: None,
             mode: "ping-pong",
             connections: 1,
             connected: 1,

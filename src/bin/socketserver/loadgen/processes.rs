@@ -27,8 +27,7 @@ use serde_json::Value;
 
 use super::process::{self, ServerSample};
 use super::{
-    per_connection, raise_fd_limit, split_sample, Config, ErrorCounts, Latency, Mode, Report,
-    Tally, SPARE_FILES,
+    per_connection, split_sample, Config, ErrorCounts, Latency, Mode, Report, Tally, SPARE_FILES,
 };
 
 /// How long the children may take to open their connections: a child gives
@@ -66,7 +65,7 @@ pub fn run(
         )));
     }
     let shares = shares(config.connections, processes);
-    let limit = raise_fd_limit()?;
+    let limit = crate::common::raise_open_file_limit()?;
     let largest = shares[0] as u64 + SPARE_FILES as u64;
     if largest > limit {
         return Err(invalid(format!(
@@ -276,7 +275,14 @@ fn merge(
     let mut held = 0;
     let mut answered = 0;
     let mut errors = 0;
+    let mut tls = None;
     for report in reports {
+        tls = tls.or(match report["tls"].as_str() {
+            Some("TLSv1.3") => Some("TLSv1.3"),
+            Some("TLSv1.2") => Some("TLSv1.2"),
+            Some(_) => Some("TLS"),
+            None => None,
+        });
         tally.requests += number(report, "requests")?;
         connected += number(report, "connected")? as usize;
         threads += number(report, "threads")? as usize;
@@ -289,6 +295,7 @@ fn merge(
             timeout: number(child_kinds, "timeout")?,
             closed: number(child_kinds, "closed")?,
             connect: number(child_kinds, "connect")?,
+            handshake: number(child_kinds, "handshake")?,
             io: number(child_kinds, "io")?,
         });
         let pairs = report["latency_histogram"].as_array().ok_or_else(|| {
@@ -312,6 +319,7 @@ fn merge(
         service: "echo-upper",
         url: format!("tcp://{}", config.target),
         transport: "tcp",
+        tls,
         mode: Mode::Hold.name(),
         connections: config.connections,
         connected,
@@ -356,8 +364,9 @@ mod tests {
     fn child(held: u64, mismatch: u64, histogram: Value) -> Value {
         serde_json::json!({
             "requests": held - mismatch, "connected": held, "threads": 1, "held": held,
-            "answered": held - mismatch, "errors": mismatch,
-            "error_kinds": {"mismatch": mismatch, "timeout": 0, "closed": 0, "connect": 0, "io": 0},
+            "answered": held - mismatch, "errors": mismatch, "tls": "TLSv1.3",
+            "error_kinds": {"mismatch": mismatch, "timeout": 0, "closed": 0, "connect": 0,
+                            "handshake": 0, "io": 0},
             "latency_histogram": histogram,
         })
     }
@@ -375,6 +384,7 @@ mod tests {
         ];
         let merged = merge(&config, &reports, 1.5, None, Some(0.25)).unwrap();
         assert_eq!(merged.processes, 2);
+        assert_eq!(merged.tls, Some("TLSv1.3"));
         assert_eq!(merged.held, Some(30));
         assert_eq!(merged.answered, Some(29));
         assert_eq!(merged.requests, 29);
