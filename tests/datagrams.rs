@@ -16,24 +16,37 @@ use socketserver::{
 };
 use support::{eventually, Running, STEP};
 
-/// Holds handlers until opened.
+/// Holds handlers until opened, and tells how many wait at it.
 #[derive(Default)]
 struct Gate {
-    open: Mutex<bool>,
-    opened: Condvar,
+    /// Whether open, and how many handlers have come to it.
+    state: Mutex<(bool, usize)>,
+    changed: Condvar,
 }
 
 impl Gate {
     fn wait(&self) {
-        let mut open = self.open.lock().unwrap();
-        while !*open {
-            open = self.opened.wait(open).unwrap();
+        let mut state = self.state.lock().unwrap();
+        state.1 += 1;
+        self.changed.notify_all();
+        while !state.0 {
+            state = self.changed.wait(state).unwrap();
         }
     }
 
+    /// Waits (at most [`STEP`]) until `n` handlers have come to the gate.
+    fn wait_for_arrivals(&self, n: usize) {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, STEP, |state| state.1 < n)
+            .unwrap();
+        assert!(state.1 >= n, "{} of {n} handlers came to the gate", state.1);
+    }
+
     fn open(&self) {
-        *self.open.lock().unwrap() = true;
-        self.opened.notify_all();
+        self.state.lock().unwrap().0 = true;
+        self.changed.notify_all();
     }
 }
 
@@ -118,7 +131,10 @@ fn datagrams_are_answered_by_the_workers_that_receive_them_not_by_the_serving_th
         (switches_of(&serving_tid), switches_named("dgram-workers"));
     for i in 0..ROUND_TRIPS {
         let message = format!("datagram {i}");
-        assert_eq!(ask(&socket, message.as_bytes()), message.to_uppercase().as_bytes());
+        assert_eq!(
+            ask(&socket, message.as_bytes()),
+            message.to_uppercase().as_bytes()
+        );
     }
     let serving_switches = switches_of(&serving_tid) - serving_before;
     let worker_switches = switches_named("dgram-workers") - workers_before;
@@ -142,8 +158,7 @@ fn a_handler_that_blocks_does_not_hold_up_the_next_datagram() {
     let gate = Arc::new(Gate::default());
     let options = Options::new().threads(2);
     let running = Running::start(
-        ThreadingUdpServer::bind_with("127.0.0.1:0", upper_behind(gate.clone()), options)
-            .unwrap(),
+        ThreadingUdpServer::bind_with("127.0.0.1:0", upper_behind(gate.clone()), options).unwrap(),
     );
     let first = client(running.inet());
     let second = client(running.inet());
@@ -153,9 +168,8 @@ fn a_handler_that_blocks_does_not_hold_up_the_next_datagram() {
         assert_eq!(ask(&first, b"quick"), b"QUICK");
     }
     first.send(b"block").unwrap();
-    eventually("the blocking datagram is being handled", || {
-        running.handle.stats().active == 1
-    });
+    // The answers to the quick ones came, and the blocking one is held.
+    gate.wait_for_arrivals(1);
     assert_eq!(ask(&second, b"meanwhile"), b"MEANWHILE");
     gate.open();
     assert_eq!(answer(&first), b"BLOCK");
@@ -193,13 +207,20 @@ fn with_every_worker_busy_datagrams_queue_then_drop_and_are_counted() {
         (2, 3, 5),
         "{stats:?}"
     );
-    assert!(stats.threads <= 3, "max_threads and one receiver: {stats:?}");
+    assert!(
+        stats.threads <= 3,
+        "max_threads and one receiver: {stats:?}"
+    );
     assert_eq!(started.load(SeqCst), 2);
     gate.open();
     let mut got: Vec<u8> = (0..5).map(|_| answer(&socket)[0]).collect();
     got.sort_unstable();
     got.dedup();
-    assert_eq!(got.len(), 5, "each admitted datagram answered once: {got:?}");
+    assert_eq!(
+        got.len(),
+        5,
+        "each admitted datagram answered once: {got:?}"
+    );
     assert_eq!(&got[..2], [0, 1], "the first two are never dropped");
     // Service goes on.
     assert_eq!(ask(&socket, b"again"), b"again");
@@ -228,8 +249,7 @@ fn datagrams_refused_by_verify_request_are_counted_as_dropped() {
     let handler = Bouncer {
         banned: banned.local_addr().unwrap(),
     };
-    let running =
-        Running::start(ThreadingUdpServer::bind("127.0.0.1:0", handler).unwrap());
+    let running = Running::start(ThreadingUdpServer::bind("127.0.0.1:0", handler).unwrap());
     banned.connect(running.inet()).unwrap();
     for _ in 0..5 {
         banned.send(b"let me in").unwrap();
@@ -248,8 +268,7 @@ fn shutdown_serves_the_datagrams_already_received_then_stops() {
     let gate = Arc::new(Gate::default());
     let options = Options::new().threads(1).max_threads(1).queue(4);
     let mut running = Running::start(
-        ThreadingUdpServer::bind_with("127.0.0.1:0", upper_behind(gate.clone()), options)
-            .unwrap(),
+        ThreadingUdpServer::bind_with("127.0.0.1:0", upper_behind(gate.clone()), options).unwrap(),
     );
     let socket = client(running.inet());
     socket.send(b"block").unwrap();
@@ -263,11 +282,19 @@ fn shutdown_serves_the_datagrams_already_received_then_stops() {
     // The shutdown waits for what was received.
     assert!(running.handle.is_shutdown());
     let late = client(running.inet());
-    late.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    late.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     gate.open();
     let mut got: Vec<Vec<u8>> = (0..3).map(|_| answer(&socket)).collect();
     got.sort();
-    assert_eq!(got, [b"BLOCK".to_vec(), b"QUEUED 1".to_vec(), b"QUEUED 2".to_vec()]);
+    assert_eq!(
+        got,
+        [
+            b"BLOCK".to_vec(),
+            b"QUEUED 1".to_vec(),
+            b"QUEUED 2".to_vec()
+        ]
+    );
     let summary = running.join();
     assert_eq!((summary.served, summary.in_flight, summary.cut), (3, 3, 0));
     // Closed: nothing answers any more.
@@ -306,7 +333,11 @@ fn handle_request_serves_one_datagram_or_times_out() {
         }
         waiting.join().unwrap().unwrap();
     });
-    assert_eq!(timeouts.load(SeqCst), 1, "a datagram came before the timeout");
+    assert_eq!(
+        timeouts.load(SeqCst),
+        1,
+        "a datagram came before the timeout"
+    );
     assert!(server.stats().served >= 1);
 }
 
@@ -318,16 +349,19 @@ fn a_burst_grows_the_pool_which_then_retires_to_its_core() {
         .max_threads(8)
         .keep_alive(Duration::from_millis(50));
     let running = Running::start(
-        ThreadingUdpServer::bind_with("127.0.0.1:0", upper_behind(gate.clone()), options)
-            .unwrap(),
+        ThreadingUdpServer::bind_with("127.0.0.1:0", upper_behind(gate.clone()), options).unwrap(),
     );
     let socket = client(running.inet());
     for _ in 0..6 {
         socket.send(b"block").unwrap();
     }
+    gate.wait_for_arrivals(6);
     eventually("six handled at once", || running.handle.stats().active == 6);
     let threads = running.handle.stats().threads;
-    assert!((7..=9).contains(&threads), "six busy and one receiving: {threads}");
+    assert!(
+        (7..=9).contains(&threads),
+        "six busy and one receiving: {threads}"
+    );
     gate.open();
     for _ in 0..6 {
         assert_eq!(answer(&socket), b"BLOCK");
@@ -341,8 +375,9 @@ fn a_burst_grows_the_pool_which_then_retires_to_its_core() {
 
 #[test]
 fn many_datagrams_waiting_at_once_are_all_answered() {
-    let running =
-        Running::start(ThreadingUdpServer::bind("127.0.0.1:0", upper_behind(Arc::default())).unwrap());
+    let running = Running::start(
+        ThreadingUdpServer::bind("127.0.0.1:0", upper_behind(Arc::default())).unwrap(),
+    );
     let socket = client(running.inet());
     for _ in 0..50 {
         assert_eq!(ask(&socket, b"warm"), b"WARM");

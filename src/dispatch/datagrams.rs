@@ -172,13 +172,13 @@ where
         let receivers = Receivers { shared };
         let core = receivers.shared.config.core;
         for n in 0..core {
-            let role = if n == 0 {
-                Role::Leader
-            } else {
-                Role::Follower
-            };
+            let role = if n == 0 { Role::Leader } else { Role::Follower };
             if role == Role::Leader {
-                receivers.shared.roles.lock().add_leader(&receivers.shared.leaders);
+                receivers
+                    .shared
+                    .roles
+                    .lock()
+                    .add_leader(&receivers.shared.leaders);
             }
             receivers.shared.gauges().threads.fetch_add(1, SeqCst);
             spawn_worker(&receivers.shared, role).map_err(|e| {
@@ -290,14 +290,20 @@ impl<H> Shared<H> {
     /// Makes one more leader: a parked follower (woken; `spare` of them
     /// are left parked), or with `may_start` a new thread while fewer than
     /// the maximum (plus the one that receives while all the others are
-    /// busy) run; false when neither can be had.
-    fn promote(self: &Arc<Self>, spare: usize, may_start: bool) -> bool
+    /// busy) run; false when neither can be had. With `hand_over`, the
+    /// calling leader steps out of the role in the same step (so that no
+    /// other leader, seeing two, steps out beside it in between and leaves
+    /// nobody receiving).
+    fn promote(self: &Arc<Self>, spare: usize, may_start: bool, hand_over: bool) -> bool
     where
         H: RequestHandler<DatagramRequest>,
     {
         let mut roles = self.roles.lock();
         if roles.parked > roles.offers + spare {
             roles.offers += 1;
+            if hand_over {
+                roles.remove_leader(&self.leaders);
+            }
             drop(roles);
             self.followers.notify_one();
             return true;
@@ -314,21 +320,20 @@ impl<H> Shared<H> {
         {
             return false;
         }
-        roles.add_leader(&self.leaders);
+        if !hand_over {
+            roles.add_leader(&self.leaders);
+        }
         drop(roles);
         match spawn_worker(self, Role::Leader) {
             Ok(()) => true,
             Err(e) => {
                 log::error!("cannot start a worker thread: {e}");
-                self.roles.lock().remove_leader(&self.leaders);
+                if !hand_over {
+                    self.roles.lock().remove_leader(&self.leaders);
+                }
                 false
             }
         }
-    }
-
-    /// A leader that has promoted another steps out of the role.
-    fn step_out(&self) {
-        self.roles.lock().remove_leader(&self.leaders);
     }
 
     /// Steps out of the leader role if another thread leads too; true if
@@ -432,6 +437,8 @@ impl<H> Shared<H> {
                         Look::Stuck => {
                             log::debug!("a datagram handler blocks; another worker receives");
                             roles.standby = false;
+                            // Another follower becomes the standby.
+                            self.followers.notify_one();
                             roles.add_leader(&self.leaders);
                             return Some(Role::Leader);
                         }
@@ -649,6 +656,11 @@ where
         }
         role = match role {
             Role::Follower => match shared.follow() {
+                Some(Role::Leader) => {
+                    // What waits behind a handler that blocked first.
+                    shared.serve_queue();
+                    Role::Leader
+                }
                 Some(role) => role,
                 None => return Exit::Retired,
             },
@@ -713,7 +725,7 @@ where
             Some(true) => {
                 if shared.leaders.load(Relaxed) == 1 {
                     // A helper, never the standby.
-                    shared.promote(1, false);
+                    shared.promote(1, false, false);
                 }
                 true
             }
@@ -736,7 +748,7 @@ where
         shared.serve_queue();
         return shared.after_handling(false, false);
     }
-    if !shared.promote(0, true) {
+    if !shared.promote(0, true, true) {
         for i in 0..count {
             let (data, peer) = (batch.data(i), batch.peer(i));
             if !shared.lifecycle.handler.verify_request(&peer) {
@@ -749,45 +761,55 @@ where
         }
         return Role::Leader;
     }
-    shared.step_out();
     let _ = handle(shared, batch, count);
     shared.serve_queue();
     shared.after_handling(false, false)
 }
 
-/// Admits and serves the `count` datagrams of the last receive, on this
-/// thread, and learns from how long they took whether the handler is
-/// quick.
+/// Admits the `count` datagrams of the last receive and serves the first
+/// on this thread; learns from how long it took whether the handler is
+/// quick. Those behind the first wait in the queue rather than in this
+/// thread's batch, to be served next by whichever worker is free first
+/// (this one, with [`Shared::serve_queue`], after the first): a first
+/// handler that blocks holds up only its own datagram, since the worker
+/// that takes over the receiving serves the queue before it receives.
 fn handle<H>(shared: &Shared<H>, batch: &Batch, count: usize) -> Duration
 where
     H: RequestHandler<DatagramRequest>,
 {
     let counters = shared.counters();
     let started = Instant::now();
-    // Every datagram of the batch is admitted at once: those behind the
-    // first count as queued while they wait for it.
-    let mut peers: [Option<Address>; BATCH] = Default::default();
-    let mut admitted = 0;
-    for (i, slot) in peers.iter_mut().enumerate().take(count) {
+    let mut first = None;
+    // Those the full queue gave back, served here after the first.
+    let mut kept: [Option<Datagram>; BATCH] = Default::default();
+    let mut served_here = 0;
+    for (i, slot) in kept.iter_mut().enumerate().take(count) {
         let peer = batch.peer(i);
-        if shared.lifecycle.handler.verify_request(&peer) {
-            *slot = Some(peer);
-            admitted += 1;
-        } else {
+        if !shared.lifecycle.handler.verify_request(&peer) {
             log::debug!("{peer}: refused by verify_request");
             Counters::bump(&counters.dropped);
+            continue;
         }
+        let datagram = shared.listener.datagram(batch.data(i), peer);
+        if first.is_none() {
+            first = Some(datagram);
+        } else if let Err(datagram) = shared.enqueue(datagram) {
+            *slot = Some(datagram);
+        } else {
+            continue;
+        }
+        served_here += 1;
     }
-    counters.in_flight.fetch_add(admitted, SeqCst);
-    for (i, peer) in peers.iter_mut().enumerate().take(count) {
-        if let Some(peer) = peer.take() {
-            let datagram = shared.listener.datagram(batch.data(i), peer);
-            shared.lifecycle.serve_datagram(datagram);
-        }
+    counters.in_flight.fetch_add(served_here, SeqCst);
+    for datagram in first
+        .into_iter()
+        .chain(kept.iter_mut().filter_map(Option::take))
+    {
+        shared.lifecycle.serve_datagram(datagram);
     }
     let took = started.elapsed();
-    if admitted > 0 {
-        shared.learn(took / admitted as u32);
+    if served_here > 0 {
+        shared.learn(took / served_here as u32);
     }
     took
 }
@@ -813,7 +835,8 @@ impl Batch {
         // Large enough that the allocator maps it fresh: pages a datagram
         // never reaches are never touched.
         let mut buffers = vec![MaybeUninit::uninit(); BATCH * MAX_DATAGRAM].into_boxed_slice();
-        let mut names: Box<[SockAddrStorage]> = (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect();
+        let mut names: Box<[SockAddrStorage]> =
+            (0..BATCH).map(|_| SockAddrStorage::zeroed()).collect();
         let iovecs: Box<[libc::iovec]> = buffers
             .chunks_mut(MAX_DATAGRAM)
             .map(|slot| libc::iovec {

@@ -12,8 +12,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 
 use super::control::Control;
-use super::LISTENER;
 use super::stats::{Counters, Summary};
+use super::LISTENER;
 use crate::dispatch::private::Running;
 use crate::transport::private::Arrival;
 use crate::transport::{Listener, Scratch, Transport};
