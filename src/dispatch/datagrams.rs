@@ -750,11 +750,10 @@ where
     }
     if !shared.promote(0, true, true) {
         for i in 0..count {
-            let (data, peer) = (batch.data(i), batch.peer(i));
-            if !shared.lifecycle.handler.verify_request(&peer) {
-                log::debug!("{peer}: refused by verify_request");
-                Counters::bump(&counters.dropped);
-            } else if let Err(datagram) = shared.enqueue(shared.listener.datagram(data, peer)) {
+            let Some(peer) = admissible(shared, batch, i) else {
+                continue;
+            };
+            if let Err(datagram) = shared.enqueue(shared.listener.datagram(batch.data(i), peer)) {
                 log::debug!("{}: queue full, datagram dropped", datagram.peer);
                 Counters::bump(&counters.dropped);
             }
@@ -764,6 +763,27 @@ where
     let _ = handle(shared, batch, count);
     shared.serve_queue();
     shared.after_handling(false, false)
+}
+
+/// The sender of the `i`th datagram of the last receive, if it may be
+/// served: a datagram larger than [`MAX_DATAGRAM`] (which came truncated)
+/// and one that `verify_request` refuses are dropped and counted.
+fn admissible<H>(shared: &Shared<H>, batch: &Batch, i: usize) -> Option<Address>
+where
+    H: RequestHandler<DatagramRequest>,
+{
+    let peer = batch.peer(i);
+    if let Some(size) = batch.oversized(i) {
+        log::debug!("{peer}: datagram of {size} bytes over the limit of {MAX_DATAGRAM} dropped");
+        Counters::bump(&shared.counters().dropped);
+        return None;
+    }
+    if !shared.lifecycle.handler.verify_request(&peer) {
+        log::debug!("{peer}: refused by verify_request");
+        Counters::bump(&shared.counters().dropped);
+        return None;
+    }
+    Some(peer)
 }
 
 /// Admits the `count` datagrams of the last receive and serves the first
@@ -784,12 +804,9 @@ where
     let mut kept: [Option<Datagram>; BATCH] = Default::default();
     let mut served_here = 0;
     for (i, slot) in kept.iter_mut().enumerate().take(count) {
-        let peer = batch.peer(i);
-        if !shared.lifecycle.handler.verify_request(&peer) {
-            log::debug!("{peer}: refused by verify_request");
-            Counters::bump(&counters.dropped);
+        let Some(peer) = admissible(shared, batch, i) else {
             continue;
-        }
+        };
         let datagram = shared.listener.datagram(batch.data(i), peer);
         if first.is_none() {
             first = Some(datagram);
@@ -892,7 +909,9 @@ impl Batch {
                 fd,
                 self.headers.as_mut_ptr(),
                 limit as libc::c_uint,
-                libc::MSG_WAITFORONE as _,
+                // MSG_TRUNC: a datagram larger than its slot reports its
+                // real size, to be dropped rather than served cut.
+                (libc::MSG_WAITFORONE | libc::MSG_TRUNC) as _,
                 std::ptr::null_mut(),
             )
         };
@@ -938,6 +957,13 @@ impl Batch {
         }
     }
 
+    /// The real size of the `i`th datagram of the last receive when it was
+    /// larger than its slot (and so came truncated).
+    fn oversized(&self, i: usize) -> Option<usize> {
+        let len = self.lengths[i].0;
+        (len > MAX_DATAGRAM).then_some(len)
+    }
+
     /// The sender of the `i`th datagram of the last receive.
     fn peer(&self, i: usize) -> Address {
         let name_len = self.lengths[i].1;
@@ -979,6 +1005,22 @@ mod tests {
         assert_eq!(got[0], (b"one".to_vec(), from_a.clone()));
         assert_eq!(got[1], (Vec::new(), from_b), "an empty datagram is one");
         assert_eq!(got[2], (vec![7u8; 1000], from_a));
+    }
+
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn a_datagram_larger_than_its_slot_says_so() {
+        let (server, client) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        client.send(&vec![1u8; MAX_DATAGRAM + 10]).unwrap();
+        client.send(b"next").unwrap();
+        let mut batch = Batch::new();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let n = batch.receive(server.as_raw_fd(), BATCH).unwrap();
+            got.extend((0..n).map(|i| (batch.oversized(i), batch.data(i).len())));
+        }
+        assert_eq!(got[0], (Some(MAX_DATAGRAM + 10), MAX_DATAGRAM));
+        assert_eq!(got[1], (None, 4));
     }
 
     #[test]
