@@ -675,6 +675,40 @@ fn connect_with_timeout(addr: std::net::SocketAddr, timeout: Duration) -> TcpStr
 }
 
 crate::both_modes! {
+    /// Issue 13's regression: with default options, 5,000 connections that
+    /// each answered once and then sit idle all answer again. In threads
+    /// mode every admitted connection holds a thread (SPEC section 6, rule
+    /// 4: `max_threads` follows `max_connections`), so none waits in the
+    /// queue behind idle ones. 10,000 descriptors in this process.
+    fn with_defaults_5000_idle_connections_all_answer_again(mode) {
+        const CONNECTIONS: usize = 5_000;
+        let running = run_messages(mode, EchoLines, Options::new());
+        let addr = running.inet();
+        let mut held = Vec::with_capacity(CONNECTIONS);
+        for i in 0..CONNECTIONS {
+            let mut stream = connect_with_timeout(addr, STEP);
+            let line = format!("first {i}");
+            assert_eq!(round_trip(&mut stream, &line).unwrap(), line);
+            held.push(stream);
+        }
+        // Every one asks again before any answer is read: a connection
+        // without a thread of its own would never be answered.
+        for (i, stream) in held.iter_mut().enumerate() {
+            stream.write_all(format!("again {i}\n").as_bytes()).unwrap();
+        }
+        let deadline = Instant::now() + 3 * STEP;
+        for (i, stream) in held.into_iter().enumerate() {
+            assert!(Instant::now() < deadline, "answers stalled at connection {i}");
+            let mut line = String::new();
+            BufReader::new(stream).read_line(&mut line).unwrap_or_else(|e| {
+                panic!("connection {i} of {CONNECTIONS} did not answer again: {e}")
+            });
+            assert_eq!(line, format!("again {i}\n"));
+        }
+        let stats = running.handle.stats();
+        assert_eq!(stats.rejected, 0, "{stats:?}");
+    }
+
     fn max_connections_applies_backpressure(mode) {
         let options = Options::new().max_connections(2);
         let running = run_messages(mode, EchoLines, options);
