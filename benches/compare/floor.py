@@ -347,10 +347,20 @@ def measure_callgrind(cmd, transport, conns, each, warm):
 
 # --- The run -----------------------------------------------------------------
 
+def median_round(rounds):
+    """The round with the median CPU per request, with every round's CPU
+    figure beside it."""
+    ordered = sorted(rounds, key=lambda r: r['cpu_us_per_request'])
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen['cpu_us_per_request_rounds'] = [r['cpu_us_per_request'] for r in rounds]
+    return chosen
+
+
 def markdown(results, servers, scenarios):
     rows = ['| scenario | server | syscalls / request | of which | instructions / request '
-            '| context switches / request (voluntary + involuntary) | CPU µs / request | threads |',
-            '|---|---|---|---|---|---|---|---|']
+            '| context switches / request (voluntary + involuntary) | CPU µs / request '
+            '| CPU vs std | threads |',
+            '|---|---|---|---|---|---|---|---|---|']
     for scenario in scenarios:
         for name in servers:
             r = results.get(scenario, {}).get(name)
@@ -365,7 +375,10 @@ def markdown(results, servers, scenarios):
                                                   if kv[1] >= 0.01)
             p = r.get('plain', {})
             c = r.get('callgrind', {})
-            rows.append('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
+            floor = results.get(scenario, {}).get('std', {}).get('plain')
+            ratio = ('%.2f×' % (p['cpu_us_per_request'] / floor['cpu_us_per_request'])
+                     if p and floor and floor['cpu_us_per_request'] else '—')
+            rows.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
                 scenario, name,
                 '%.2f' % s['syscalls_per_request'] if s else '—',
                 by or '—',
@@ -373,6 +386,7 @@ def markdown(results, servers, scenarios):
                 '%.2f + %.2f' % (p['voluntary_per_request'], p['involuntary_per_request'])
                 if p else '—',
                 '%.1f' % p['cpu_us_per_request'] if p else '—',
+                ratio,
                 p.get('threads', '—') if p else '—'))
     return '\n'.join(rows)
 
@@ -381,9 +395,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--servers', default='socketserver,std')
     parser.add_argument('--scenarios', default=','.join(SCENARIOS))
-    parser.add_argument('--requests', type=int, default=20000,
+    parser.add_argument('--requests', type=int, default=200000,
                         help='requests counted per point (rounded to a multiple of the '
                              'connections)')
+    parser.add_argument('--traced-requests', type=int, default=20000,
+                        help='requests counted per point under strace and callgrind, which '
+                             'slow the server down many times')
+    parser.add_argument('--rounds', type=int, default=3,
+                        help='plain measurements per point (the median is reported; a '
+                             'server started fresh for each)')
     parser.add_argument('--warmup', type=int, default=2000, help='requests before counting')
     parser.add_argument('--measures', default='plain,perf,callgrind',
                         help='plain (switches, CPU), perf (system calls from tracepoints), '
@@ -408,6 +428,7 @@ def main():
     for scenario in scenarios:
         transport, conns = SCENARIOS[scenario]
         each = max(1, args.requests // conns)
+        traced = max(1, args.traced_requests // conns)
         warm = max(1, args.warmup // conns)
         for name in servers:
             cmd = server_command(commands, name, program)
@@ -416,7 +437,12 @@ def main():
                 fn = {'plain': measure_plain, 'strace': measure_strace, 'perf': measure_perf,
                       'callgrind': measure_callgrind}[measure]
                 compare.log('%s %s %s' % (scenario, name, measure))
-                point[measure] = fn(cmd, transport, conns, each, warm)
+                if measure == 'plain':
+                    rounds = [fn(cmd, transport, conns, each, warm) for _ in range(args.rounds)]
+                    point[measure] = median_round(rounds)
+                else:
+                    count = each if measure == 'perf' else traced
+                    point[measure] = fn(cmd, transport, conns, count, warm)
                 compare.log('  ' + json.dumps(point[measure])[:300])
     print(markdown(results, servers, scenarios))
     if args.json:

@@ -75,6 +75,9 @@ const WINDOW: u32 = 64;
 /// A quick leader that waited less than this share of its time handling
 /// (1/16) is saturated: a follower receives beside it.
 const SATURATED: u32 = 16;
+/// A receive that returned within this found a datagram waiting (one that
+/// waits for the next to arrive sleeps and wakes, which takes longer).
+const NO_WAIT: Duration = Duration::from_micros(4);
 /// How long a worker waits after a receive failed for another reason than
 /// a timeout (out of memory, say), so as not to spin.
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -601,6 +604,11 @@ struct Load {
     handling: Duration,
     /// The last receive failed (logged once per run of failures).
     failing: bool,
+    /// The last receive found datagrams waiting (it took several, or
+    /// returned without waiting): the next one takes a batch. Otherwise it
+    /// takes one, since a batch's receive looks for a second datagram
+    /// before it returns, a cost for nothing when they come one by one.
+    backlog: bool,
 }
 
 impl Load {
@@ -621,9 +629,9 @@ impl Load {
         } else {
             None
         };
-        let failing = self.failing;
         *self = Load {
-            failing,
+            failing: self.failing,
+            backlog: self.backlog,
             ..Load::default()
         };
         verdict
@@ -683,7 +691,7 @@ where
     // A quick handler runs here, on the leader, only while a follower
     // stands by to take over if it blocks after all.
     let quick = shared.quick.load(Relaxed) && shared.parked.load(Relaxed) > 0;
-    let limit = if quick { BATCH } else { 1 };
+    let limit = if quick && load.backlog { BATCH } else { 1 };
     idle.fetch_add(1, Relaxed);
     shared.receiving.fetch_add(1, SeqCst);
     let waiting = Instant::now();
@@ -701,6 +709,7 @@ where
             if mem::take(&mut load.failing) {
                 log::warn!("receiving datagrams again");
             }
+            load.backlog = count > 1 || waited < NO_WAIT;
             count
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => return Role::Leader,
