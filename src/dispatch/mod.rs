@@ -12,6 +12,49 @@
 //! itself (the threading datagram server's workers do): the accept loop then
 //! only waits for the shutdown. A new way of running requests is one more
 //! dispatcher: nothing in [`Server`](crate::Server) changes.
+//!
+//! # Datagrams on threads
+//!
+//! A [`Threading`] datagram server has no receiving thread that hands
+//! datagrams to workers (a wake-up per datagram). Its workers take turns
+//! receiving on the shared socket, leader/followers: one waits in the
+//! receive call, and handles and answers what it got on its own thread.
+//! While the handler is quick (under 50 µs on average) the leader receives
+//! again when done, taking up to 8 datagrams in one `recvmmsg` when several
+//! wait (the first is handled at once, the rest queued for the first free
+//! worker); a follower standing by takes over the receiving when a quick
+//! handler blocks after all (it looks every 5 ms while datagrams flow). A
+//! slow handler first hands the receiving to a follower, or to a new thread
+//! up to [`max_threads`](crate::Options::max_threads), then handles its
+//! datagram. The pool stays bounded: with every thread busy, datagrams wait
+//! in the [`queue`](crate::Options::queue) or are dropped and counted
+//! (`Stats::dropped`), as are those larger than 64 KiB and those that
+//! `verify_request` refuses. A shutdown serves what was received, then
+//! stops.
+//!
+//! ```
+//! use socketserver::{handler_fn, DatagramRequest, Options, ThreadingUdpServer};
+//!
+//! let upper = handler_fn(|req: &mut DatagramRequest| {
+//!     let answer = req.packet().to_ascii_uppercase();
+//!     req.reply(&answer)
+//! });
+//! let server = ThreadingUdpServer::bind_with("127.0.0.1:0", upper, Options::new().threads(2))?;
+//! let addr = server.local_addr().as_inet().unwrap();
+//! let handle = server.handle();
+//! let serving = std::thread::spawn(move || server.serve_forever());
+//!
+//! let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+//! client.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+//! client.send_to(b"hello", addr)?;
+//! let mut buf = [0; 16];
+//! let (n, _) = client.recv_from(&mut buf)?;
+//! assert_eq!(&buf[..n], b"HELLO");
+//!
+//! handle.shutdown();
+//! assert_eq!(serving.join().unwrap()?.served, 1);
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::io;
 use std::sync::Arc;
