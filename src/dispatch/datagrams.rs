@@ -509,6 +509,9 @@ impl<H> Shared<H> {
     where
         H: RequestHandler<DatagramRequest>,
     {
+        if self.queue.1.is_empty() {
+            return;
+        }
         while let Ok(datagram) = self.queue.1.try_recv() {
             self.lifecycle.serve_datagram(datagram);
         }
@@ -609,6 +612,9 @@ struct Load {
     /// takes one, since a batch's receive looks for a second datagram
     /// before it returns, a cost for nothing when they come one by one.
     backlog: bool,
+    /// When the last handling ended, if this thread has received nothing
+    /// since: the start of its next wait.
+    mark: Option<Instant>,
 }
 
 impl Load {
@@ -632,6 +638,7 @@ impl Load {
         *self = Load {
             failing: self.failing,
             backlog: self.backlog,
+            mark: self.mark,
             ..Load::default()
         };
         verdict
@@ -694,9 +701,12 @@ where
     let limit = if quick && load.backlog { BATCH } else { 1 };
     idle.fetch_add(1, Relaxed);
     shared.receiving.fetch_add(1, SeqCst);
-    let waiting = Instant::now();
+    // A leader that just handled receives from when it ended: one clock
+    // reading per datagram for the pool's own bookkeeping.
+    let waiting = load.mark.take().unwrap_or_else(Instant::now);
     let received = batch.receive(shared.listener.socket.as_raw_fd(), limit);
-    let waited = waiting.elapsed();
+    let received_at = Instant::now();
+    let waited = received_at.saturating_duration_since(waiting);
     shared.receiving.fetch_sub(1, SeqCst);
     idle.fetch_sub(1, Relaxed);
     if shared.is_closed() {
@@ -728,7 +738,8 @@ where
         // Handle here and receive again. A leader that hardly waits is
         // saturated: another receives beside it; one that waits more than
         // it works, while another leads, steps down.
-        let handling = handle(shared, batch, count);
+        let (handling, ended) = handle(shared, batch, count, received_at);
+        load.mark = Some(ended);
         shared.serve_queue();
         let keep = match load.add(waited, handling) {
             Some(true) => {
@@ -753,7 +764,7 @@ where
     // is busy: this one keeps receiving, and what it received waits in the
     // queue, or is dropped when the queue is full.
     if shared.step_out_beside_another() {
-        let _ = handle(shared, batch, count);
+        let _ = handle(shared, batch, count, received_at);
         shared.serve_queue();
         return shared.after_handling(false, false);
     }
@@ -769,7 +780,7 @@ where
         }
         return Role::Leader;
     }
-    let _ = handle(shared, batch, count);
+    let _ = handle(shared, batch, count, received_at);
     shared.serve_queue();
     shared.after_handling(false, false)
 }
@@ -795,24 +806,26 @@ where
     Some(peer)
 }
 
-/// Admits the `count` datagrams of the last receive and serves the first
-/// on this thread; learns from how long it took whether the handler is
-/// quick. Those behind the first wait in the queue rather than in this
-/// thread's batch, to be served next by whichever worker is free first
+/// Admits the `count` datagrams of the last receive, received at
+/// `received_at`, and serves the first on this thread; learns from how long
+/// it took whether the handler is quick. Those behind the first wait in the
+/// queue rather than in this thread's batch (or are dropped and counted
+/// when it is full), to be served next by whichever worker is free first
 /// (this one, with [`Shared::serve_queue`], after the first): a first
 /// handler that blocks holds up only its own datagram, since the worker
 /// that takes over the receiving serves the queue before it receives.
-fn handle<H>(shared: &Shared<H>, batch: &Batch, count: usize) -> Duration
+/// Returns the time it took, and when it ended.
+fn handle<H>(
+    shared: &Shared<H>,
+    batch: &Batch,
+    count: usize,
+    received_at: Instant,
+) -> (Duration, Instant)
 where
     H: RequestHandler<DatagramRequest>,
 {
-    let counters = shared.counters();
-    let started = Instant::now();
     let mut first = None;
-    // Those the full queue gave back, served here after the first.
-    let mut kept: [Option<Datagram>; BATCH] = Default::default();
-    let mut served_here = 0;
-    for (i, slot) in kept.iter_mut().enumerate().take(count) {
+    for i in 0..count {
         let Some(peer) = admissible(shared, batch, i) else {
             continue;
         };
@@ -820,24 +833,19 @@ where
         if first.is_none() {
             first = Some(datagram);
         } else if let Err(datagram) = shared.enqueue(datagram) {
-            *slot = Some(datagram);
-        } else {
-            continue;
+            log::debug!("{}: queue full, datagram dropped", datagram.peer);
+            Counters::bump(&shared.counters().dropped);
         }
-        served_here += 1;
     }
-    counters.in_flight.fetch_add(served_here, SeqCst);
-    for datagram in first
-        .into_iter()
-        .chain(kept.iter_mut().filter_map(Option::take))
-    {
-        shared.lifecycle.serve_datagram(datagram);
-    }
-    let took = started.elapsed();
-    if served_here > 0 {
-        shared.learn(took / served_here as u32);
-    }
-    took
+    let Some(first) = first else {
+        return (Duration::ZERO, received_at);
+    };
+    shared.counters().in_flight.fetch_add(1, SeqCst);
+    shared.lifecycle.serve_datagram(first);
+    let ended = Instant::now();
+    let took = ended.saturating_duration_since(received_at);
+    shared.learn(took);
+    (took, ended)
 }
 
 /// What one receive call fills: up to [`BATCH`] datagrams, each with its
