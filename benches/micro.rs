@@ -114,10 +114,10 @@ fn round_trip(socket: &UdpSocket, request: &[u8], answer: &mut [u8]) {
     assert_eq!(n, request.len());
 }
 
-/// One UDP echo-upper round trip: through the pool (the serving thread
-/// receives, a worker handles and replies) and without it (the serving thread
-/// does everything). The difference is what handing a request to the pool
-/// costs, wake-up of the worker included.
+/// One UDP echo-upper round trip: by the threads mode's workers (one
+/// receives, handles and replies on its own thread) and on the serving
+/// thread (`UdpServer`). The difference is what the threads mode adds per
+/// datagram (its bookkeeping, and the standby's looks).
 fn pool_dispatch(c: &mut Criterion) {
     let request = text(64);
     let mut answer = [0u8; 128];

@@ -282,8 +282,9 @@ def measure_perf(cmd, transport, conns, each, warm):
         tracer = subprocess.Popen(['perf', 'stat', '-x', ',', '-o', out.name,
                                    '-e', ','.join(events), '-p', str(server.pid)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        # perf attaches within milliseconds; the server is idle meanwhile.
-        time.sleep(0.3)
+        # perf attaches to every thread in turn (a second per thousand, or
+        # so); the server is idle meanwhile.
+        time.sleep(0.3 + threads(server.pid) / 500)
         done = load.round_trips(each)
         tracer.send_signal(signal.SIGINT)
         tracer.communicate(timeout=60)
@@ -357,31 +358,37 @@ def median_round(rounds):
 
 
 def markdown(results, servers, scenarios):
-    rows = ['| scenario | server | syscalls / request | of which | instructions / request '
+    rows = ['| scenario | server | syscalls / request (strace) | of which '
+            '| syscalls / request (perf) | instructions / request '
             '| context switches / request (voluntary + involuntary) | CPU µs / request '
             '| CPU vs std | threads |',
-            '|---|---|---|---|---|---|---|---|---|']
+            '|---|---|---|---|---|---|---|---|---|---|']
     for scenario in scenarios:
         for name in servers:
             r = results.get(scenario, {}).get(name)
             if not r:
                 continue
-            s = r.get('perf') or r.get('strace') or {}
+            s = r.get('strace') or r.get('perf') or {}
             by = ', '.join('%s %.2f' % (k, v) for k, v in s.get('by_call', {}).items()
                            if v >= 0.01)
-            errs = s.get('errors', {})
+            errs = ', '.join('%s %.2f' % kv for kv in s.get('errors', {}).items()
+                             if kv[1] >= 0.01)
             if errs:
-                by += ' (failing: %s)' % ', '.join('%s %.2f' % kv for kv in errs.items()
-                                                  if kv[1] >= 0.01)
+                by += ' (failing: %s)' % errs
             p = r.get('plain', {})
             c = r.get('callgrind', {})
             floor = results.get(scenario, {}).get('std', {}).get('plain')
             ratio = ('%.2f×' % (p['cpu_us_per_request'] / floor['cpu_us_per_request'])
                      if p and floor and floor['cpu_us_per_request'] else '—')
-            rows.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+            perf = r.get('perf')
+            rows.append('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
                 scenario, name,
                 '%.2f' % s['syscalls_per_request'] if s else '—',
                 by or '—',
+                # perf opens every event on every thread: at 1,000 threads that
+                # is past the open-file limit, and it counts nothing.
+                '%.2f' % perf['syscalls_per_request']
+                if perf and perf['syscalls_per_request'] else '—',
                 '{:,.0f}'.format(c['instructions_per_request']) if c else '—',
                 '%.2f + %.2f' % (p['voluntary_per_request'], p['involuntary_per_request'])
                 if p else '—',
@@ -405,15 +412,22 @@ def main():
                         help='plain measurements per point (the median is reported; a '
                              'server started fresh for each)')
     parser.add_argument('--warmup', type=int, default=2000, help='requests before counting')
-    parser.add_argument('--measures', default='plain,perf,callgrind',
+    parser.add_argument('--measures', default='plain,perf,strace,callgrind',
                         help='plain (switches, CPU), perf (system calls from tracepoints), '
                              'strace (system calls, strace -f -c), callgrind (instructions)')
     parser.add_argument('--program', default=None,
                         help='the socketserver binary (default: target/release/socketserver)')
     parser.add_argument('--no-build', action='store_true')
     parser.add_argument('--json', type=Path, default=None, help='also write the results here')
+    parser.add_argument('--report', type=Path, default=None,
+                        help='measure nothing: print the table of a --json file')
     args = parser.parse_args()
     servers = args.servers.split(',')
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        names = [n for n in SERVERS if any(n in v for v in saved.values())]
+        print(markdown(saved, names, [sc for sc in SCENARIOS if sc in saved]))
+        return
     scenarios = args.scenarios.split(',')
     measures = args.measures.split(',')
     if args.no_build:
