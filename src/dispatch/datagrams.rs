@@ -855,8 +855,7 @@ struct Batch {
     /// One whole datagram per slot.
     buffers: Box<[MaybeUninit<u8>]>,
     names: Box<[SockAddrStorage]>,
-    /// Where each slot is; on Linux read only through `headers`.
-    #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
+    /// Where each slot is.
     iovecs: Box<[libc::iovec]>,
     #[cfg(any(target_os = "linux", target_os = "android"))]
     headers: Box<[libc::mmsghdr]>,
@@ -912,7 +911,10 @@ impl Batch {
     /// (up to `limit`); how many it took.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn receive(&mut self, fd: RawFd, limit: usize) -> io::Result<usize> {
-        let limit = limit.clamp(1, BATCH);
+        if limit <= 1 {
+            return self.receive_one(fd);
+        }
+        let limit = limit.min(BATCH);
         let name_len = mem::size_of::<SockAddrStorage>() as libc::socklen_t;
         for header in &mut self.headers[..limit] {
             header.msg_hdr.msg_namelen = name_len;
@@ -942,9 +944,14 @@ impl Batch {
         Ok(n)
     }
 
-    /// Waits for one datagram and takes it.
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    fn receive(&mut self, fd: RawFd, _limit: usize) -> io::Result<usize> {
+    /// Waits for one datagram and takes it, with `recvfrom` (cheaper than a
+    /// `recvmmsg` of one); on Linux a larger one than its slot reports its
+    /// real size (`MSG_TRUNC`).
+    fn receive_one(&mut self, fd: RawFd) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let flags = libc::MSG_TRUNC;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let flags = 0;
         let mut name_len = mem::size_of::<SockAddrStorage>() as libc::socklen_t;
         // SAFETY: the first slot and name are this batch's own.
         let n = unsafe {
@@ -952,7 +959,7 @@ impl Batch {
                 fd,
                 self.iovecs[0].iov_base,
                 self.iovecs[0].iov_len,
-                0,
+                flags,
                 (&mut self.names[0] as *mut SockAddrStorage).cast(),
                 &mut name_len,
             )
@@ -962,6 +969,12 @@ impl Batch {
         }
         self.lengths[0] = (n as usize, name_len);
         Ok(1)
+    }
+
+    /// Waits for one datagram and takes it.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    fn receive(&mut self, fd: RawFd, _limit: usize) -> io::Result<usize> {
+        self.receive_one(fd)
     }
 
     /// The `i`th datagram of the last receive.
@@ -1038,6 +1051,10 @@ mod tests {
         }
         assert_eq!(got[0], (Some(MAX_DATAGRAM + 10), MAX_DATAGRAM));
         assert_eq!(got[1], (None, 4));
+        // A receive of one (recvfrom) says so too.
+        client.send(&vec![2u8; MAX_DATAGRAM + 1]).unwrap();
+        assert_eq!(batch.receive(server.as_raw_fd(), 1).unwrap(), 1);
+        assert_eq!(batch.oversized(0), Some(MAX_DATAGRAM + 1));
     }
 
     #[test]
