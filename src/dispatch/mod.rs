@@ -15,11 +15,13 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod limit;
 mod pool;
 mod reactor;
 mod synchronous;
 mod threading;
 
+pub use limit::{ThreadLimit, ThreadsError};
 pub(crate) use pool::{Pool, PoolConfig};
 pub use reactor::Reactor;
 pub use synchronous::Synchronous;

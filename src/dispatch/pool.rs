@@ -6,7 +6,7 @@
 //! nothing: the queue holds jobs by value, and the counters are atomics.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, Ordering::SeqCst};
+use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
+use super::limit::{ThreadLimit, ThreadsError};
 use crate::server::Gauges;
 
 /// Sizes and names of a pool.
@@ -25,6 +26,9 @@ pub(crate) struct PoolConfig {
     pub keep_alive: Duration,
     pub name: String,
     pub stack_size: Option<usize>,
+    /// `max` was set explicitly (not following the connection cap): over the
+    /// system's limit it is an error rather than capped.
+    pub max_explicit: bool,
 }
 
 impl PoolConfig {
@@ -37,6 +41,7 @@ impl PoolConfig {
             keep_alive: options.keep_alive,
             name: options.thread_name.clone(),
             stack_size: options.stack_size,
+            max_explicit: options.max_threads_given(),
         }
     }
 }
@@ -57,18 +62,40 @@ struct Shared<J> {
     on_room: Box<dyn Fn() + Send + Sync>,
     exited: Mutex<()>,
     exited_cv: Condvar,
+    /// A thread failed to start and nothing started since: the failure is
+    /// logged once, not at every submission.
+    spawn_failing: AtomicBool,
 }
 
 impl<J: Send + 'static> Pool<J> {
     /// Starts the core threads. `run` is called on a worker thread for every
     /// job; `on_room` whenever a submission that failed might now succeed.
+    ///
+    /// Counts over what the system allows ([`ThreadLimit`]) are refused
+    /// before any thread starts (a maximum that only follows the connection
+    /// cap is lowered to the limit instead, with a warning), and a thread the
+    /// system refuses is reported as such: both as a [`ThreadsError`].
     pub fn start(
-        config: PoolConfig,
+        mut config: PoolConfig,
         gauges: Arc<Gauges>,
         run: impl Fn(J) + Send + Sync + 'static,
         on_room: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
-        let (sender, receiver) = bounded(config.queue + config.max);
+        let limit = ThreadLimit::now();
+        limit.check(config.core, "worker threads")?;
+        if config.max > limit.available {
+            if config.max_explicit {
+                limit.check(config.max, "worker threads at most (max_threads)")?;
+            }
+            let capped = limit.available.max(config.core).max(1);
+            log::warn!(
+                "the pool would grow to {} threads, more than the system allows ({limit}): \
+                 it stops at {capped}",
+                config.max
+            );
+            config.max = capped;
+        }
+        let (sender, receiver) = bounded(config.queue.saturating_add(config.max));
         let pool = Pool {
             sender: Some(sender),
             shared: Arc::new(Shared {
@@ -79,11 +106,15 @@ impl<J: Send + 'static> Pool<J> {
                 on_room: Box::new(on_room),
                 exited: Mutex::new(()),
                 exited_cv: Condvar::new(),
+                spawn_failing: AtomicBool::new(false),
             }),
         };
-        for _ in 0..pool.shared.config.core {
+        let core = pool.shared.config.core;
+        for started in 0..core {
             pool.shared.gauges.threads.fetch_add(1, SeqCst);
-            spawn_worker(&pool.shared)?;
+            spawn_worker(&pool.shared).map_err(|e| {
+                ThreadsError::spawn(&format!("worker thread {} of {core}", started + 1), &e)
+            })?;
         }
         Ok(pool)
     }
@@ -117,9 +148,23 @@ impl<J: Send + 'static> Pool<J> {
             return false;
         }
         match spawn_worker(shared) {
-            Ok(()) => true,
+            Ok(()) => {
+                if shared.spawn_failing.swap(false, SeqCst) {
+                    log::warn!("worker threads start again");
+                }
+                true
+            }
             Err(e) => {
-                log::error!("cannot start a worker thread: {e}");
+                let running = shared.gauges.threads.load(SeqCst);
+                if !shared.spawn_failing.swap(true, SeqCst) {
+                    log::error!(
+                        "cannot start a worker thread ({running} running, at most {}): {e}; \
+                         work waits for a running thread",
+                        shared.config.max
+                    );
+                } else {
+                    log::debug!("cannot start a worker thread: {e}");
+                }
                 false
             }
         }
@@ -244,6 +289,7 @@ mod tests {
             keep_alive: Duration::from_millis(keep_alive_ms),
             name: "pool-test".into(),
             stack_size: None,
+            max_explicit: true,
         }
     }
 

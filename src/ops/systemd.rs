@@ -370,12 +370,12 @@ impl Watchdog {
                 let mut next = Instant::now();
                 loop {
                     channel.send(&NotifyState::Watchdog);
-                    next += interval;
+                    next = crate::server::later(next, interval);
                     let now = Instant::now();
                     if next <= now {
                         // Fell behind (the machine was suspended, or busy):
                         // restart the schedule rather than send a burst.
-                        next = now + interval;
+                        next = crate::server::later(now, interval);
                     }
                     match stopped.recv_timeout(next - now) {
                         Err(RecvTimeoutError::Timeout) => {}

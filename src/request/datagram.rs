@@ -38,6 +38,7 @@ impl DatagramRequest {
             packet,
             peer,
             listener,
+            ..
         } = datagram;
         DatagramRequest {
             packet,

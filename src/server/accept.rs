@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use super::control::{deadline_after, Control};
+use super::control::{deadline_after, later, Control};
 use super::stats::{Counters, Summary};
 use crate::dispatch::private::Running;
 use crate::transport::private::Arrival;
@@ -35,6 +35,9 @@ pub(crate) struct Serving<T: Transport> {
     control: Arc<Control>,
     url: String,
     closed: bool,
+    /// When the server stopped accepting because it was full: said once at
+    /// warn, and once more when it accepts again.
+    full_since: Option<Instant>,
 }
 
 impl<T: Transport> Serving<T> {
@@ -60,6 +63,7 @@ impl<T: Transport> Serving<T> {
             control,
             url,
             closed: false,
+            full_since: None,
         }
     }
 
@@ -94,6 +98,15 @@ impl<T: Transport> Serving<T> {
                     let Some(arrival) = T::receive(listener, &mut self.scratch)? else {
                         break;
                     };
+                    if let Some(size) = arrival.oversized() {
+                        log::debug!(
+                            "{}: datagram of {size} bytes over the limit of {} dropped",
+                            arrival.peer(),
+                            crate::transport::MAX_DATAGRAM
+                        );
+                        Counters::bump(&counters.dropped);
+                        continue;
+                    }
                     if !T::Arrival::IS_CONNECTION && !verify(arrival.peer()) {
                         log::debug!("{}: refused by verify_request", arrival.peer());
                         Counters::bump(&counters.dropped);
@@ -105,6 +118,13 @@ impl<T: Transport> Serving<T> {
             let arrival = match self.admit(arrival) {
                 Ok(()) => {
                     dispatched = true;
+                    if let Some(since) = self.full_since.take() {
+                        log::warn!(
+                            "{}: accepting again after {} ms full",
+                            self.url,
+                            since.elapsed().as_millis()
+                        );
+                    }
                     if once {
                         break;
                     }
@@ -123,11 +143,33 @@ impl<T: Transport> Serving<T> {
                 // Announce the pause, then try once more: room freed in
                 // between is not missed. The second time round, stop.
                 if control.paused.swap(true, SeqCst) {
+                    if self.full_since.is_none() {
+                        self.full_since = Some(Instant::now());
+                        log::warn!("{}: {}", self.url, self.full_reason());
+                    }
                     break;
                 }
             }
         }
         Ok(dispatched)
+    }
+
+    /// Why the server stopped accepting: which limit is full.
+    fn full_reason(&self) -> String {
+        let options = &self.control.options;
+        let open = self.control.counters.in_flight.load(SeqCst);
+        if open >= options.max_connections {
+            format!(
+                "full: {open} connections open, the most allowed (max connections): \
+                 not accepting until one closes; new clients wait in the listen backlog"
+            )
+        } else {
+            format!(
+                "full: every worker thread busy and the queue of {} full ({open} connections \
+                 open): not accepting until a thread frees; new clients wait in the listen backlog",
+                options.queue
+            )
+        }
     }
 
     /// Hands `arrival` to the dispatcher if the limits allow; gives it back
@@ -169,7 +211,7 @@ impl<T: Transport> Serving<T> {
         self.dispatch.close();
         let deadline = deadline_after(control.options.shutdown_timeout);
         control.drain(deadline);
-        let grace = Instant::now().max(deadline) + CUT_GRACE;
+        let grace = later(Instant::now().max(deadline), CUT_GRACE);
         if !self.dispatch.join(grace) || !control.wait_idle(grace) {
             log::error!(
                 "some handlers ignored the shutdown deadline; leaving their threads behind"

@@ -30,6 +30,10 @@ pub(crate) struct Control {
     shutdown: AtomicBool,
     /// Requests in flight when the shutdown began.
     pub in_flight_at_shutdown: AtomicUsize,
+    /// What the shutdown waits for: the requests in flight when it began,
+    /// less the idle connections it closed at once (a reactor's idle
+    /// connections, which its loops close, are still counted).
+    pub waiting_at_shutdown: AtomicUsize,
     /// Set at the shutdown deadline: queued work is dropped unstarted.
     pub cancelled: AtomicBool,
     /// Set while the accept loop waits for room in the pool or under the
@@ -56,6 +60,7 @@ impl Control {
         Control {
             shutdown: AtomicBool::new(false),
             in_flight_at_shutdown: AtomicUsize::new(0),
+            waiting_at_shutdown: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             waker,
@@ -76,9 +81,11 @@ impl Control {
         if self.shutdown.swap(true, SeqCst) {
             return false;
         }
-        self.in_flight_at_shutdown
-            .store(self.counters.in_flight.load(SeqCst), SeqCst);
+        let in_flight = self.counters.in_flight.load(SeqCst);
+        self.in_flight_at_shutdown.store(in_flight, SeqCst);
         let closed = self.registry.cut_idle();
+        self.waiting_at_shutdown
+            .store(in_flight.saturating_sub(closed), SeqCst);
         if closed > 0 {
             log::debug!("shutdown: closed {closed} idle connection(s)");
         }
@@ -229,9 +236,14 @@ impl ServerHandle {
         self.0.counters.snapshot(&self.0.gauges)
     }
 
-    /// Shuts the server down on SIGINT (Ctrl-C) or SIGTERM. A second signal
-    /// exits the process at once with status 130. Any number of servers may
-    /// register; one signal shuts them all down.
+    /// Shuts the server down on SIGINT (Ctrl-C), SIGTERM or SIGHUP (a hang-up
+    /// is a request to stop: a server has nothing to reload). The first
+    /// signal is announced at once at warn through `log` (`shutting down:
+    /// waiting up to 10 s for 1 connection (Ctrl-C again to stop now)`). A
+    /// signal more than 100 ms after the first exits the process at once with
+    /// status 130; signals within 100 ms of the first are the first one again
+    /// (GNU `timeout` signals the process and then its process group). Any
+    /// number of servers may register; one signal shuts them all down.
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         super::signal::shutdown_on_signal(self.clone())
     }
@@ -240,9 +252,20 @@ impl ServerHandle {
 /// `now + after`, or a time so far away that it never comes when the sum
 /// does not fit in an `Instant`.
 pub(crate) fn deadline_after(after: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(after)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    later(Instant::now(), after)
+}
+
+/// A century: the deadline of a wait that has none in practice.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `at + after` without the panic of `Instant + Duration` when the sum does
+/// not fit: a time so far away that it never comes instead (at most a
+/// century after `at`). Every deadline built from a user's duration goes
+/// through here, so `Duration::MAX` means "never" rather than a panic.
+pub(crate) fn later(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after.min(NEVER))
+        .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(at)
 }
 
 impl fmt::Debug for ServerHandle {

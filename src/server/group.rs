@@ -80,8 +80,9 @@ impl ServerGroup {
         self.servers.iter().map(|s| s.handle()).collect()
     }
 
-    /// Shuts every server down on SIGINT or SIGTERM (a second signal exits
-    /// with status 130).
+    /// Shuts every server down on SIGINT, SIGTERM or SIGHUP, announced at warn
+    /// (a second signal, more than 100 ms after the first, exits with status
+    /// 130). See [`ServerHandle::shutdown_on_ctrl_c`].
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         self.servers
             .iter()

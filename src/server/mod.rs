@@ -55,7 +55,7 @@ mod stats;
 
 use accept::Serving;
 pub use control::ServerHandle;
-pub(crate) use control::{deadline_after, Control};
+pub(crate) use control::{deadline_after, later, Control};
 pub(crate) use flusher::{Flushable, Flusher};
 pub use group::ServerGroup;
 pub(crate) use lifecycle::{panic_message, Lifecycle, Serve};
@@ -249,8 +249,9 @@ impl<T: Transport, H, D> Server<T, H, D> {
         self.lifecycle.server().shutdown()
     }
 
-    /// Shuts the server down on SIGINT (Ctrl-C) or SIGTERM; a second signal
-    /// exits the process with status 130. See
+    /// Shuts the server down on SIGINT (Ctrl-C), SIGTERM or SIGHUP; a second
+    /// signal (more than 100 ms after the first) exits the process with
+    /// status 130. See
     /// [`ServerHandle::shutdown_on_ctrl_c`].
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         self.lifecycle.server().shutdown_on_ctrl_c()

@@ -111,6 +111,12 @@ impl Options {
         self
     }
 
+    /// True when [`max_threads`](Options::max_threads) was set, rather than
+    /// following the connection cap.
+    pub(crate) fn max_threads_given(&self) -> bool {
+        self.max_threads.is_some()
+    }
+
     /// The most worker threads, as set or as it follows the connection cap.
     pub fn max_threads_or_default(&self) -> usize {
         self.max_threads

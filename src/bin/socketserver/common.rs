@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use socketserver::dispatch::ThreadsError;
 use socketserver::request::MessageHandler;
 use socketserver::transport::Scheme;
 use socketserver::{
@@ -65,7 +66,7 @@ pub struct PoolArgs {
     /// Give up on a client that accepts no byte of a reply for SECS (0: wait for ever)
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "60")]
     write_timeout: Duration,
-    /// On shutdown, let requests finish for SECS, then cut them
+    /// On shutdown (SIGINT, SIGTERM or SIGHUP), let requests finish for SECS, then cut them
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
     shutdown_timeout: Duration,
     /// When full, close new connections at once instead of leaving them in the backlog
@@ -257,8 +258,17 @@ impl Launcher {
     }
 }
 
+/// The error of a server that could not start at `url`: a thread count the
+/// system cannot honour is a usage error, a thread the system refused is
+/// said to be one; anything else is a bind error.
 fn cannot_bind(url: &SocketUrl, e: io::Error) -> CliError {
-    CliError::Failed(format!("cannot bind {url}: {e}"))
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<ThreadsError>()) {
+        Some(threads) if threads.is_over_limit() => {
+            CliError::Usage(format!("{threads} (see --threads, --max-threads, --reactor-threads)"))
+        }
+        Some(threads) => CliError::Failed(format!("cannot start the server for {url}: {threads}")),
+        None => CliError::Failed(format!("cannot bind {url}: {e}")),
+    }
 }
 
 #[allow(dead_code)] // used by the services that take sizes
@@ -308,13 +318,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses a duration in seconds, fractions allowed (`0.5`, `10`).
+/// The longest duration any flag takes: a year, in seconds (SPEC rule 6).
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Parses a duration in seconds, fractions allowed (`0.5`, `10`), at most
+/// [`MAX_SECONDS`] (a year); negative values, NaN and infinity are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .trim()
         .trim_end_matches('s')
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!(
+            "{text:?} is not a valid number of seconds (0 to {MAX_SECONDS})"
+        ));
+    }
+    if seconds > MAX_SECONDS as f64 {
+        return Err(format!(
+            "{text:?} seconds is too long: at most {MAX_SECONDS} (a year)"
+        ));
+    }
     Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("{text:?} is not a valid number of seconds"))
 }
@@ -343,5 +367,18 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_are_at_most_a_year() {
+        assert_eq!(
+            parse_duration("31536000"),
+            Ok(Duration::from_secs(MAX_SECONDS))
+        );
+        for text in ["31536000.5", "31536001", "1e19", "1e400", "inf", "-inf", "NaN", "nan"] {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains(text), "{err}");
+        }
+        assert!(parse_duration("1e19").unwrap_err().contains("at most 31536000"));
     }
 }

@@ -167,11 +167,15 @@ impl<H: MessageHandler> Connection<H> {
         match self.phase {
             Phase::Lingering { until, .. } => earliest(Some(until)),
             Phase::Open => {
-                earliest(self.timeouts.idle.map(|idle| self.last_active + idle));
+                earliest(
+                    self.timeouts
+                        .idle
+                        .map(|idle| crate::server::later(self.last_active, idle)),
+                );
                 earliest(self.timeouts.next_by);
                 if let (Some(started), Some(limit)) = (self.message_started, self.timeouts.message)
                 {
-                    earliest(Some(started + limit));
+                    earliest(Some(crate::server::later(started, limit)));
                 }
                 earliest(self.paused_until);
             }
@@ -263,7 +267,7 @@ impl<H: MessageHandler> ConnIo for LoopIo<'_, H> {
     }
 
     fn pause_reading(&mut self, pause: Duration) {
-        self.conn.paused_until = Some(Instant::now() + pause);
+        self.conn.paused_until = Some(crate::server::deadline_after(pause));
     }
 
     fn raw_fd(&self) -> RawFd {

@@ -197,7 +197,7 @@ impl<H: MessageHandler> EventLoop<H> {
         let mut events = Events::with_capacity(1024);
         loop {
             if let Some(deadline) = self.shutdown_deadline {
-                if self.open == 0 || Instant::now() >= deadline + CUT_GRACE {
+                if self.open == 0 || Instant::now() >= crate::server::later(deadline, CUT_GRACE) {
                     break;
                 }
             }

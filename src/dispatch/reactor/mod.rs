@@ -18,7 +18,7 @@ mod outlet;
 mod timers;
 
 use super::private::{Dispatch, Running};
-use super::{Pool, PoolConfig};
+use super::{Pool, PoolConfig, ThreadLimit, ThreadsError};
 use crate::request::MessageHandler;
 use crate::server::Lifecycle;
 use crate::transport::{Accepted, Address, StreamTransport};
@@ -104,13 +104,24 @@ impl<H: MessageHandler> Reactors<H> {
         let pool_slot: Arc<Mutex<Option<Pool<Handoff<H>>>>> = Arc::default();
         let mut loops = Vec::new();
         let mut threads = Vec::new();
+        let limit = ThreadLimit::now();
+        limit.check(options.reactor_threads, "event loop threads")?;
+        limit.check(
+            options.reactor_threads.saturating_add(options.threads),
+            "threads (event loops and warm workers)",
+        )?;
         for index in 0..options.reactor_threads {
             let (event_loop, handle) =
                 EventLoop::new(Arc::clone(lifecycle), Arc::clone(&pool_slot))?;
             let thread = thread::Builder::new()
                 .name(format!("socketserver-loop-{index}"))
                 .spawn(move || event_loop.run())
-                .map_err(|e| io::Error::other(format!("cannot start an event loop thread: {e}")))?;
+                .map_err(|e| {
+                    ThreadsError::spawn(
+                        &format!("event loop thread {} of {}", index + 1, options.reactor_threads),
+                        &e,
+                    )
+                })?;
             loops.push(handle);
             threads.push(thread);
         }
