@@ -4,6 +4,7 @@ use std::io::{self, BufRead, Write};
 
 use clap::Args;
 use socketserver::client::chat::ChatClient;
+use socketserver::services::chat::sanitize;
 use socketserver::services::ChatRoom;
 use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
@@ -73,7 +74,9 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     });
     let mut stdout = io::stdout().lock();
     while let Some(line) = receiver.receive()? {
-        writeln!(stdout, "{line}")?;
+        // Never a control sequence the client did not make, whatever the
+        // server relays (SPEC rule 19).
+        writeln!(stdout, "{}", sanitize(line.as_bytes()))?;
         stdout.flush()?;
     }
     Ok(())

@@ -960,7 +960,13 @@ impl<H: MessageHandler> EventLoop<H> {
             }
             if conn.paused_until.is_some_and(|until| until <= now) {
                 conn.paused_until = None;
-                self.readable(key);
+                // What was read before the pause comes first: reading on
+                // while it holds whole messages would pile input up faster
+                // than a paced sender is handled (a flooder's bytes grew
+                // the kept input by a read buffer per pause).
+                if self.handle_input(key, 0) {
+                    self.readable(key);
+                }
                 self.reschedule(key);
                 continue;
             }
