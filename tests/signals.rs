@@ -153,7 +153,11 @@ fn the_first_signal_is_announced_at_once_and_a_second_exits_130() {
         STEP,
     );
     assert!(took < Duration::from_secs(5), "announced after {took:?}");
-    assert!(server.seen.last().unwrap().contains(" WARN "), "{:?}", server.seen);
+    assert!(
+        server.seen.last().unwrap().contains(" WARN "),
+        "{:?}",
+        server.seen
+    );
     // Past the 100 ms in which signals count as the first: exit now.
     thread::sleep(Duration::from_millis(200));
     server.signal("INT");

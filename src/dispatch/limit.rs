@@ -78,7 +78,9 @@ impl ThreadLimit {
         if let Some(max) = read_number("/proc/sys/vm/max_map_count") {
             let used = fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count());
             bound(
-                max.saturating_sub(used as u64).saturating_sub(RESERVED_MAPS) / MAPS_PER_THREAD,
+                max.saturating_sub(used as u64)
+                    .saturating_sub(RESERVED_MAPS)
+                    / MAPS_PER_THREAD,
                 format!(
                     "vm.max_map_count = {max} memory mappings, {used} in use, \
                      about {MAPS_PER_THREAD} per thread"
@@ -113,7 +115,11 @@ impl fmt::Display for ThreadLimit {
         if self.available == usize::MAX {
             return write!(f, "threads without a known limit");
         }
-        write!(f, "about {} more threads ({})", self.available, self.bound_by)
+        write!(
+            f,
+            "about {} more threads ({})",
+            self.available, self.bound_by
+        )
     }
 }
 
@@ -244,7 +250,10 @@ mod tests {
     #[test]
     fn the_limit_names_what_bounds_it() {
         let limit = ThreadLimit::now();
-        assert!(limit.available > 0 && limit.available < usize::MAX, "{limit}");
+        assert!(
+            limit.available > 0 && limit.available < usize::MAX,
+            "{limit}"
+        );
         // On Linux the map count bounds it far below the pid space on an
         // ordinary machine; whichever it is, it is named.
         assert!(
@@ -272,6 +281,8 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         let inner = err.get_ref().unwrap().downcast_ref::<ThreadsError>();
         assert!(!inner.unwrap().is_over_limit());
-        assert!(err.to_string().starts_with("cannot start worker thread 3 of 8: "));
+        assert!(err
+            .to_string()
+            .starts_with("cannot start worker thread 3 of 8: "));
     }
 }

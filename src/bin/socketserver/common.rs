@@ -262,10 +262,13 @@ impl Launcher {
 /// system cannot honour is a usage error, a thread the system refused is
 /// said to be one; anything else is a bind error.
 fn cannot_bind(url: &SocketUrl, e: io::Error) -> CliError {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<ThreadsError>()) {
-        Some(threads) if threads.is_over_limit() => {
-            CliError::Usage(format!("{threads} (see --threads, --max-threads, --reactor-threads)"))
-        }
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ThreadsError>())
+    {
+        Some(threads) if threads.is_over_limit() => CliError::Usage(format!(
+            "{threads} (see --threads, --max-threads, --reactor-threads)"
+        )),
         Some(threads) => CliError::Failed(format!("cannot start the server for {url}: {threads}")),
         None => CliError::Failed(format!("cannot bind {url}: {e}")),
     }
@@ -375,10 +378,21 @@ mod tests {
             parse_duration("31536000"),
             Ok(Duration::from_secs(MAX_SECONDS))
         );
-        for text in ["31536000.5", "31536001", "1e19", "1e400", "inf", "-inf", "NaN", "nan"] {
+        for text in [
+            "31536000.5",
+            "31536001",
+            "1e19",
+            "1e400",
+            "inf",
+            "-inf",
+            "NaN",
+            "nan",
+        ] {
             let err = parse_duration(text).expect_err(text);
             assert!(err.contains(text), "{err}");
         }
-        assert!(parse_duration("1e19").unwrap_err().contains("at most 31536000"));
+        assert!(parse_duration("1e19")
+            .unwrap_err()
+            .contains("at most 31536000"));
     }
 }

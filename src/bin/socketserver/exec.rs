@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::Args;
 use socketserver::client::exec::ExecClient;
 use socketserver::protocol::framing::FrameCodec;
+use socketserver::request::Shared;
 use socketserver::services::exec::Containment;
 use socketserver::services::Exec;
-use socketserver::request::Shared;
 use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use socketserver::client::files::FilesClient;
 use socketserver::protocol::framing::FrameCodec;
-use socketserver::services::Files;
 use socketserver::request::Shared;
+use socketserver::services::Files;
 use socketserver::transport::Scheme;
 use socketserver::SocketUrl;
 

@@ -118,7 +118,11 @@ impl<H: MessageHandler> Reactors<H> {
                 .spawn(move || event_loop.run())
                 .map_err(|e| {
                     ThreadsError::spawn(
-                        &format!("event loop thread {} of {}", index + 1, options.reactor_threads),
+                        &format!(
+                            "event loop thread {} of {}",
+                            index + 1,
+                            options.reactor_threads
+                        ),
                         &e,
                     )
                 })?;

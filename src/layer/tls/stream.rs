@@ -234,7 +234,8 @@ impl TlsStream {
     /// peer that does not read leaves it unsent, with a `TimedOut` error.
     /// Call it before closing; writes after it fail.
     pub fn close_notify(&self, within: Duration) -> io::Result<()> {
-        self.inner.close_notify(Some(crate::server::deadline_after(within)))
+        self.inner
+            .close_notify(Some(crate::server::deadline_after(within)))
     }
 }
 
@@ -253,7 +254,8 @@ impl TlsWriter {
 
     /// Sends `close_notify` (see [`TlsStream::close_notify`]).
     pub fn close_notify(&self, within: Duration) -> io::Result<()> {
-        self.inner.close_notify(Some(crate::server::deadline_after(within)))
+        self.inner
+            .close_notify(Some(crate::server::deadline_after(within)))
     }
 }
 
