@@ -395,4 +395,18 @@ mod tests {
             .unwrap_err()
             .contains("at most 31536000"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_number_is_a_duration_of_at_most_a_year_or_refused(seconds: f64) {
+            match parse_duration(&seconds.to_string()) {
+                Ok(d) => proptest::prop_assert!(
+                    seconds >= 0.0 && d <= Duration::from_secs(MAX_SECONDS)
+                ),
+                Err(_) => proptest::prop_assert!(
+                    !(0.0..=MAX_SECONDS as f64).contains(&seconds)
+                ),
+            }
+        }
+    }
 }
