@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the pieces on a request's path: the echo-upper
-//! transform, a JSON header round trip, and handing a request to the thread
-//! pool (a UDP round trip through a threading server against one that
-//! handles on its serving thread).
+//! transform, a JSON header round trip, timing a request into the duration
+//! histogram, and handing a request to the thread pool (a UDP round trip
+//! through a threading server against one that handles on its serving
+//! thread).
 //!
 //! `cargo bench --bench micro` (add `-- --quick` for a short run).
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde::{Deserialize, Serialize};
+use socketserver::ops::histogram::Histogram;
 use socketserver::services::EchoUpper;
 use socketserver::{Options, ServerHandle, ThreadingUdpServer, UdpServer};
 
@@ -152,10 +154,32 @@ fn pool_dispatch(c: &mut Criterion) {
     group.finish();
 }
 
+/// What every request pays for `socketserver_request_duration_seconds`: an
+/// observation alone, and with the two clock reads around the request.
+fn request_timing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request_timing");
+    let histogram = Histogram::new();
+    group.bench_function("observe", |b| {
+        let mut micros = 0u64;
+        b.iter(|| {
+            micros = (micros + 37) % 200_000;
+            histogram.observe(Duration::from_micros(black_box(micros)));
+        })
+    });
+    group.bench_function("clock_and_observe", |b| {
+        b.iter(|| {
+            let started = std::time::Instant::now();
+            histogram.observe(black_box(started).elapsed());
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     echo_upper_transform,
     json_header_round_trip,
+    request_timing,
     pool_dispatch
 );
 criterion_main!(benches);

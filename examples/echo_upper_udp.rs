@@ -1,9 +1,10 @@
 //! echo-upper over UDP: each datagram answered by one, uppercased.
 //!
-//! Run: `cargo run --example echo_upper_udp [ADDR]` (default 127.0.0.1:9000),
-//! then `nc -u 127.0.0.1 9000`.
+//! Run: `cargo run --example echo_upper_udp [ADDR]` (default 127.0.0.1:9101),
+//! then `nc -u 127.0.0.1 9101`. Logs go to standard error (`RUST_LOG`).
 
 use std::io;
+use std::process::ExitCode;
 
 use socketserver::{DatagramRequest, RequestHandler, ThreadingUdpServer};
 
@@ -16,11 +17,23 @@ impl RequestHandler<DatagramRequest> for EchoUpper {
     }
 }
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let addr = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9000".into());
-    let server = ThreadingUdpServer::bind(addr, EchoUpper)?;
+        .unwrap_or_else(|| "127.0.0.1:9101".into());
+    match serve(&addr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(addr: &str) -> io::Result<()> {
+    let server = ThreadingUdpServer::bind(addr, EchoUpper)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     println!("listening on {}", server.url());
     server.shutdown_on_ctrl_c()?;
     let summary = server.serve_forever()?;

@@ -4,10 +4,12 @@
 //! Per-connection state is a local of `handle`; shared state is a field of the
 //! handler behind an atomic. A line `bye` ends the connection with a summary.
 //!
-//! Run: `cargo run --example per_connection_state [ADDR]`, then
-//! `nc 127.0.0.1 9000` from two terminals.
+//! Run: `cargo run --example per_connection_state [ADDR]` (default
+//! 127.0.0.1:9102), then `nc 127.0.0.1 9102` from two terminals. Logs go to
+//! standard error (`RUST_LOG`).
 
 use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use socketserver::{Options, RequestHandler, StreamRequest, ThreadingTcpServer};
@@ -34,12 +36,24 @@ impl RequestHandler<StreamRequest> for LineCounter {
     }
 }
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let addr = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9000".into());
+        .unwrap_or_else(|| "127.0.0.1:9102".into());
+    match serve(&addr) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(addr: &str) -> io::Result<()> {
     let options = Options::new().idle_timeout(Some(std::time::Duration::from_secs(300)));
-    let server = ThreadingTcpServer::bind_with(addr, LineCounter::default(), options)?;
+    let server = ThreadingTcpServer::bind_with(addr, LineCounter::default(), options)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     println!("listening on {}", server.url());
     server.shutdown_on_ctrl_c()?;
     server.serve_forever()?;

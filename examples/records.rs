@@ -3,14 +3,18 @@
 //! file to disk and answers with how many lines the session saved.
 //!
 //! ```text
-//! cargo run --example records -- 127.0.0.1:9006 records.txt
-//! printf 'first\nsecond\n#\n' | socketserver client echo-upper --connect tcp://127.0.0.1:9006
+//! cargo run --example records -- 127.0.0.1:9103 records.txt
+//! printf 'first\nsecond\n#\n' | socketserver client echo-upper --connect tcp://127.0.0.1:9103
 //! ```
 //! (`client echo-upper` just pipes bytes, like `nc`; it prints the answer, `2`).
+//! A line over 64 KiB ends its session with an error, logged on standard
+//! error: `127.0.0.1:PORT: handler error: line too long (invalid data); request
+//! abandoned`.
 
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use socketserver::{RequestHandler, StreamRequest, ThreadingTcpServer};
 
@@ -51,11 +55,26 @@ impl RequestHandler<StreamRequest> for Records {
     }
 }
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:9006".into());
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:9103".into());
     let path = PathBuf::from(args.next().unwrap_or_else(|| "records.txt".into()));
-    let server = ThreadingTcpServer::bind(addr.as_str(), Records { path })?;
+    match serve(&addr, &path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(addr: &str, path: &Path) -> io::Result<()> {
+    let records = Records {
+        path: path.to_path_buf(),
+    };
+    let server = ThreadingTcpServer::bind(addr, records)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     println!("listening on {}", server.url());
     server.shutdown_on_ctrl_c()?;
     server.serve_forever()?;

@@ -2,9 +2,11 @@
 //!
 //! Run: `cargo run --example unix_socket [PATH]` (default ./reverse.sock),
 //! then `nc -U reverse.sock`. The socket file is removed on exit; a stale one
-//! left by a crash is replaced at start.
+//! left by a crash is replaced at start. Logs go to standard error
+//! (`RUST_LOG`).
 
 use std::io::{self, BufRead, Write};
+use std::process::ExitCode;
 
 use socketserver::{RequestHandler, StreamRequest, ThreadingUnixStreamServer};
 
@@ -22,11 +24,23 @@ impl RequestHandler<StreamRequest> for Reverse {
     }
 }
 
-fn main() -> io::Result<()> {
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let path = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "reverse.sock".into());
-    let server = ThreadingUnixStreamServer::bind(&path, Reverse)?;
+    match serve(&path) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: &str) -> io::Result<()> {
+    let server = ThreadingUnixStreamServer::bind(path, Reverse)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {path}: {e}")))?;
     println!("listening on {}", server.url());
     server.shutdown_on_ctrl_c()?;
     server.serve_forever()?;

@@ -78,7 +78,14 @@
 //!   when all is full; see [`Options`].
 //! - Limits: a cap on open connections, idle and write timeouts.
 //! - A panic in a handler is caught, logged and costs only its request.
-//! - Counters ([`Stats`]) and a shutdown report ([`Summary`]).
+//! - Counters ([`Stats`]), metrics with a request-duration histogram
+//!   ([`Metrics`]), and a shutdown report ([`Summary`]).
+//! - Production deployment: the PROXY protocol behind a load balancer
+//!   ([`Options::proxy_protocol`]), a [`Readiness`] state and a drain delay
+//!   ([`Options::drain_delay`]) for rolling restarts, SO_REUSEPORT, serving
+//!   on an inherited socket ([`Server::from_listener`]), and in [`ops`] the
+//!   admin listener (`/healthz`, `/readyz`, `/metrics`), HAProxy's agent
+//!   check and systemd's notifications and socket activation.
 //! - Shutdown is immediate to start (no polling interval) and bounded to
 //!   finish; it works from any thread, a handler's own included.
 //! - Everything the server reports goes through the `log` crate.
@@ -87,6 +94,7 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+mod deadline;
 pub mod dispatch;
 pub mod layer;
 pub mod ops;
@@ -103,7 +111,10 @@ pub use request::{
     handler_fn, log_request_error, DatagramRequest, HandlerFn, RequestHandler, StreamRequest,
     StreamWriter,
 };
-pub use server::{BindAddress, Options, Server, ServerGroup, ServerHandle, Stats, Summary};
+pub use server::{
+    BindAddress, Metrics, Options, Readiness, ReadinessState, Server, ServerGroup, ServerHandle,
+    Stats, Summary,
+};
 pub use transport::{Address, ParseUrlError, SocketUrl};
 
 use transport::{Tcp, Udp, UnixDatagram, UnixStream};

@@ -1,13 +1,14 @@
-//! Message handlers in both dispatch modes: framing at its edges, blocking
-//! messages on the pool, peers that vanish, timeouts, broadcasts, panics
-//! and the shutdown drain. Every test runs once per mode.
+//! Message handlers (the library's `request::MessageHandler`) in both
+//! dispatch modes: framing at its edges, blocking messages on the pool,
+//! peers that vanish, timeouts, broadcasts, panics and the shutdown drain.
+//! Every test runs once per mode, but the last, which is the reactor's own:
+//! a thousand connections on two event loops.
 
 mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -16,28 +17,11 @@ use socketserver::request::{
     Closing, Conn, ConnHandle, Endian, Framing, FramingError, MessageHandler, Next,
 };
 use socketserver::Options;
-use support::{run_messages, Mode, Running, STEP};
+use support::net::connect_small_buffer;
+use support::{run_messages, until_closed, Mode, Running, STEP};
 
 fn connect(server: &Running) -> TcpStream {
-    let stream = TcpStream::connect(server.inet()).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
-    stream
-}
-
-/// Connects with a tiny receive buffer, so that a client that does not read
-/// fills up quickly.
-fn connect_small_buffer(server: &Running) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&server.inet().into()).unwrap();
-    socket.into()
-}
-
-/// Reads until the server closes; what came before.
-fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
-    rest
+    support::connect(server.inet())
 }
 
 /// Big-endian frames of at most 16 bytes, answered reversed; a frame over
@@ -105,7 +89,10 @@ crate::both_modes! {
             stream.write_all(&[byte]).unwrap();
         }
         assert_eq!(read_frame(&mut stream), b"fedcba");
-        server.stop();
+        // The client leaves first: nothing is left for the drain to wait for.
+        drop(stream);
+        let summary = server.stop();
+        assert_eq!(summary.cut, 0, "{summary}");
     }
 
     fn many_frames_in_one_write_are_answered_in_order(mode) {
@@ -119,7 +106,9 @@ crate::both_modes! {
             let expected: Vec<u8> = format!("{i:05}").bytes().rev().collect();
             assert_eq!(read_frame(&mut stream), expected, "frame {i}");
         }
-        server.stop();
+        drop(stream);
+        let summary = server.stop();
+        assert_eq!(summary.cut, 0, "{summary}");
     }
 
     fn a_frame_at_the_limit_passes_and_one_byte_over_is_refused(mode) {
@@ -152,8 +141,10 @@ crate::both_modes! {
         });
         other.write_all(&frame(b"still")).unwrap();
         assert_eq!(read_frame(&mut other), b"llits");
+        drop((stream, other));
         let summary = server.stop();
         assert_eq!(summary.panicked, 0);
+        assert_eq!(summary.cut, 0, "{summary}");
     }
 }
 
@@ -260,6 +251,7 @@ crate::both_modes! {
         // The body was the next 5 bytes ("hello"); the rest is lines again.
         assert_eq!(line(&mut reader), "5");
         assert_eq!(line(&mut reader), "3");
+        drop((reader, writer));
         let mut second = connect(&server);
         second.write_all(b"block 3\nxyz\nabcab\nquit\n").unwrap();
         let mut reader = BufReader::new(second.try_clone().unwrap());
@@ -267,7 +259,8 @@ crate::both_modes! {
         assert_eq!(line(&mut reader), "2");
         assert_eq!(line(&mut reader), "bye");
         assert_eq!(line(&mut reader), "");
-        server.stop();
+        let summary = server.stop();
+        assert_eq!(summary.cut, 0, "{summary}");
     }
 
     fn an_idle_connection_is_closed_after_the_idle_timeout(mode) {
@@ -341,7 +334,7 @@ crate::both_modes! {
         let server = run_messages(mode, room.clone(), Options::new());
         let talker = connect(&server);
         let listener = connect(&server);
-        let deaf = connect_small_buffer(&server);
+        let deaf = connect_small_buffer(server.inet());
         support::eventually("three members", || room.members.lock().len() == 3);
         let mut talker_out = talker;
         let mut reader = BufReader::new(listener);
@@ -406,7 +399,8 @@ crate::both_modes! {
 #[derive(Clone)]
 struct Slow {
     release: Arc<Mutex<mpsc::Receiver<()>>>,
-    started: Arc<AtomicUsize>,
+    /// Told when a message starts.
+    started: mpsc::Sender<()>,
 }
 
 impl MessageHandler for Slow {
@@ -429,7 +423,7 @@ impl MessageHandler for Slow {
     }
 
     fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
-        self.started.fetch_add(1, SeqCst);
+        let _ = self.started.send(());
         let _ = self.release.lock().recv_timeout(STEP);
         conn.write_all(line)?;
         conn.write_all(b"\n")?;
@@ -440,9 +434,10 @@ impl MessageHandler for Slow {
 crate::both_modes! {
     fn a_message_in_progress_finishes_at_shutdown_and_idle_ones_close(mode) {
         let (release, waiting) = mpsc::channel();
+        let (started_tx, started) = mpsc::channel();
         let slow = Slow {
             release: Arc::new(Mutex::new(waiting)),
-            started: Arc::new(AtomicUsize::new(0)),
+            started: started_tx,
         };
         let server = run_messages(
             mode,
@@ -452,7 +447,7 @@ crate::both_modes! {
         let mut busy = connect(&server);
         let mut idle = connect(&server);
         busy.write_all(b"in progress\n").unwrap();
-        support::eventually("the message started", || slow.started.load(SeqCst) == 1);
+        started.recv_timeout(STEP).expect("the message starts");
         let handle = server.handle.clone();
         handle.shutdown();
         // The idle connection is closed at once...
@@ -487,4 +482,116 @@ fn a_reactor_serves_a_thousand_connections_on_two_loops() {
     let started = Instant::now();
     server.stop();
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A request in two lines: `begin` (answered `go on`), then the rest
+/// (answered `done: REST`); in between, the session is inside a request.
+#[derive(Clone)]
+struct TwoPart;
+
+impl MessageHandler for TwoPart {
+    type Session = bool;
+
+    fn framing(&self, _: &bool) -> Framing {
+        Framing::Line { max: 64 }
+    }
+
+    fn in_request(&self, begun: &bool) -> bool {
+        *begun
+    }
+
+    fn idle_ends_at_shutdown(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    fn on_message(&self, begun: &mut bool, line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
+        if *begun {
+            *begun = false;
+            conn.write_all(b"done: ")?;
+            conn.write_all(line)?;
+            conn.write_all(b"\n")?;
+        } else {
+            *begun = true;
+            conn.write_all(b"go on\n")?;
+        }
+        Ok(Next::Continue)
+    }
+}
+
+crate::both_modes! {
+    fn a_request_in_several_messages_finishes_at_shutdown(mode) {
+        let server = run_messages(
+            mode,
+            TwoPart,
+            Options::new().shutdown_timeout(Duration::from_secs(30)),
+        );
+        let stream = connect(&server);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut idle = connect(&server);
+        writer.write_all(b"begin\n").unwrap();
+        assert_eq!(line(&mut reader), "go on");
+        // Between its two messages the connection is not idle: a shutdown
+        // lets the request finish, and closes the idle one at once.
+        server.handle.shutdown();
+        assert_eq!(until_closed(&mut idle), b"");
+        writer.write_all(b"the rest\n").unwrap();
+        assert_eq!(line(&mut reader), "done: the rest");
+        let summary = server.stop();
+        assert_eq!(summary.cut, 0, "{summary}");
+    }
+}
+
+#[test]
+fn blocking_messages_beyond_the_pool_wait_for_a_thread_and_run_when_one_frees() {
+    let (release, waiting) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    let slow = Slow {
+        release: Arc::new(Mutex::new(waiting)),
+        started: started_tx,
+    };
+    // One thread and no queue: a second blocking message finds the pool full.
+    let options = Options::new()
+        .threads(1)
+        .max_threads(1)
+        .queue(0)
+        .reactor_threads(1);
+    let server = run_messages(Mode::Reactor, slow.clone(), options);
+    let (answered_tx, answered) = mpsc::channel();
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let mut client = connect(&server);
+            client
+                .write_all(format!("message {i}\n").as_bytes())
+                .unwrap();
+            let answered_tx = answered_tx.clone();
+            std::thread::spawn(move || {
+                let mut answer = [0u8; 10];
+                client.read_exact(&mut answer).unwrap();
+                assert_eq!(answer, format!("message {i}\n").as_bytes());
+                answered_tx.send(i).unwrap();
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for _ in 0..3 {
+        // One message at a time holds the only thread; the others wait.
+        started.recv_timeout(STEP).expect("the next message starts");
+        assert!(
+            started.try_recv().is_err(),
+            "two messages ran at once on one thread"
+        );
+        release.send(()).unwrap();
+        done.push(answered.recv_timeout(STEP).expect("its client is answered"));
+    }
+    done.sort_unstable();
+    assert_eq!(done, [0, 1, 2]);
+    for reader in readers {
+        reader.join().unwrap();
+    }
+    server.stop();
 }

@@ -549,6 +549,9 @@ fn the_chat_client_never_prints_control_sequences() {
         member
             .write_all(b"\x1b]0;owned\x07\x1b[2K\r* server: hi\x9b\n")
             .unwrap();
+        // The member leaves first (its input is empty); the room then closes.
+        member.set_read_timeout(Some(STEP)).unwrap();
+        let _ = member.read_to_end(&mut Vec::new());
     });
     let (status, stdout, stderr) =
         support::run_with_input(program().args(["client", "chat", "--connect", &url]), b"");

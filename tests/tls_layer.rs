@@ -8,13 +8,15 @@
 //! as a foreign client): without it they fail under CI (`CI` set) and are
 //! skipped, saying so, elsewhere.
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -27,9 +29,7 @@ use socketserver::layer::tls::{
     client_config, crypto_provider, server_config_from_pem, server_name, ClientConfigError,
     PeerClose, TlsFile, TlsInfo, TlsSession, TlsSessionError, TlsStream, KEY_MISMATCH,
 };
-
-/// How long any one step may take before the test fails.
-const STEP: Duration = Duration::from_secs(20);
+use support::{TempDir, Tool, STEP};
 
 // ---------------------------------------------------------------------------
 // A counting allocator: live bytes per thread, for the idle session's cost.
@@ -74,35 +74,6 @@ static COUNTING: Counting = Counting;
 
 // ---------------------------------------------------------------------------
 // Files and certificates.
-
-/// A fresh directory for one test, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "socketserver-tls-{name}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A certificate authority made on the spot.
 struct Authority {
@@ -205,48 +176,20 @@ fn client_with_versions(
 // ---------------------------------------------------------------------------
 // openssl, when there is one.
 
-/// Whether the `openssl` program runs. Without it a test fails under CI and
-/// is skipped (saying why) elsewhere.
-fn have_openssl(test: &str) -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: the openssl program is needed under CI"
-        );
-        eprintln!("{test}: skipped: no openssl program");
-    }
-    ok
+/// Whether the `openssl` program runs: without it a test fails under CI
+/// and is skipped elsewhere, saying why (see `support::tool`).
+fn have_openssl() -> bool {
+    support::tool(Tool::Openssl).is_some()
 }
 
 /// Runs a command to its end, bounded by [`STEP`] (killed after that).
 fn run_bounded(command: &mut Command, input: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the command");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input).unwrap();
-    drop(stdin);
-    let pid = child.id();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if done_rx.recv_timeout(STEP).is_err() {
-            // SAFETY: plain kill(2) of the child this test started.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    });
-    let output = child.wait_with_output().unwrap();
-    let _ = done_tx.send(());
-    watchdog.join().unwrap();
-    output
+    let (status, stdout, stderr) = support::run_with_input(command, input);
+    Output {
+        status,
+        stdout,
+        stderr: stderr.into_bytes(),
+    }
 }
 
 fn openssl(dir: &TempDir, args: &[&str]) {
@@ -476,7 +419,7 @@ fn serve_with_openssl_key(name: &str, generate: &[&str], marker: &str) {
 
 #[test]
 fn a_pkcs1_rsa_key_loads_and_serves() {
-    if have_openssl("a_pkcs1_rsa_key_loads_and_serves") {
+    if have_openssl() {
         serve_with_openssl_key(
             "pkcs1",
             &["genrsa", "-traditional", "-out", "key.pem", "2048"],
@@ -487,7 +430,7 @@ fn a_pkcs1_rsa_key_loads_and_serves() {
 
 #[test]
 fn a_sec1_ec_key_loads_and_serves() {
-    if have_openssl("a_sec1_ec_key_loads_and_serves") {
+    if have_openssl() {
         serve_with_openssl_key(
             "sec1",
             &[
@@ -604,7 +547,7 @@ fn tls13_only_and_tls12_only_clients_are_both_served() {
 
 #[test]
 fn openssl_as_a_client_speaks_tls12_and_tls13() {
-    if !have_openssl("openssl_as_a_client_speaks_tls12_and_tls13") {
+    if !have_openssl() {
         return;
     }
     let pki = pki("openssl-client");
@@ -635,7 +578,7 @@ fn openssl_as_a_client_speaks_tls12_and_tls13() {
 
 #[test]
 fn a_tls11_client_is_refused_cleanly() {
-    if !have_openssl("a_tls11_client_is_refused_cleanly") {
+    if !have_openssl() {
         return;
     }
     let pki = pki("tls11");

@@ -1,5 +1,8 @@
-//! Every transport over loopback: Unix stream and datagram sockets, IPv6, and
-//! the one-at-a-time servers.
+//! Every transport of the library over loopback: Unix stream and datagram
+//! sockets, IPv6, the one-at-a-time servers, SO_REUSEPORT, the stream
+//! request's accessors. The stream transports run in both dispatch modes
+//! with a message handler; the rest builds request handlers, which run on
+//! threads (or one at a time) only.
 
 mod support;
 
@@ -7,12 +10,13 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 
+use socketserver::request::{Conn, Framing, MessageHandler, Next};
 use socketserver::{
-    handler_fn, Address, DatagramRequest, Options, StreamRequest, TcpServer, ThreadingTcpServer,
-    ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer, UdpServer,
-    UnixDatagramServer, UnixStreamServer,
+    handler_fn, Address, DatagramRequest, Options, ReactorTcpServer, ReactorUnixStreamServer,
+    StreamRequest, TcpServer, ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer,
+    ThreadingUnixStreamServer, UdpServer, UnixDatagramServer, UnixStreamServer,
 };
-use support::{Running, TempDir, STEP};
+use support::{Mode, Running, TempDir, STEP};
 
 fn upper_stream() -> impl socketserver::RequestHandler<StreamRequest> + Copy {
     handler_fn(|req: &mut StreamRequest| {
@@ -109,8 +113,7 @@ fn ipv6_loopback_stream_and_datagram() {
     let running =
         Running::start(ThreadingTcpServer::bind_with("[::1]:0", upper_stream(), options).unwrap());
     assert!(running.inet().is_ipv6());
-    let mut stream = TcpStream::connect(running.inet()).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut stream = support::connect(running.inet());
     stream.write_all(b"six").unwrap();
     let mut buf = [0u8; 3];
     stream.read_exact(&mut buf).unwrap();
@@ -130,8 +133,7 @@ fn ipv6_loopback_stream_and_datagram() {
 #[test]
 fn one_at_a_time_servers_serve_in_turn() {
     let running = Running::start(TcpServer::bind("127.0.0.1:0", upper_stream()).unwrap());
-    let mut first = TcpStream::connect(running.inet()).unwrap();
-    first.set_read_timeout(Some(STEP)).unwrap();
+    let mut first = support::connect(running.inet());
     first.write_all(b"a").unwrap();
     let mut buf = [0u8; 1];
     first.read_exact(&mut buf).unwrap();
@@ -175,8 +177,7 @@ fn stream_request_accessors() {
         Ok(())
     });
     let running = Running::start(ThreadingTcpServer::bind("127.0.0.1:0", handler).unwrap());
-    let mut stream = TcpStream::connect(running.inet()).unwrap();
-    stream.set_read_timeout(Some(STEP)).unwrap();
+    let mut stream = support::connect(running.inet());
     stream.write_all(b"who\n").unwrap();
     let mut answer = String::new();
     BufReader::new(stream.try_clone().unwrap())
@@ -202,4 +203,79 @@ fn reuse_port_lets_two_servers_share_a_port() {
     assert!(second.is_ok(), "{:?}", second.err());
     let refused = ThreadingTcpServer::bind(addr, upper_stream()).unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::AddrInUse);
+}
+
+/// Answers whatever arrives in upper case: a message handler, for either
+/// mode.
+#[derive(Clone, Copy)]
+struct UpperChunks;
+
+impl MessageHandler for UpperChunks {
+    type Session = ();
+
+    fn framing(&self, _: &()) -> Framing {
+        Framing::Chunk { max: 4096 }
+    }
+
+    fn open(&self, _: &mut Conn<'_>) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn on_message(&self, _: &mut (), chunk: &[u8], conn: &mut Conn<'_>) -> std::io::Result<Next> {
+        conn.write_all(&chunk.to_ascii_uppercase())?;
+        Ok(Next::Continue)
+    }
+}
+
+crate::both_modes! {
+    /// A Unix stream server in either mode serves, reports its address, and
+    /// removes its socket file when it closes.
+    fn unix_stream_servers_in_both_modes(mode) {
+        let dir = TempDir::new("unix-stream-modes");
+        let path = dir.join("m.sock");
+        let running = match mode {
+            Mode::Threads => Running::start(
+                ThreadingUnixStreamServer::bind(&path, UpperChunks).unwrap(),
+            ),
+            Mode::Reactor => Running::start(ReactorUnixStreamServer::bind(&path, UpperChunks).unwrap()),
+        };
+        assert_eq!(running.addr, Address::Unix(Some(path.clone())));
+        assert_eq!(unix_round_trip(&path), b"UNIX STREAM");
+        running.stop();
+        assert!(
+            !path.exists(),
+            "the socket file is removed when the server closes"
+        );
+    }
+
+    /// IPv6 loopback in either mode.
+    fn ipv6_loopback_stream_in_both_modes(mode) {
+        let options = Options::new().only_v6(Some(true));
+        let running = match mode {
+            Mode::Threads => Running::start(
+                ThreadingTcpServer::bind_with("[::1]:0", UpperChunks, options).unwrap(),
+            ),
+            Mode::Reactor => Running::start(
+                ReactorTcpServer::bind_with("[::1]:0", UpperChunks, options).unwrap(),
+            ),
+        };
+        assert!(running.inet().is_ipv6());
+        let mut stream = support::connect(running.inet());
+        stream.write_all(b"six").unwrap();
+        let mut buf = [0u8; 3];
+        stream.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"SIX");
+    }
+
+    /// A live Unix socket is not stolen by a second server, in either mode.
+    fn a_live_unix_socket_is_not_stolen_in_either_mode(mode) {
+        let dir = TempDir::new("unix-live-modes");
+        let path = dir.join("live.sock");
+        let _first = ReactorUnixStreamServer::bind(&path, UpperChunks).unwrap();
+        let err = match mode {
+            Mode::Threads => ThreadingUnixStreamServer::bind(&path, UpperChunks).err(),
+            Mode::Reactor => ReactorUnixStreamServer::bind(&path, UpperChunks).err(),
+        };
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::AddrInUse));
+    }
 }

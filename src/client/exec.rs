@@ -8,7 +8,7 @@ use crate::protocol::auth::{client_handshake, Key, NoChallenge};
 use crate::protocol::exec::Answer;
 pub use crate::protocol::exec::Status;
 use crate::protocol::framing::{body, FrameCodec};
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 /// A connection to an exec server, authenticated, ready to run commands
 /// one after another.

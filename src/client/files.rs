@@ -15,7 +15,7 @@ use crate::protocol::digest::{hex, is_sha256_hex, sha256_prefix};
 pub use crate::protocol::files::Entry;
 use crate::protocol::files::{Answer, Fetched, Listing, Request, Stored};
 use crate::protocol::framing::{body, FrameCodec, FrameError};
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 /// The size of the copy buffer.
 const CHUNK: usize = 64 * 1024;

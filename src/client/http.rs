@@ -9,7 +9,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::Connection;
 use crate::protocol::line::{read_line, Line};
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 /// The largest response head the client accepts, in bytes.
 const MAX_HEAD: usize = 64 * 1024;
@@ -93,18 +93,43 @@ pub fn request(
     path: &str,
     timeout: Duration,
 ) -> io::Result<Response> {
-    if !path.starts_with('/') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path must start with /",
-        ));
-    }
-    let host = match url {
-        SocketUrl::Tcp(addr) => addr.as_str(),
-        _ => "localhost",
-    };
+    check_path(path)?;
     let connection = Connection::connect(url, Some(timeout))?;
     connection.set_read_timeout(Some(timeout))?;
+    request_on(connection, &host_field(url), method, path)
+}
+
+/// The `Host` field for a server at `url`: its `HOST:PORT`, or `localhost`
+/// for a Unix socket.
+pub fn host_field(url: &SocketUrl) -> String {
+    match url {
+        SocketUrl::Tcp(addr) => addr.clone(),
+        _ => "localhost".to_string(),
+    }
+}
+
+fn check_path(path: &str) -> io::Result<()> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path must start with /",
+        ))
+    }
+}
+
+/// Sends one request (`Connection: close`) for `path` with the `Host`
+/// field `host` over a connection made elsewhere (TLS, say; see
+/// [`host_field`]) and reads the response's head. Reads wait as long as
+/// the connection's read timeout says.
+pub fn request_on(
+    connection: Connection,
+    host: &str,
+    method: &str,
+    path: &str,
+) -> io::Result<Response> {
+    check_path(path)?;
     let mut writer = connection.try_clone()?;
     let target = utf8_percent_encode(path, PATH);
     write!(

@@ -1,6 +1,36 @@
-//! The client side: connecting to a [`SocketUrl`], and a blocking client per
-//! service.
+//! The client side: connecting to a [`SocketUrl`], over TLS or not, and a
+//! blocking client per service.
+//!
+//! Every stream client runs over a [`Connection`]: each has a `connect`
+//! that makes a plain one from a URL, and a constructor that takes one made
+//! elsewhere ([`qa::QaClient::on`], [`dict::DictClient::on`],
+//! [`chat::ChatClient::on`], [`http::request_on`],
+//! [`exec::ExecClient::handshake`], [`files::FilesClient::on`], and
+//! [`pipe`] for echo-upper). With the `tls` feature,
+//! `Connection::connect_tls` makes a TLS connection that any of them can
+//! use, verifying the server as a `ClientTls` says:
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use socketserver::client::{ClientTls, Connection};
+//! use socketserver::client::dict::DictClient;
+//!
+//! let url = "tcp://127.0.0.1:9002".parse()?;
+//! // Trust the system's roots; check the certificate for dict.example.com.
+//! let tls = ClientTls::new(None, &[])?.server_name("dict.example.com");
+//! let connection = Connection::connect_tls(&url, Some(Duration::from_secs(5)), &tls)?;
+//! connection.set_read_timeout(Some(Duration::from_secs(5)))?;
+//! let mut dict = DictClient::on(connection)?;
+//! println!("{}", dict.lookup("socket")?);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
 
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -8,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 pub mod chat;
 pub mod dict;
@@ -16,14 +46,101 @@ pub mod exec;
 pub mod files;
 pub mod http;
 pub mod qa;
+#[cfg(feature = "tls")]
+mod tls;
 
-/// A connected stream to a server: TCP or Unix.
+/// What a client received that its protocol does not allow: the server at
+/// the other end speaks another protocol (an echo server, another service).
+/// Carried inside an [`io::Error`] of kind [`InvalidData`](io::ErrorKind::InvalidData);
+/// [`WrongProtocol::from_io`] finds it.
+///
+/// ```
+/// use socketserver::client::WrongProtocol;
+///
+/// let error = WrongProtocol::new("a chat server", "lines of the room", "our own line back: \"HI\"").into_io();
+/// assert_eq!(
+///     error.to_string(),
+///     "expected lines of the room, received our own line back: \"HI\": is it a chat server?"
+/// );
+/// assert!(WrongProtocol::from_io(&error).is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrongProtocol {
+    /// The kind of server the client expected (`a qa server`).
+    pub server: &'static str,
+    /// What the protocol allows at this point.
+    pub expected: String,
+    /// What came instead, described and quoted.
+    pub received: String,
+}
+
+impl WrongProtocol {
+    /// What came from a server that should have been `server`.
+    pub fn new(
+        server: &'static str,
+        expected: impl Into<String>,
+        received: impl Into<String>,
+    ) -> Self {
+        WrongProtocol {
+            server,
+            expected: expected.into(),
+            received: received.into(),
+        }
+    }
+
+    /// As an [`io::Error`] of kind [`InvalidData`](io::ErrorKind::InvalidData).
+    pub fn into_io(self) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, self)
+    }
+
+    /// The `WrongProtocol` inside an error, if it carries one.
+    pub fn from_io(error: &io::Error) -> Option<&WrongProtocol> {
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<WrongProtocol>())
+    }
+}
+
+impl fmt::Display for WrongProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "expected {}, received {}: is it {}?",
+            self.expected, self.received, self.server
+        )
+    }
+}
+
+impl std::error::Error for WrongProtocol {}
+
+/// `text` quoted for an error message, cut after 60 characters, with every
+/// control character escaped: what a server sent, shown safely.
+pub fn quote(text: &str) -> String {
+    const SHOWN: usize = 60;
+    let mut shown: String = text.chars().take(SHOWN).collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push_str("...");
+    }
+    format!("{shown:?}")
+}
+
+#[cfg(feature = "tls")]
+pub use tls::ClientTls;
+
+/// A connected stream to a server: TCP or Unix, or TLS over either.
+///
+/// Reading and writing through clones ([`try_clone`](Connection::try_clone))
+/// go on at once, one thread reading while another writes, TLS included.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Connection {
     /// A TCP connection.
     Tcp(TcpStream),
     /// A Unix stream connection.
     Unix(UnixStream),
+    /// TLS over a TCP or Unix connection (`Connection::connect_tls`).
+    #[cfg(feature = "tls")]
+    Tls(crate::layer::tls::TlsStream),
 }
 
 impl Connection {
@@ -66,14 +183,19 @@ impl Connection {
         match self {
             Connection::Tcp(s) => s.set_read_timeout(timeout),
             Connection::Unix(s) => s.set_read_timeout(timeout),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.set_read_timeout(timeout),
         }
     }
 
-    /// Closes the sending direction: the server reads end of input.
+    /// Closes the sending direction: the server reads end of input (over
+    /// TLS, after a `close_notify`).
     pub fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Connection::Tcp(s) => s.shutdown(Shutdown::Write),
             Connection::Unix(s) => s.shutdown(Shutdown::Write),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.shutdown_write(),
         }
     }
 
@@ -82,7 +204,19 @@ impl Connection {
         Ok(match self {
             Connection::Tcp(s) => Connection::Tcp(s.try_clone()?),
             Connection::Unix(s) => Connection::Unix(s.try_clone()?),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => Connection::Tls(s.try_clone()?),
         })
+    }
+
+    /// What the TLS handshake agreed (protocol version, cipher suite,
+    /// ALPN); `None` for a plain connection.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<&crate::layer::tls::TlsInfo> {
+        match self {
+            Connection::Tls(s) => Some(s.info()),
+            _ => None,
+        }
     }
 }
 
@@ -91,6 +225,8 @@ impl Read for Connection {
         match self {
             Connection::Tcp(s) => s.read(buf),
             Connection::Unix(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.read(buf),
         }
     }
 }
@@ -100,6 +236,8 @@ impl Write for Connection {
         match self {
             Connection::Tcp(s) => s.write(buf),
             Connection::Unix(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Connection::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -198,12 +336,34 @@ impl DatagramClient {
         Ok(client)
     }
 
-    /// Sends one datagram.
+    /// Sends one datagram. One too large for the transport fails with an
+    /// error of kind [`InvalidInput`](io::ErrorKind::InvalidInput) that says
+    /// so (`message of 70000 bytes is too large for a datagram (UDP carries
+    /// at most 65507)`).
     pub fn send(&self, data: &[u8]) -> io::Result<()> {
-        match &self.socket {
+        let sent = match &self.socket {
             DatagramSocket::Udp(s) => s.send(data).map(drop),
             DatagramSocket::Unix(s) => s.send(data).map(drop),
-        }
+        };
+        sent.map_err(|e| {
+            if e.raw_os_error() != Some(libc::EMSGSIZE) {
+                return e;
+            }
+            let limit = match &self.socket {
+                DatagramSocket::Udp(s) => match s.peer_addr() {
+                    Ok(peer) if peer.is_ipv6() => " (UDP carries at most 65527 over IPv6)".into(),
+                    _ => " (UDP carries at most 65507)".to_string(),
+                },
+                DatagramSocket::Unix(_) => String::new(),
+            };
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "message of {} bytes is too large for a datagram{limit}",
+                    data.len()
+                ),
+            )
+        })
     }
 
     /// Receives one datagram into `buf`, returning its length; fails with

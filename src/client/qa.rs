@@ -3,9 +3,9 @@
 use std::io::{self, BufReader, Write};
 use std::time::Duration;
 
-use super::Connection;
+use super::{quote, Connection, WrongProtocol};
 use crate::protocol::line::{read_line, Line};
-use crate::SocketUrl;
+use crate::transport::url::SocketUrl;
 
 /// The longest answer the client accepts, in bytes.
 const MAX_ANSWER: usize = 1 << 20;
@@ -32,6 +32,12 @@ impl QaClient {
     pub fn connect(url: &SocketUrl, timeout: Duration) -> io::Result<Self> {
         let connection = Connection::connect(url, Some(timeout))?;
         connection.set_read_timeout(Some(timeout))?;
+        Self::on(connection)
+    }
+
+    /// Talks over a connection made elsewhere (TLS, say); answers are
+    /// awaited as long as its read timeout says.
+    pub fn on(connection: Connection) -> io::Result<Self> {
         Ok(QaClient {
             writer: connection.try_clone()?,
             reader: BufReader::new(connection),
@@ -40,6 +46,11 @@ impl QaClient {
 
     /// Sends one question (a line without line breaks) and returns the
     /// answer, without its newline.
+    ///
+    /// An answer that is the question itself, as sent or with its ASCII
+    /// letters uppercased, is a [`WrongProtocol`] error: the server echoes
+    /// (a bot whose table answers a question with that very question would
+    /// be taken for one too).
     pub fn ask(&mut self, question: &str) -> io::Result<String> {
         if question.contains(['\n', '\r']) {
             return Err(io::Error::new(
@@ -48,7 +59,16 @@ impl QaClient {
             ));
         }
         self.writer.write_all(format!("{question}\n").as_bytes())?;
-        self.answer()
+        let answer = self.answer()?;
+        if is_echo(question, &answer) {
+            return Err(WrongProtocol::new(
+                "a qa server",
+                "an answer",
+                format!("the question back: {}", quote(&answer)),
+            )
+            .into_io());
+        }
+        Ok(answer)
     }
 
     /// Reads the next answer line.
@@ -66,5 +86,26 @@ impl QaClient {
                 "the server closed the connection",
             )),
         }
+    }
+}
+
+/// True when `answer` is `question` sent back, as it was or with its ASCII
+/// letters uppercased: what an echo server does.
+fn is_echo(question: &str, answer: &str) -> bool {
+    answer == question || answer == question.to_ascii_uppercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_are_recognised_and_answers_are_not() {
+        assert!(is_echo("hello", "HELLO"));
+        assert!(is_echo("你好", "你好"));
+        assert!(is_echo("", ""));
+        assert!(!is_echo("你好", "你好啊"));
+        assert!(!is_echo("hello", "人家还小，不知道。"));
+        assert!(!is_echo("hello", "Hello"));
     }
 }

@@ -27,7 +27,7 @@ pub use reactor::Reactor;
 pub use synchronous::Synchronous;
 pub use threading::Threading;
 
-use crate::server::Lifecycle;
+use crate::server::lifecycle::Lifecycle;
 use crate::transport::Transport;
 
 /// A way of running requests of transport `T` with handlers of type `H`.
@@ -47,6 +47,10 @@ pub(crate) mod private {
         /// thread: a shutdown from elsewhere then needs a watchdog for its
         /// deadline.
         const RUNS_ON_SERVING_THREAD: bool;
+        /// The dispatcher calls the handler once per message of a
+        /// connection (the reactor): a request, as counted and timed, is a
+        /// message rather than a connection.
+        const PER_MESSAGE: bool = false;
         /// Starts running: threads, loops, whatever the dispatcher keeps.
         fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Box<dyn Running<T>>>;
         /// The handler's `verify_request`, for datagrams, which are judged

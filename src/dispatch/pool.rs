@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use super::limit::{ThreadLimit, ThreadsError};
-use crate::server::Gauges;
+use crate::server::stats::Gauges;
 
 /// Sizes and names of a pool.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub(crate) struct PoolConfig {
 
 impl PoolConfig {
     /// The pool a server's options ask for.
-    pub fn of(options: &crate::Options) -> Self {
+    pub fn of(options: &crate::server::options::Options) -> Self {
         PoolConfig {
             core: options.threads,
             max: options.max_threads_or_default(),
@@ -174,6 +174,13 @@ impl<J: Send + 'static> Pool<J> {
     #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.shared.receiver.len()
+    }
+
+    /// Reads the queue's length from anywhere, without keeping the pool
+    /// alive: 0 once it is gone.
+    pub fn queue_length(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.upgrade().map_or(0, |shared| shared.receiver.len())
     }
 
     /// Stops taking jobs: threads finish the queue, then exit.

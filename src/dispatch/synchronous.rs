@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::private::{Dispatch, Running};
 use crate::request::RequestHandler;
-use crate::server::{Lifecycle, Serve};
+use crate::server::lifecycle::{Lifecycle, Serve};
 use crate::transport::{Address, Transport};
 
 /// Runs each request on the thread that serves, to the end, before the next

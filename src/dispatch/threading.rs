@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::private::{Dispatch, Running};
 use super::{Pool, PoolConfig};
 use crate::request::RequestHandler;
-use crate::server::{Lifecycle, Serve};
+use crate::server::lifecycle::{Lifecycle, Serve};
 use crate::transport::{Address, Transport};
 
 /// Runs requests on an elastic pool of worker threads: Python's

@@ -34,6 +34,7 @@
 use std::fmt::Write;
 
 use super::histogram::HistogramSnapshot;
+use crate::Metrics;
 
 /// The `Content-Type` of the page [`render`] writes.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
@@ -71,6 +72,28 @@ pub struct ListenerMetrics {
     /// Request durations (histogram `socketserver_request_duration_seconds`);
     /// its count is `socketserver_requests_total`.
     pub duration: HistogramSnapshot,
+}
+
+impl From<&Metrics> for ListenerMetrics {
+    /// A server's [`Metrics`] (from
+    /// [`ServerHandle::metrics`](crate::ServerHandle::metrics)) as one
+    /// listener's record, labelled with the server's URL.
+    fn from(metrics: &Metrics) -> Self {
+        let stats = &metrics.stats;
+        ListenerMetrics {
+            listener: metrics.url.clone(),
+            connections_open: metrics.connections_open as u64,
+            requests_in_flight: metrics.requests_in_flight as u64,
+            rejected_total: stats.rejected,
+            dropped_total: stats.dropped,
+            failed_total: stats.failed,
+            panicked_total: stats.panicked,
+            cut_total: stats.cut,
+            threads: stats.threads as u64,
+            queued: stats.queued as u64,
+            duration: metrics.durations,
+        }
+    }
 }
 
 /// The kind of a metric family, as written after `# TYPE`.

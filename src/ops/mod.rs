@@ -10,9 +10,12 @@
 //! - `agent` (feature `ops`): HAProxy's agent check, `ready` or `drain`.
 //! - `systemd` (feature `systemd`, Linux): readiness notifications, the
 //!   watchdog, and socket activation.
+//! - `ServerOps` (feature `ops`): the `OpsState` of running servers, from
+//!   their [`ServerHandle`](crate::ServerHandle)s.
 //!
-//! The listeners report on the process through one [`OpsState`](admin::OpsState):
-//! whether it is ready, and its metrics page.
+//! The listeners report on the process through one `OpsState`: whether it is
+//! ready, and its metrics page. `ServerOps` is that state for a set of
+//! servers; the example below builds one by hand.
 //!
 //! ```
 //! # #[cfg(feature = "ops")]
@@ -67,5 +70,9 @@ pub mod agent;
 pub mod histogram;
 #[cfg(feature = "ops")]
 pub mod metrics;
+#[cfg(feature = "ops")]
+mod servers;
+#[cfg(feature = "ops")]
+pub use servers::ServerOps;
 #[cfg(all(feature = "systemd", target_os = "linux"))]
 pub mod systemd;

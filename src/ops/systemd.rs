@@ -70,7 +70,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sd_notify::NotifyState;
 use socket2::{Domain, Socket, Type};
 
 /// The first descriptor passed by socket activation (`SD_LISTEN_FDS_START`).
@@ -90,6 +89,30 @@ const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 
 // ---------------------------------------------------------------------------
 // Notifications
+
+/// One notification, as `sd_notify(3)` writes it: a `NAME=VALUE` assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Message<'a> {
+    /// `READY=1`: startup is done.
+    Ready,
+    /// `STOPPING=1`: a shutdown has begun.
+    Stopping,
+    /// `WATCHDOG=1`: the service is alive.
+    Watchdog,
+    /// `STATUS=...`: a line for `systemctl status` (one line, no line break).
+    Status(&'a str),
+}
+
+impl fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Ready => f.write_str("READY=1"),
+            Message::Stopping => f.write_str("STOPPING=1"),
+            Message::Watchdog => f.write_str("WATCHDOG=1"),
+            Message::Status(text) => write!(f, "STATUS={text}"),
+        }
+    }
+}
 
 /// The socket that notifications go to, from `NOTIFY_SOCKET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,12 +316,12 @@ impl Notifier {
     /// Sends `READY=1`: the service listens (send it after the `listening
     /// on` lines).
     pub fn ready(&self) {
-        self.send(&NotifyState::Ready);
+        self.send(&Message::Ready);
     }
 
     /// Sends `STOPPING=1`: a shutdown has begun.
     pub fn stopping(&self) {
-        self.send(&NotifyState::Stopping);
+        self.send(&Message::Stopping);
     }
 
     /// Sends `STATUS=text`, shown by `systemctl status`. Line breaks in
@@ -308,10 +331,10 @@ impl Notifier {
             .chars()
             .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
             .collect();
-        self.send(&NotifyState::Status(&one_line));
+        self.send(&Message::Status(&one_line));
     }
 
-    fn send(&self, state: &NotifyState<'_>) {
+    fn send(&self, state: &Message<'_>) {
         if let Some(channel) = &self.channel {
             channel.send(state);
         }
@@ -342,7 +365,7 @@ impl Channel {
         })
     }
 
-    fn send(&self, state: &NotifyState<'_>) {
+    fn send(&self, state: &Message<'_>) {
         let message = format!("{state}\n");
         let result = self.socket.send_to_addr(message.as_bytes(), &self.address);
         let problem = match result {
@@ -369,13 +392,13 @@ impl Watchdog {
             .spawn(move || {
                 let mut next = Instant::now();
                 loop {
-                    channel.send(&NotifyState::Watchdog);
-                    next = crate::server::later(next, interval);
+                    channel.send(&Message::Watchdog);
+                    next = crate::deadline::later(next, interval);
                     let now = Instant::now();
                     if next <= now {
                         // Fell behind (the machine was suspended, or busy):
                         // restart the schedule rather than send a burst.
-                        next = crate::server::later(now, interval);
+                        next = crate::deadline::later(now, interval);
                     }
                     match stopped.recv_timeout(next - now) {
                         Err(RecvTimeoutError::Timeout) => {}
@@ -421,6 +444,32 @@ impl InheritedSocket {
             InheritedSocket::Udp(_) => "udp",
             InheritedSocket::UnixStream(_) => "unix",
             InheritedSocket::UnixDatagram(_) => "unixgram",
+        }
+    }
+}
+
+impl InheritedSocket {
+    /// The transport it serves, the scheme of its URL.
+    pub fn scheme(&self) -> crate::transport::Scheme {
+        use crate::transport::Scheme;
+        match self {
+            InheritedSocket::Tcp(_) => Scheme::Tcp,
+            InheritedSocket::Udp(_) => Scheme::Udp,
+            InheritedSocket::UnixStream(_) => Scheme::Unix,
+            InheritedSocket::UnixDatagram(_) => Scheme::Unixgram,
+        }
+    }
+}
+
+/// The socket's descriptor, to serve on with
+/// [`Server::from_listener`](crate::Server::from_listener).
+impl From<InheritedSocket> for OwnedFd {
+    fn from(socket: InheritedSocket) -> OwnedFd {
+        match socket {
+            InheritedSocket::Tcp(s) => s.into(),
+            InheritedSocket::Udp(s) => s.into(),
+            InheritedSocket::UnixStream(s) => s.into(),
+            InheritedSocket::UnixDatagram(s) => s.into(),
         }
     }
 }

@@ -73,7 +73,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::protocol::framing::{read_full, FrameCodec};
-use crate::Address;
+use crate::transport::address::Address;
 
 /// The size of a challenge.
 pub const CHALLENGE_LEN: usize = 32;

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use socket2::SockAddr;
 
-use crate::transport::{Datagram, Listener};
-use crate::{Address, ServerHandle};
+use crate::server::control::ServerHandle;
+use crate::transport::address::Address;
+use crate::transport::listener::{Datagram, Listener};
 
 /// One packet of a UDP or Unix datagram server: Python's
 /// `DatagramRequestHandler`, with the packet, its sender, and a way to answer.

@@ -3,7 +3,7 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::Address;
+use crate::transport::address::Address;
 
 /// What a server does with each request: Python's `BaseRequestHandler`, plus the
 /// server hooks that a Python user would override on the server class.
@@ -96,21 +96,46 @@ pub trait RequestHandler<R>: Send + Sync + 'static {
 
 /// The default of [`RequestHandler::handle_error`], for handlers that override
 /// it and still want the standard log line.
+///
+/// Each line says who (the peer), what happened and what it means. An error
+/// that ordinary clients cause every day is logged at debug level with what
+/// the client did (`127.0.0.1:5000: the client reset the connection:
+/// Connection reset by peer (os error 104)`); any other is a failed request,
+/// logged at warn level (`127.0.0.1:5000: handler error: line too long
+/// (invalid data); request abandoned`): the server gave up on that request
+/// (and closed its connection, on a stream) and serves the others.
 pub fn log_request_error(peer: &Address, error: &io::Error) {
-    if is_routine(error) {
-        log::debug!("{peer}: {error}");
-    } else {
-        log::warn!("{peer}: {error}");
+    match routine_cause(error.kind()) {
+        Some(cause) => log::debug!("{peer}: {cause}: {error}"),
+        None => log::warn!("{peer}: {}", describe_failure(error)),
     }
 }
 
-/// Errors that every server sees from ordinary clients: not worth a warning.
-fn is_routine(error: &io::Error) -> bool {
+/// The text of a failed request's log line after the peer: `handler error:
+/// ERROR (KIND); request abandoned`. The kind is added when the error's own
+/// text does not carry it (an error made with `io::Error::new`, not one from
+/// the system).
+fn describe_failure(error: &io::Error) -> String {
+    let kind = error.kind();
+    if error.raw_os_error().is_none() && kind != io::ErrorKind::Other {
+        format!("handler error: {error} ({kind}); request abandoned")
+    } else {
+        format!("handler error: {error}; request abandoned")
+    }
+}
+
+/// What the client did, for the errors that every server sees from ordinary
+/// clients (not worth a warning); `None` for the others.
+fn routine_cause(kind: io::ErrorKind) -> Option<&'static str> {
     use io::ErrorKind::*;
-    matches!(
-        error.kind(),
-        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | WouldBlock | TimedOut
-    )
+    match kind {
+        ConnectionReset => Some("the client reset the connection"),
+        ConnectionAborted => Some("the connection was aborted"),
+        BrokenPipe => Some("the client went away before the answer was sent"),
+        UnexpectedEof => Some("the client closed the connection in the middle of a request"),
+        WouldBlock | TimedOut => Some("timed out waiting for the client"),
+        _ => None,
+    }
 }
 
 impl<R, H: RequestHandler<R> + ?Sized> RequestHandler<R> for Arc<H> {
@@ -175,5 +200,40 @@ where
 {
     fn handle(&self, request: &mut R) -> io::Result<()> {
         (self.0)(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_says_what_happened_and_what_it_means() {
+        let made = io::Error::new(io::ErrorKind::InvalidData, "line too long");
+        assert_eq!(
+            describe_failure(&made),
+            "handler error: line too long (invalid data); request abandoned"
+        );
+        let system = io::Error::from_raw_os_error(libc::ENOSPC);
+        let text = describe_failure(&system);
+        assert!(text.starts_with("handler error: No space left on device (os error 28)"));
+        assert!(text.ends_with("; request abandoned"), "{text}");
+        let other = io::Error::other("the database is down");
+        assert_eq!(
+            describe_failure(&other),
+            "handler error: the database is down; request abandoned"
+        );
+    }
+
+    #[test]
+    fn routine_errors_name_what_the_client_did() {
+        assert_eq!(
+            routine_cause(io::ErrorKind::ConnectionReset),
+            Some("the client reset the connection")
+        );
+        assert!(routine_cause(io::ErrorKind::TimedOut).is_some());
+        assert!(routine_cause(io::ErrorKind::WouldBlock).is_some());
+        assert_eq!(routine_cause(io::ErrorKind::InvalidData), None);
+        assert_eq!(routine_cause(io::ErrorKind::PermissionDenied), None);
     }
 }

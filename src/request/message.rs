@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::framing::{Framing, FramingError};
 use super::handler::log_request_error;
-use crate::server::ServerHandle;
+use crate::server::control::ServerHandle;
 use crate::transport::Address;
 
 /// What a handler says after a message.
@@ -106,6 +106,16 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// pool thread, the connection in blocking mode; others run inline on
     /// the event loop, which must never block. Default: never blocks.
     fn blocking(&self, session: &Self::Session) -> bool {
+        let _ = session;
+        false
+    }
+
+    /// Whether the session is in the middle of a request that spans
+    /// several framed messages (an HTTP head, then its body in pieces):
+    /// such a connection is not idle between them, so a shutdown lets the
+    /// request finish (until the deadline) instead of closing it at once.
+    /// Default false.
+    fn in_request(&self, session: &Self::Session) -> bool {
         let _ = session;
         false
     }
@@ -428,6 +438,10 @@ impl<H: MessageHandler> MessageHandler for Shared<H> {
 
     fn blocking(&self, session: &Self::Session) -> bool {
         self.0.blocking(session)
+    }
+
+    fn in_request(&self, session: &Self::Session) -> bool {
+        self.0.in_request(session)
     }
 
     fn idle_ends_at_shutdown(&self) -> bool {

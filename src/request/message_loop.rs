@@ -17,7 +17,7 @@ use super::framing::{Found, Framer, FramingError};
 use super::message::{cannot_read, Closing, Conn, ConnHandle, ConnIo, MessageHandler, Next};
 use super::outbox::Outbox;
 use super::stream::StreamRequest;
-use crate::server::ServerHandle;
+use crate::server::control::ServerHandle;
 use crate::transport::Address;
 
 /// How much a connection's input buffer holds at first.
@@ -58,7 +58,7 @@ impl Timeouts {
         }
         if let Some((timeout, from_now)) = message {
             if from_now {
-                self.next_by = timeout.map(crate::server::deadline_after);
+                self.next_by = timeout.map(crate::deadline::after);
             } else {
                 self.message = timeout;
             }
@@ -69,7 +69,7 @@ impl Timeouts {
     /// message's deadline. `Err` when a deadline has passed.
     pub fn read_timeout(&self, message_started: Option<Instant>) -> Result<Option<Duration>, ()> {
         let deadline = match (message_started, self.message) {
-            (Some(started), Some(limit)) => Some(crate::server::later(started, limit)),
+            (Some(started), Some(limit)) => Some(crate::deadline::later(started, limit)),
             _ => None,
         };
         let deadline = match (deadline, self.next_by) {
@@ -148,7 +148,7 @@ pub(crate) fn run<H: MessageHandler>(handler: &H, req: &mut StreamRequest) -> io
             }
             Ok(Found::NeedMore) => {
                 state.flush(req)?;
-                let between = input.is_empty();
+                let between = input.is_empty() && !handler.in_request(&session);
                 let waits_idle = between && idle_ends;
                 if between {
                     message_started = None;
@@ -257,7 +257,7 @@ impl LoopState {
         }
         let sent = match &self.outbox {
             Some(outbox) => {
-                let deadline = self.write_timeout.map(crate::server::deadline_after);
+                let deadline = self.write_timeout.map(crate::deadline::after);
                 outbox.send_own(&self.out, deadline)
             }
             None => req.write_all(&self.out),
@@ -406,7 +406,7 @@ impl ConnIo for ThreadIo<'_> {
     fn handle(&mut self, max_backlog: usize) -> io::Result<ConnHandle> {
         if self.state.outbox.is_none() {
             let flusher = self.req.server().0.flusher()?;
-            let outbox = Outbox::new(self.req.as_fd().as_raw_fd(), max_backlog, flusher);
+            let outbox = Outbox::new(self.req.sink(), max_backlog, flusher);
             // What was written before goes first.
             self.state.outbox = Some(outbox);
             self.state.flush(self.req)?;
@@ -439,7 +439,7 @@ impl ConnIo for ThreadIo<'_> {
     }
 }
 
-impl<H: MessageHandler> crate::RequestHandler<StreamRequest> for H {
+impl<H: MessageHandler> crate::request::handler::RequestHandler<StreamRequest> for H {
     fn handle(&self, request: &mut StreamRequest) -> io::Result<()> {
         run(self, request)
     }

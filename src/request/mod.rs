@@ -11,7 +11,7 @@
 
 mod datagram;
 mod framing;
-mod handler;
+pub(crate) mod handler;
 mod message;
 mod message_loop;
 mod outbox;

@@ -21,11 +21,13 @@ use parking_lot::{Condvar, Mutex};
 use socket2::SockRef;
 
 use super::message::Outlet;
-use crate::server::{Flushable, Flusher};
+use crate::layer::Sink;
+use crate::server::flusher::{Flushable, Flusher};
 
 /// A connection's shared output.
 pub(crate) struct Outbox {
     fd: RawFd,
+    sink: Sink,
     max_backlog: usize,
     flusher: Arc<Flusher>,
     myself: Weak<Outbox>,
@@ -38,6 +40,8 @@ struct State {
     queue: Vec<u8>,
     /// Where the unwritten part of `queue` starts.
     written: usize,
+    /// What the sink held after its last try (TLS records not sent).
+    held: usize,
     /// The flusher's slot while it watches the socket.
     watched: Option<usize>,
     /// No more bytes are taken: the owner closed, or the backlog overflowed.
@@ -50,15 +54,23 @@ struct State {
 }
 
 impl State {
-    fn waiting(&self) -> usize {
+    /// Bytes the sink has not taken yet.
+    fn unsent(&self) -> usize {
         self.queue.len() - self.written
+    }
+
+    /// Everything that waits for the client: bytes not taken, and what
+    /// the sink holds (TLS records).
+    fn waiting(&self) -> usize {
+        self.unsent() + self.held
     }
 }
 
 impl Outbox {
-    pub fn new(fd: RawFd, max_backlog: usize, flusher: Arc<Flusher>) -> Arc<Outbox> {
+    pub fn new(sink: Sink, max_backlog: usize, flusher: Arc<Flusher>) -> Arc<Outbox> {
         Arc::new_cyclic(|myself| Outbox {
-            fd,
+            fd: sink.raw_fd(),
+            sink,
             max_backlog: max_backlog.max(1),
             flusher,
             myself: myself.clone(),
@@ -67,30 +79,29 @@ impl Outbox {
         })
     }
 
-    fn fd(&self) -> BorrowedFd<'_> {
+    fn shutdown(&self, how: Shutdown) {
         // SAFETY: the descriptor is open while the outbox is not closed, and
         // every caller holds the lock and checked that.
-        unsafe { BorrowedFd::borrow_raw(self.fd) }
-    }
-
-    fn shutdown(&self, how: Shutdown) {
-        let fd = self.fd();
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         let _ = SockRef::from(&fd).shutdown(how);
     }
 
     /// Appends `bytes` and writes what goes at once; when some wait, makes
     /// sure the flusher watches.
     fn push(&self, state: &mut State, bytes: &[u8]) -> io::Result<()> {
-        if state.waiting() == 0 {
+        if state.unsent() == 0 {
             state.queue.clear();
             state.written = 0;
-            let sent = self.write_some(bytes)?;
-            if sent == bytes.len() {
-                return Ok(());
+            let sent = self.sink.offer(bytes)?;
+            if sent < bytes.len() {
+                state.queue.extend_from_slice(&bytes[sent..]);
             }
-            state.queue.extend_from_slice(&bytes[sent..]);
         } else {
             state.queue.extend_from_slice(bytes);
+        }
+        state.held = self.sink.held()?;
+        if state.waiting() == 0 {
+            return Ok(());
         }
         if state.watched.is_none() {
             let me: Weak<dyn Flushable> = self.myself.clone();
@@ -99,26 +110,14 @@ impl Outbox {
         Ok(())
     }
 
-    /// Writes from the front of `bytes` without blocking; how much went.
-    fn write_some(&self, bytes: &[u8]) -> io::Result<usize> {
-        let fd = self.fd();
-        let socket = SockRef::from(&fd);
-        let mut sent = 0;
-        while sent < bytes.len() {
-            match socket.send_with_flags(&bytes[sent..], libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(sent)
-    }
-
     /// Writes the waiting bytes the kernel takes now; true when none wait.
     fn drain(&self, state: &mut State) -> io::Result<bool> {
-        let sent = self.write_some(&state.queue[state.written..])?;
-        state.written += sent;
+        state.held = self.sink.held()?;
+        if state.held == 0 && state.unsent() > 0 {
+            let sent = self.sink.offer(&state.queue[state.written..])?;
+            state.written += sent;
+            state.held = self.sink.held()?;
+        }
         if state.waiting() > 0 {
             return Ok(false);
         }

@@ -1,7 +1,6 @@
 //! [`StreamRequest`]: one connection of a TCP or Unix stream server.
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
-use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Duration;
 
@@ -9,8 +8,10 @@ use std::sync::Arc;
 
 use socket2::Socket;
 
-use crate::server::Tracked;
-use crate::{Address, ServerHandle};
+use crate::layer::{Layered, LayeredWriter};
+use crate::server::control::ServerHandle;
+use crate::server::registry::Tracked;
+use crate::transport::address::Address;
 
 /// One connection of a TCP or Unix stream server: Python's
 /// `StreamRequestHandler` with its `rfile` and `wfile`.
@@ -38,7 +39,7 @@ use crate::{Address, ServerHandle};
 /// ```
 #[derive(Debug)]
 pub struct StreamRequest {
-    socket: Socket,
+    io: Layered,
     buffer: ReadBuffer,
     peer: Address,
     server: ServerHandle,
@@ -54,13 +55,14 @@ impl StreamRequest {
     /// buffer; with `register`, in the server's registry until it is
     /// dropped, so that a shutdown can close it.
     pub(crate) fn new(
-        socket: Socket,
+        io: Layered,
         peer: Address,
         buffered: Vec<u8>,
         server: ServerHandle,
         register: bool,
     ) -> io::Result<Self> {
         let options = server.options();
+        let socket = io.socket();
         if options.nodelay && matches!(peer, Address::Inet(_)) {
             socket.set_tcp_nodelay(true)?;
         }
@@ -74,7 +76,7 @@ impl StreamRequest {
         buffer.prefill(buffered);
         let tracked = register.then(|| server.0.registry.insert(socket.as_raw_fd()));
         Ok(StreamRequest {
-            socket,
+            io,
             buffer,
             peer,
             server,
@@ -132,9 +134,9 @@ impl StreamRequest {
     /// into `out`: for a reader with buffers of its own.
     pub(crate) fn read_unbuffered(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.buffer.has_bytes() {
-            return self.buffer.read(&self.socket, out);
+            return self.buffer.read(&self.io, out);
         }
-        (&self.socket).read(out)
+        (&self.io).read(out)
     }
 
     /// True when a shutdown closed this connection while it waited idle
@@ -188,17 +190,17 @@ impl StreamRequest {
     /// Tells the client that no more data will come (a half close), while the
     /// request can still read.
     pub fn shutdown_write(&self) -> io::Result<()> {
-        self.socket().shutdown(Shutdown::Write)
+        self.io.shutdown_write()
     }
 
     /// The buffered reader and the writer as two halves, to use both at once
     /// (say, copy from one to the other, or wrap the writer in a `BufWriter`).
     pub fn split(&mut self) -> (impl BufRead + '_, impl Write + '_) {
         let reader = Reader {
-            socket: &self.socket,
+            io: &self.io,
             buffer: &mut self.buffer,
         };
-        (reader, Writer(&self.socket))
+        (reader, Writer(&self.io))
     }
 
     /// Ends the conversation after a final answer without losing that
@@ -236,14 +238,26 @@ impl StreamRequest {
         }
     }
 
+    /// Where other threads' bytes go without waiting (see `Outbox`).
+    pub(crate) fn sink(&self) -> crate::layer::Sink {
+        self.io.sink()
+    }
+
     /// A writer for this connection that can move to another thread: for a
     /// handler that must send while it blocks in a read (a chat room).
     pub fn try_clone_writer(&self) -> io::Result<StreamWriter> {
-        Ok(StreamWriter(self.socket().try_clone()?))
+        Ok(StreamWriter(self.io.try_clone_writer()?))
     }
 
     fn socket(&self) -> &Socket {
-        &self.socket
+        self.io.socket()
+    }
+
+    /// What TLS agreed on (protocol version, ALPN, the name the client
+    /// asked for), when this connection speaks TLS.
+    #[cfg(feature = "tls")]
+    pub fn tls_info(&self) -> Option<&crate::layer::tls::TlsInfo> {
+        self.io.tls_info()
     }
 }
 
@@ -259,13 +273,13 @@ impl Drop for StreamRequest {
 
 impl Read for StreamRequest {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.buffer.read(&self.socket, buf)
+        self.buffer.read(&self.io, buf)
     }
 }
 
 impl BufRead for StreamRequest {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.buffer.fill(&self.socket)
+        self.buffer.fill(&self.io)
     }
     fn consume(&mut self, amount: usize) {
         self.buffer.consume(amount)
@@ -309,7 +323,7 @@ impl ReadBuffer {
         self.start < self.end
     }
 
-    fn fill(&mut self, mut socket: &Socket) -> io::Result<&[u8]> {
+    fn fill(&mut self, mut socket: &Layered) -> io::Result<&[u8]> {
         if self.start >= self.end {
             if self.bytes.is_empty() {
                 self.bytes = vec![0; self.capacity].into_boxed_slice();
@@ -324,7 +338,7 @@ impl ReadBuffer {
         self.start = (self.start + amount).min(self.end);
     }
 
-    fn read(&mut self, mut socket: &Socket, out: &mut [u8]) -> io::Result<usize> {
+    fn read(&mut self, mut socket: &Layered, out: &mut [u8]) -> io::Result<usize> {
         // A large read with nothing buffered skips the copy.
         if self.start >= self.end && out.len() >= self.capacity {
             return socket.read(out);
@@ -339,19 +353,19 @@ impl ReadBuffer {
 
 /// The reading half of a [`StreamRequest`], from [`StreamRequest::split`].
 struct Reader<'a> {
-    socket: &'a Socket,
+    io: &'a Layered,
     buffer: &'a mut ReadBuffer,
 }
 
 impl Read for Reader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.buffer.read(self.socket, buf)
+        self.buffer.read(self.io, buf)
     }
 }
 
 impl BufRead for Reader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.buffer.fill(self.socket)
+        self.buffer.fill(self.io)
     }
     fn consume(&mut self, amount: usize) {
         self.buffer.consume(amount)
@@ -363,16 +377,16 @@ impl AsFd for StreamRequest {
     /// other descriptors (a handler watching a child process and its client
     /// at once). Reading through it would bypass the read buffer.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+        self.socket().as_fd()
     }
 }
 
 impl Write for StreamRequest {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.socket().write(buf)
+        (&self.io).write(buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.socket().write_vectored(bufs)
+        (&self.io).write_vectored(bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -380,14 +394,14 @@ impl Write for StreamRequest {
 }
 
 /// The writing half of a [`StreamRequest`], from [`StreamRequest::split`].
-struct Writer<'a>(&'a Socket);
+struct Writer<'a>(&'a Layered);
 
 impl Write for Writer<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
+        (&*self.0).write(buf)
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.write_vectored(bufs)
+        (&*self.0).write_vectored(bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -397,27 +411,24 @@ impl Write for Writer<'_> {
 /// A writer for a connection that another thread owns, from
 /// [`StreamRequest::try_clone_writer`]. Unbuffered, like the request itself.
 #[derive(Debug)]
-pub struct StreamWriter(Socket);
+pub struct StreamWriter(LayeredWriter);
 
 impl StreamWriter {
     /// Shuts the whole connection down, which also ends the owner's blocking
     /// read: the way to disconnect a client from another thread.
     pub fn shutdown(&self) -> io::Result<()> {
-        self.0.shutdown(Shutdown::Both)
+        self.0.shutdown()
     }
 
     /// Limits each blocking write to `timeout` (`None`: wait for ever).
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.0.set_write_timeout(timeout.filter(|t| !t.is_zero()))
+        self.0.set_write_timeout(timeout)
     }
 }
 
 impl Write for StreamWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.0).write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&self.0).write_vectored(bufs)
+        self.0.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

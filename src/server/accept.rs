@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use super::control::{deadline_after, later, Control};
+use super::control::Control;
 use super::stats::{Counters, Summary};
+use crate::deadline::later;
 use crate::dispatch::private::Running;
 use crate::transport::private::Arrival;
 use crate::transport::{Listener, Scratch, Transport};
@@ -82,7 +83,7 @@ impl<T: Transport> Serving<T> {
     /// their worker, after their stream layers.
     pub fn pump(
         &mut self,
-        verify: impl Fn(&crate::Address) -> bool,
+        verify: impl Fn(&crate::transport::address::Address) -> bool,
         once: bool,
     ) -> io::Result<bool> {
         let control = Arc::clone(&self.control);
@@ -209,7 +210,7 @@ impl<T: Transport> Serving<T> {
         self.pending = None;
         self.listener = None;
         self.dispatch.close();
-        let deadline = deadline_after(control.options.shutdown_timeout);
+        let deadline = crate::deadline::after(control.options.shutdown_timeout);
         control.drain(deadline);
         let grace = later(Instant::now().max(deadline), CUT_GRACE);
         if !self.dispatch.join(grace) || !control.wait_idle(grace) {
@@ -218,7 +219,7 @@ impl<T: Transport> Serving<T> {
             );
         }
         control.stop_flusher();
-        let stats = control.counters.snapshot(&control.gauges);
+        let stats = control.stats();
         let summary = Summary {
             served: stats.served,
             failed: stats.failed,

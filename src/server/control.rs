@@ -10,12 +10,14 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::flusher::Flusher;
+use super::readiness::Readiness;
 use super::registry::Registry;
-use super::stats::{Counters, Gauges, Stats};
-use crate::Options;
+use super::stats::{Counters, Gauges, Metrics, Stats};
+use crate::server::options::Options;
 
 /// A cloneable handle to a server, for any thread, a handler's own included:
-/// ask it to shut down, wait for its shutdown, read its counters and options.
+/// ask it to shut down (at once, or after its drain delay), wait for its
+/// shutdown, read its counters, metrics, readiness and options.
 ///
 /// [`shutdown`](ServerHandle::shutdown) only asks: it returns at once, so it
 /// cannot deadlock even when called from inside a handler (Python's
@@ -53,10 +55,29 @@ pub(crate) struct Control {
     changed_cv: Condvar,
     /// The threads mode's writer of last resort, started when first needed.
     flusher: OnceLock<Arc<Flusher>>,
+    /// What kind of server this is, for its metrics.
+    kind: ServerKind,
+    /// When a drain asked for began: the shutdown is due then.
+    shutdown_at: Mutex<Option<Instant>>,
+}
+
+/// What a [`Control`] knows of its server beyond its options.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerKind {
+    /// Its URL, as its `listening on` line shows it.
+    pub url: String,
+    /// A stream server: its arrivals are connections.
+    pub stream: bool,
+    /// Its dispatcher handles a connection's messages one call at a time
+    /// (the reactor): a request is a message, not a connection.
+    pub per_message: bool,
+    /// Its dispatcher runs requests on the serving thread.
+    pub runs_on_serving_thread: bool,
 }
 
 impl Control {
-    pub fn new(waker: mio::Waker, options: Options, needs_watchdog: bool) -> Self {
+    pub fn new(waker: mio::Waker, options: Options, kind: ServerKind) -> Self {
+        let needs_watchdog = kind.runs_on_serving_thread;
         Control {
             shutdown: AtomicBool::new(false),
             in_flight_at_shutdown: AtomicUsize::new(0),
@@ -72,15 +93,19 @@ impl Control {
             changed: Mutex::new(()),
             changed_cv: Condvar::new(),
             flusher: OnceLock::new(),
+            kind,
+            shutdown_at: Mutex::new(None),
         }
     }
 
-    /// Marks the shutdown, closes the idle connections, and wakes the accept
-    /// loop and every waiter; false when it was already marked.
+    /// Marks the shutdown, turns the readiness to draining, closes the idle
+    /// connections, and wakes the accept loop and every waiter; false when
+    /// it was already marked.
     pub fn begin_shutdown(&self) -> bool {
         if self.shutdown.swap(true, SeqCst) {
             return false;
         }
+        self.options.readiness.drain();
         let in_flight = self.counters.in_flight.load(SeqCst);
         self.in_flight_at_shutdown.store(in_flight, SeqCst);
         let closed = self.registry.cut_idle();
@@ -97,6 +122,34 @@ impl Control {
 
     pub fn is_shutdown(&self) -> bool {
         self.shutdown.load(SeqCst)
+    }
+
+    /// When a drain asked for the shutdown to begin, if one did.
+    pub fn shutdown_due(&self) -> Option<Instant> {
+        *self.shutdown_at.lock()
+    }
+
+    /// The server's metrics now.
+    pub fn metrics(&self) -> Metrics {
+        let counters = &self.counters;
+        let stats = counters.snapshot(&self.gauges, self.kind.per_message);
+        let in_flight = counters.in_flight.load(SeqCst);
+        Metrics {
+            url: self.kind.url.clone(),
+            stats,
+            connections_open: if self.kind.stream { in_flight } else { 0 },
+            requests_in_flight: if self.kind.per_message {
+                stats.active
+            } else {
+                in_flight
+            },
+            durations: counters.durations.snapshot(),
+        }
+    }
+
+    /// Counters and gauges now.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot(&self.gauges, self.kind.per_message)
     }
 
     /// The server's [`Flusher`], started on first use.
@@ -186,7 +239,7 @@ impl ServerHandle {
         }
         if control.needs_watchdog && control.counters.in_flight.load(SeqCst) > 0 {
             let watched = Arc::clone(control);
-            let deadline = deadline_after(control.options.shutdown_timeout);
+            let deadline = crate::deadline::after(control.options.shutdown_timeout);
             let spawned = std::thread::Builder::new()
                 .name("socketserver-deadline".into())
                 .spawn(move || watched.drain(deadline));
@@ -196,9 +249,59 @@ impl ServerHandle {
         }
     }
 
+    /// A graceful stop for a load balancer's sake: turns the server's
+    /// [`Readiness`] to draining at once (running its hooks: `/readyz` 503,
+    /// the agent check `drain`, systemd's `STOPPING=1`), keeps accepting and
+    /// serving for the [`drain_delay`](crate::Options::drain_delay), then
+    /// [shuts down](ServerHandle::shutdown). With no delay it is `shutdown`
+    /// itself. Returns at once; calling it again, or `shutdown` meanwhile, is
+    /// harmless (the earlier deadline wins).
+    pub fn drain(&self) {
+        let control = &self.0;
+        control.options.readiness.drain();
+        let delay = control.options.drain_delay;
+        if delay.is_zero() {
+            self.shutdown();
+            return;
+        }
+        {
+            let mut due = control.shutdown_at.lock();
+            if due.is_none() {
+                *due = Some(crate::deadline::after(delay));
+            }
+        }
+        // The serving loop reads the deadline and waits no longer than it.
+        control.wake();
+    }
+
     /// True once [`shutdown`](ServerHandle::shutdown) was called.
     pub fn is_shutdown(&self) -> bool {
         self.0.is_shutdown()
+    }
+
+    /// True while the server's [`Readiness`] says it takes new clients:
+    /// false from a [`drain`](ServerHandle::drain) or a shutdown on.
+    pub fn is_ready(&self) -> bool {
+        self.0.options.readiness.is_ready()
+    }
+
+    /// The [`Readiness`] the server reports through (shared with the
+    /// servers bound with clones of its options).
+    pub fn readiness(&self) -> &Readiness {
+        &self.0.options.readiness
+    }
+
+    /// The server's URL: `tcp://127.0.0.1:9000`, `unix:/run/app.sock`.
+    pub fn url(&self) -> &str {
+        &self.0.kind.url
+    }
+
+    /// Its counters, gauges and request-duration histogram now, for a
+    /// monitoring system ([`ops::metrics`](crate::ops) writes them in the
+    /// Prometheus format). Reading them takes no lock and costs the server
+    /// nothing.
+    pub fn metrics(&self) -> Metrics {
+        self.0.metrics()
     }
 
     /// Waits until a shutdown begins, or `timeout` passes (`None`: for
@@ -207,7 +310,7 @@ impl ServerHandle {
     /// [`is_shutdown`](ServerHandle::is_shutdown).
     pub fn wait_for_shutdown(&self, timeout: Option<Duration>) -> bool {
         let control = &self.0;
-        let deadline = timeout.map(deadline_after);
+        let deadline = timeout.map(crate::deadline::after);
         let mut guard = control.changed.lock();
         while !control.is_shutdown() {
             match deadline {
@@ -233,39 +336,22 @@ impl ServerHandle {
 
     /// A snapshot of the server's counters.
     pub fn stats(&self) -> Stats {
-        self.0.counters.snapshot(&self.0.gauges)
+        self.0.stats()
     }
 
     /// Shuts the server down on SIGINT (Ctrl-C), SIGTERM or SIGHUP (a hang-up
     /// is a request to stop: a server has nothing to reload). The first
-    /// signal is announced at once at warn through `log` (`shutting down:
-    /// waiting up to 10 s for 1 connection (Ctrl-C again to stop now)`). A
-    /// signal more than 100 ms after the first exits the process at once with
-    /// status 130; signals within 100 ms of the first are the first one again
-    /// (GNU `timeout` signals the process and then its process group). Any
-    /// number of servers may register; one signal shuts them all down.
+    /// signal [drains](ServerHandle::drain) it (readiness off at once, the
+    /// shutdown after the [`drain_delay`](crate::Options::drain_delay), at
+    /// once by default) and is announced at warn through `log` (`shutting
+    /// down: waiting up to 10 s for 1 connection (Ctrl-C again to stop
+    /// now)`). A signal more than 100 ms after the first exits the process at
+    /// once with status 130; signals within 100 ms of the first are the first
+    /// one again (GNU `timeout` signals the process and then its process
+    /// group). Any number of servers may register; one signal drains them all.
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         super::signal::shutdown_on_signal(self.clone())
     }
-}
-
-/// `now + after`, or a time so far away that it never comes when the sum
-/// does not fit in an `Instant`.
-pub(crate) fn deadline_after(after: Duration) -> Instant {
-    later(Instant::now(), after)
-}
-
-/// A century: the deadline of a wait that has none in practice.
-const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// `at + after` without the panic of `Instant + Duration` when the sum does
-/// not fit: a time so far away that it never comes instead (at most a
-/// century after `at`). Every deadline built from a user's duration goes
-/// through here, so `Duration::MAX` means "never" rather than a panic.
-pub(crate) fn later(at: Instant, after: Duration) -> Instant {
-    at.checked_add(after.min(NEVER))
-        .or_else(|| at.checked_add(Duration::from_secs(365 * 24 * 3600)))
-        .unwrap_or(at)
 }
 
 impl fmt::Debug for ServerHandle {

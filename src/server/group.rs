@@ -3,7 +3,7 @@
 use std::io;
 use std::thread;
 
-use super::{Server, ServerHandle, Summary};
+use super::{Metrics, Server, ServerHandle, Summary};
 use crate::dispatch::Dispatch;
 use crate::transport::Transport;
 
@@ -80,8 +80,26 @@ impl ServerGroup {
         self.servers.iter().map(|s| s.handle()).collect()
     }
 
-    /// Shuts every server down on SIGINT, SIGTERM or SIGHUP, announced at warn
-    /// (a second signal, more than 100 ms after the first, exits with status
+    /// Each server's metrics now, in the order the servers were added.
+    pub fn metrics(&self) -> Vec<Metrics> {
+        self.servers.iter().map(|s| s.handle().metrics()).collect()
+    }
+
+    /// True while every server takes new clients (see
+    /// [`ServerHandle::is_ready`]).
+    pub fn is_ready(&self) -> bool {
+        self.servers.iter().all(|s| s.handle().is_ready())
+    }
+
+    /// [Drains](ServerHandle::drain) every server: readiness off at once,
+    /// each shutdown after its [drain delay](crate::Options::drain_delay).
+    pub fn drain(&self) {
+        self.servers.iter().for_each(|s| s.handle().drain());
+    }
+
+    /// Shuts every server down on SIGINT, SIGTERM or SIGHUP, each after its
+    /// [drain delay](crate::Options::drain_delay), announced at warn (a
+    /// second signal, more than 100 ms after the first, exits with status
     /// 130). See [`ServerHandle::shutdown_on_ctrl_c`].
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         self.servers

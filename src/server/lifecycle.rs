@@ -11,6 +11,7 @@ use std::any::Any;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::time::Instant;
 
 use super::control::Control;
 use super::control::ServerHandle;
@@ -77,12 +78,19 @@ impl<H> Lifecycle<H> {
     {
         self.account::<StreamRequest>(&accepted.peer.clone(), || {
             let Accepted { socket, peer } = accepted;
+            let layers = &self.control().options.layers;
+            let (io, peer, rest) = match layers.apply(socket, peer.clone()) {
+                Ok(layered) => layered,
+                Err(e) => {
+                    log::debug!("{peer}: refused by a stream layer: {e}");
+                    return Ok(Outcome::Refused);
+                }
+            };
             if !self.handler.verify_request(&peer) {
                 log::debug!("{peer}: refused by verify_request");
                 return Ok(Outcome::Refused);
             }
-            let mut request =
-                StreamRequest::new(socket, peer, Vec::new(), self.server.clone(), true)?;
+            let mut request = StreamRequest::new(io, peer, rest, self.server.clone(), true)?;
             self.run(&mut request)?;
             Ok(Outcome::Served)
         });
@@ -100,16 +108,19 @@ impl<H> Lifecycle<H> {
     }
 
     /// Runs one message's handler call (for dispatchers that call handlers
-    /// per message): counted active while it runs and served after, its
-    /// error given to `handle_error`, its panic caught and logged. `None`
-    /// when it failed or panicked: the connection must close.
+    /// per message): counted active while it runs and served after, timed
+    /// into the request-duration histogram, its error given to
+    /// `handle_error`, its panic caught and logged. `None` when it failed or
+    /// panicked: the connection must close.
     pub fn run_message<T>(&self, peer: &Address, call: impl FnOnce() -> io::Result<T>) -> Option<T>
     where
         H: MessageHandler,
     {
         let counters = &self.control().counters;
         counters.active.fetch_add(1, Relaxed);
+        let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(call));
+        counters.durations.observe(started.elapsed());
         counters.active.fetch_sub(1, Relaxed);
         Counters::bump(&counters.served);
         match outcome {
@@ -141,7 +152,8 @@ impl<H> Lifecycle<H> {
 
     /// Runs `work` for an admitted arrival from `peer` and accounts for it:
     /// dropped unstarted after the shutdown deadline, counted while active,
-    /// its error given to `handle_error`, its panic caught and logged.
+    /// timed into the request-duration histogram when served, its error
+    /// given to `handle_error`, its panic caught and logged.
     fn account<R>(&self, peer: &Address, work: impl FnOnce() -> io::Result<Outcome>)
     where
         H: RequestHandler<R>,
@@ -155,6 +167,7 @@ impl<H> Lifecycle<H> {
             return;
         }
         counters.active.fetch_add(1, Relaxed);
+        let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| match work() {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -164,9 +177,13 @@ impl<H> Lifecycle<H> {
             }
         }));
         match outcome {
-            Ok(Outcome::Served) => Counters::bump(&counters.served),
+            Ok(Outcome::Served) => {
+                counters.durations.observe(started.elapsed());
+                Counters::bump(&counters.served);
+            }
             Ok(Outcome::Refused) => Counters::bump(&counters.rejected),
             Err(panic) => {
+                counters.durations.observe(started.elapsed());
                 Counters::bump(&counters.panicked);
                 Counters::bump(&counters.served);
                 log::error!("{peer}: handler panicked: {}", panic_message(&*panic));

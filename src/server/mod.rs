@@ -2,6 +2,11 @@
 //! [`Options`], its [`ServerHandle`], its counters ([`Stats`], [`Summary`])
 //! and [`ServerGroup`].
 //!
+//! A server reports what it does through [`Stats`] and [`Metrics`] (its
+//! counters, gauges and request-duration histogram), and whether it takes new
+//! clients through a [`Readiness`] that its [`ServerHandle::drain`] turns to
+//! draining some time ([`Options::drain_delay`]) before its shutdown begins.
+//!
 //! One template, as in Python's `BaseServer`: [`serve_forever`](Server::serve_forever)
 //! waits for arrivals, admits each under the limits, hands it to the
 //! dispatcher, and calls `service_actions`; a [`ServerHandle::shutdown`] wakes
@@ -33,7 +38,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::ToSocketAddrs;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,25 +49,24 @@ use parking_lot::Mutex;
 use socket2::Type;
 
 mod accept;
-mod control;
-mod flusher;
+pub(crate) mod control;
+pub(crate) mod flusher;
 mod group;
-mod lifecycle;
-mod options;
-mod registry;
+pub(crate) mod lifecycle;
+pub(crate) mod options;
+pub(crate) mod readiness;
+pub(crate) mod registry;
 mod signal;
-mod stats;
+pub(crate) mod stats;
 
 use accept::Serving;
 pub use control::ServerHandle;
-pub(crate) use control::{deadline_after, later, Control};
-pub(crate) use flusher::{Flushable, Flusher};
+use control::{Control, ServerKind};
 pub use group::ServerGroup;
-pub(crate) use lifecycle::{panic_message, Lifecycle, Serve};
+use lifecycle::Lifecycle;
 pub use options::Options;
-pub(crate) use registry::Tracked;
-pub(crate) use stats::{Counters, Gauges};
-pub use stats::{Stats, Summary};
+pub use readiness::{Readiness, ReadinessState};
+pub use stats::{Metrics, Stats, Summary};
 
 use crate::dispatch::{Dispatch, Threading};
 use crate::transport::Address;
@@ -134,7 +138,49 @@ where
 
     /// Binds to `addr` with `options` and starts listening.
     pub fn bind_with(addr: impl BindAddress<T>, handler: H, options: Options) -> io::Result<Self> {
-        let listener = Arc::new(addr.bind_listener(&options)?);
+        let listener = addr.bind_listener(&options)?;
+        Self::start(listener, handler, options)
+    }
+
+    /// Serves on a socket that is already bound: one passed by systemd's
+    /// socket activation ([`ops::systemd`](crate::ops)), by a parent
+    /// process, or made by hand. Any socket type converts
+    /// (`std::net::TcpListener`, `UdpSocket`,
+    /// `std::os::unix::net::UnixListener`, `UnixDatagram`, `socket2::Socket`,
+    /// an `OwnedFd`).
+    ///
+    /// The socket must be of the server's transport (a TCP server takes an
+    /// IPv4 or IPv6 stream socket, a Unix datagram server a Unix datagram
+    /// socket...), else the error is `InvalidInput` naming both. A stream
+    /// socket that is not listening yet is made to listen with the
+    /// [`backlog`](Options::backlog); the socket options of `options` that
+    /// apply before binding (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY) are
+    /// the socket's own business and are not changed. The socket is marked
+    /// close-on-exec. A Unix socket's file is left in place when the server
+    /// closes: whoever made it owns it.
+    ///
+    /// ```
+    /// use socketserver::services::EchoUpper;
+    /// use socketserver::ThreadingTcpServer;
+    ///
+    /// let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let server = ThreadingTcpServer::from_listener(socket, EchoUpper, Default::default())?;
+    /// assert!(server.url().starts_with("tcp://127.0.0.1:"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_listener(
+        socket: impl Into<OwnedFd>,
+        handler: H,
+        options: Options,
+    ) -> io::Result<Self> {
+        let listener = Listener::adopt(socket.into(), T::SCHEME, &options.listen)?;
+        Self::start(listener, handler, options)
+    }
+
+    fn start(listener: Listener, handler: H, options: Options) -> io::Result<Self> {
+        let listener = Arc::new(listener);
+        let local = listener.local_addr()?;
+        let url = url_of::<T>(&local);
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
         poll.registry().register(
@@ -142,11 +188,15 @@ where
             LISTENER,
             Interest::READABLE,
         )?;
-        let control = Arc::new(Control::new(waker, options, D::RUNS_ON_SERVING_THREAD));
+        let kind = ServerKind {
+            url: url.clone(),
+            stream: T::SCHEME.is_stream(),
+            per_message: D::PER_MESSAGE,
+            runs_on_serving_thread: D::RUNS_ON_SERVING_THREAD,
+        };
+        let control = Arc::new(Control::new(waker, options, kind));
         let lifecycle = Arc::new(Lifecycle::new(handler, ServerHandle(Arc::clone(&control))));
         let dispatch = D::start(&lifecycle)?;
-        let local = listener.local_addr()?;
-        let url = url_of::<T>(&local);
         log::info!("listening on {url}");
         Ok(Server {
             lifecycle,
@@ -158,7 +208,9 @@ where
 
     /// Serves until [`shutdown`](ServerHandle::shutdown) is called (from a
     /// handler, another thread, or a signal through
-    /// [`shutdown_on_ctrl_c`](Server::shutdown_on_ctrl_c)); then stops
+    /// [`shutdown_on_ctrl_c`](Server::shutdown_on_ctrl_c)), or until the
+    /// [drain delay](Options::drain_delay) after a
+    /// [`drain`](ServerHandle::drain) has passed; then stops
     /// accepting at once, closes idle connections, lets in-flight requests
     /// finish until the [`shutdown_timeout`](Options::shutdown_timeout),
     /// shuts the remaining connections down, joins the worker threads, and
@@ -198,6 +250,17 @@ where
             if control.is_shutdown() {
                 break;
             }
+            let wait = match control.shutdown_due() {
+                Some(due) => {
+                    let now = Instant::now();
+                    if now >= due {
+                        self.shutdown();
+                        break;
+                    }
+                    wait.min(due - now)
+                }
+                None => wait,
+            };
             serving.wait(Some(wait))?;
         }
         let serving = guard.take().ok_or_else(closed)?;
@@ -214,7 +277,7 @@ where
         let serving = guard.as_mut().ok_or_else(closed)?;
         let control = self.lifecycle.control();
         let handler = &self.lifecycle.handler;
-        let deadline = control.options.timeout.map(control::deadline_after);
+        let deadline = control.options.timeout.map(crate::deadline::after);
         while !control.is_shutdown() {
             if serving.pump(|peer| D::verify(handler, peer), true)? {
                 return Ok(());
@@ -260,6 +323,12 @@ impl<T: Transport, H, D> Server<T, H, D> {
     /// A snapshot of the server's counters.
     pub fn stats(&self) -> Stats {
         self.lifecycle.server().stats()
+    }
+
+    /// The server's counters, gauges and request durations now (see
+    /// [`ServerHandle::metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        self.lifecycle.server().metrics()
     }
 
     /// The handler this server calls.

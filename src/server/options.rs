@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::readiness::Readiness;
+use crate::layer::Layers;
 use crate::transport::ListenOptions;
 
 /// Every setting of a server: the thread pool, limits, timeouts and socket
@@ -56,6 +58,9 @@ pub struct Options {
     pub(crate) stack_size: Option<usize>,
     pub(crate) read_buffer: usize,
     pub(crate) reactor_threads: usize,
+    pub(crate) layers: Layers,
+    pub(crate) readiness: Readiness,
+    pub(crate) drain_delay: Duration,
 }
 
 impl Default for Options {
@@ -78,6 +83,9 @@ impl Default for Options {
             stack_size: None,
             read_buffer: 8 * 1024,
             reactor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            layers: Layers::default(),
+            readiness: Readiness::new(),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -190,8 +198,11 @@ impl Options {
         self
     }
 
-    /// SO_REUSEPORT on the listening socket, so several servers can share a
-    /// port (Python's `allow_reuse_port`). Default off.
+    /// SO_REUSEPORT on the listening socket, so that several servers, in
+    /// this process or in others (several `serve` processes of one service),
+    /// bind the same address and port and the kernel spreads new connections
+    /// among them (Python's `allow_reuse_port`). Every socket sharing the
+    /// address must set it, under the same user. Default off.
     pub fn reuse_port(mut self, reuse: bool) -> Self {
         self.listen.reuse_port = reuse;
         self
@@ -252,6 +263,68 @@ impl Options {
     /// Default: the number of CPUs.
     pub fn reactor_threads(mut self, loops: usize) -> Self {
         self.reactor_threads = loops.max(1);
+        self
+    }
+
+    /// Expects every stream connection to start with a PROXY protocol
+    /// header (version 1 or 2), as a load balancer such as HAProxy sends
+    /// with `send-proxy`: the client's address in it becomes the peer
+    /// everywhere (`verify_request`, the handler, logs). A connection
+    /// without a valid header within the [header
+    /// timeout](Options::proxy_header_timeout) is closed unanswered and
+    /// counted as rejected. Only for servers behind a proxy you trust:
+    /// anyone who can connect can claim any address. Datagram servers
+    /// ignore it. Default off.
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.layers.proxy = on;
+        self
+    }
+
+    /// How long a PROXY header has to arrive, from accept. Default 5 s.
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        self.layers.proxy_timeout = timeout;
+        self
+    }
+
+    /// Speaks TLS on every stream connection with this rustls
+    /// configuration (make one from PEM files with
+    /// [`server_config_from_pem`](crate::layer::tls::server_config_from_pem)).
+    /// The handshake runs on the connection's thread or event loop, after a
+    /// PROXY header if there is one, within the [handshake
+    /// timeout](Options::tls_handshake_timeout); a failed handshake is
+    /// counted as rejected. Datagram servers stay plaintext.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        self.layers.tls = Some(config);
+        self
+    }
+
+    /// How long a TLS handshake has, from the end of the PROXY header (or
+    /// from accept); `None`: no limit. Default 10 s.
+    pub fn tls_handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.layers.tls_timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// The [`Readiness`] this server reports through and marks draining when
+    /// its shutdown begins. Servers bound with clones of one `Options` share
+    /// one already; give the same handle to servers built from different
+    /// options to make them report as one. Default: a new one, serving.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// How long [`ServerHandle::drain`](crate::ServerHandle::drain) (the
+    /// first SIGINT/SIGTERM under
+    /// [`shutdown_on_ctrl_c`](crate::ServerHandle::shutdown_on_ctrl_c))
+    /// keeps the server accepting and serving after turning its
+    /// [`Readiness`] to draining, before the shutdown begins: the time a load
+    /// balancer or a Kubernetes Service needs to stop sending it clients
+    /// (HAProxy's agent check interval, the endpoint removal that runs beside
+    /// SIGTERM). Default 0: the shutdown begins at once.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
         self
     }
 

@@ -1,7 +1,8 @@
 //! Graceful shutdown on SIGINT, SIGTERM and SIGHUP, through `ctrlc`.
 //!
-//! The first signal shuts every registered server down and says so at once,
-//! at warn, with what the shutdown waits for:
+//! The first signal [drains](ServerHandle::drain) every registered server
+//! (readiness off at once, the shutdown after its drain delay, at once by
+//! default) and says so at once, at warn, with what the shutdown waits for:
 //!
 //! ```text
 //! shutting down: waiting up to 10 s for 1 connection (Ctrl-C again to stop now)
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::ServerHandle;
+use super::control::ServerHandle;
 
 /// Signals within this time of the first are the first one again.
 pub(crate) const SAME_SIGNAL: Duration = Duration::from_millis(100);
@@ -71,23 +72,37 @@ fn on_signal() {
     let servers = servers.lock();
     let mut waiting = 0;
     let mut longest = Duration::ZERO;
+    let mut delay = Duration::ZERO;
     for server in servers.iter() {
-        server.shutdown();
-        waiting += server.0.waiting_at_shutdown.load(SeqCst);
-        longest = longest.max(server.0.options.shutdown_timeout);
+        server.drain();
+        let control = &server.0;
+        // A drain that shuts down at once knows what it left waiting; one
+        // that waits first reports what is in progress now.
+        waiting += if control.is_shutdown() {
+            control.waiting_at_shutdown.load(SeqCst)
+        } else {
+            control.counters.in_flight.load(SeqCst)
+        };
+        longest = longest.max(control.options.shutdown_timeout);
+        delay = delay.max(control.options.drain_delay);
     }
-    log::warn!("{}", announcement(waiting, longest));
+    log::warn!("{}", announcement(delay, waiting, longest));
 }
 
-/// What the first signal says: what the shutdown waits for, and how to cut
-/// it short.
-fn announcement(waiting: usize, deadline: Duration) -> String {
-    if waiting == 0 {
+/// What the first signal says: how long the drain lasts, what the shutdown
+/// waits for, and how to cut it short.
+fn announcement(delay: Duration, waiting: usize, deadline: Duration) -> String {
+    let draining = if delay.is_zero() {
+        String::new()
+    } else {
+        format!("draining for {}, then ", seconds(delay))
+    };
+    if waiting == 0 && delay.is_zero() {
         return "shutting down: nothing in progress".to_string();
     }
     let plural = if waiting == 1 { "" } else { "s" };
     format!(
-        "shutting down: waiting up to {} for {waiting} connection{plural} \
+        "shutting down: {draining}waiting up to {} for {waiting} connection{plural} \
          (Ctrl-C again to stop now)",
         seconds(deadline)
     )
@@ -106,17 +121,23 @@ mod tests {
 
     #[test]
     fn the_announcement_says_what_the_shutdown_waits_for() {
+        let now = Duration::ZERO;
         assert_eq!(
-            announcement(1, Duration::from_secs(10)),
+            announcement(now, 1, Duration::from_secs(10)),
             "shutting down: waiting up to 10 s for 1 connection (Ctrl-C again to stop now)"
         );
         assert_eq!(
-            announcement(3, Duration::from_millis(2500)),
+            announcement(now, 3, Duration::from_millis(2500)),
             "shutting down: waiting up to 2.5 s for 3 connections (Ctrl-C again to stop now)"
         );
         assert_eq!(
-            announcement(0, Duration::from_secs(10)),
+            announcement(now, 0, Duration::from_secs(10)),
             "shutting down: nothing in progress"
+        );
+        assert_eq!(
+            announcement(Duration::from_secs(5), 0, Duration::from_secs(10)),
+            "shutting down: draining for 5 s, then waiting up to 10 s for 0 connections \
+             (Ctrl-C again to stop now)"
         );
     }
 }

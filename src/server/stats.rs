@@ -1,9 +1,13 @@
-//! [`Stats`]: what a server has done so far, as counters; [`Summary`]: what
-//! it reports when it stops.
+//! [`Stats`]: what a server has done so far, as counters; [`Metrics`]: the
+//! same with the gauges and the request-duration histogram that monitoring
+//! wants; [`Summary`]: what it reports when it stops.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use crate::ops::histogram::{Histogram, HistogramSnapshot};
 
 /// A snapshot of a server's counters, from [`ServerHandle::stats`](crate::ServerHandle::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,21 +50,68 @@ pub(crate) struct Counters {
     pub failed: AtomicU64,
     pub panicked: AtomicU64,
     pub cut: AtomicU64,
+    /// One observation per request served (a connection, a message, a
+    /// datagram), made where `served` is counted.
+    pub durations: Histogram,
 }
 
 /// Thread counts of a dispatcher's pool, readable at any time.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Gauges {
     pub threads: AtomicUsize,
     pub idle: AtomicUsize,
+    /// The length of the pool's queue, for dispatchers whose queue holds
+    /// something other than the server's admitted requests (the reactor's
+    /// blocking messages).
+    pub queue_length: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+}
+
+impl fmt::Debug for Gauges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gauges")
+            .field("threads", &self.threads)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A server's counters, gauges and request durations at one moment: what a
+/// monitoring system scrapes, from
+/// [`ServerHandle::metrics`](crate::ServerHandle::metrics).
+/// [`ops::metrics`](crate::ops) writes it as a Prometheus page.
+///
+/// One request is a connection in threads mode (and for one-at-a-time
+/// servers), a message in reactor mode, a datagram on datagram servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    /// The server's URL, as [`Server::url`](crate::Server::url) writes it.
+    pub url: String,
+    /// The counters; in reactor mode `active` is the messages being handled
+    /// and `queued` the messages waiting for a pool thread.
+    pub stats: Stats,
+    /// Connections open now: admitted and not yet closed, waiting for a
+    /// thread included (0 on datagram servers).
+    pub connections_open: usize,
+    /// Requests admitted and not yet finished: connections in threads mode,
+    /// messages being handled in reactor mode, datagrams queued or handled.
+    pub requests_in_flight: usize,
+    /// How long requests took; its count is the number of requests served.
+    pub durations: HistogramSnapshot,
 }
 
 impl Counters {
-    pub fn snapshot(&self, gauges: &Gauges) -> Stats {
+    /// The counters and gauges as [`Stats`]; `per_message`: the dispatcher
+    /// counts messages as active and queues them in its pool (the reactor).
+    pub fn snapshot(&self, gauges: &Gauges, per_message: bool) -> Stats {
         let active = self.active.load(Relaxed);
+        let queued = if per_message {
+            gauges.queue_length.get().map_or(0, |length| length())
+        } else {
+            self.in_flight.load(Relaxed).saturating_sub(active)
+        };
         Stats {
             active,
-            queued: self.in_flight.load(Relaxed).saturating_sub(active),
+            queued,
             threads: gauges.threads.load(Relaxed),
             idle_threads: gauges.idle.load(Relaxed),
             served: self.served.load(Relaxed),

@@ -50,7 +50,7 @@ use parking_lot::Mutex;
 use crate::protocol::auth::{self, FailureLimit, Key, Verdict, ANSWER_LEN, CHALLENGE_LEN};
 use crate::protocol::framing::{Endian, FrameCodec};
 use crate::request::{Closing, Conn, Framing, FramingError, MessageHandler, Next};
-use crate::Address;
+use crate::transport::address::Address;
 
 /// How much a framed service reads and discards after a final error answer,
 /// so that a client still sending a refused body sees the answer.

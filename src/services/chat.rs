@@ -35,8 +35,8 @@
 //! Sending a line to the room queues it for each member without waiting
 //! ([`ConnHandle::send`]). A member's queue is bounded
 //! ([`ChatRoom::max_backlog`], 1 MiB by default): a member that stops reading
-//! while the room keeps talking is told `* disconnected: ...` if there is
-//! room for it and disconnected, and the others see `* NAME left`. A member
+//! while the room keeps talking is disconnected, and the others see
+//! `* NAME left`. A member
 //! that sends faster than [`ChatRoom::max_rate`] (1 MiB/s by default, with a
 //! burst of as much) is slowed down: the room stops reading from it until
 //! its allowance refills, so its own connection backs up and the readers who

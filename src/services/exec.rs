@@ -398,7 +398,7 @@ impl Exec {
     /// Reads a started command's output and waits for it, within the
     /// timeout; then kills what it left.
     fn collect(&self, mut started: Started, client: Option<RawFd>) -> Result<Outcome, String> {
-        let deadline = crate::server::deadline_after(self.timeout);
+        let deadline = crate::deadline::after(self.timeout);
         let mut streams = [
             Capture::new(started.child.stdout.take().map(OwnedFd::from)),
             Capture::new(started.child.stderr.take().map(OwnedFd::from)),

@@ -5,6 +5,7 @@ use std::fs;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::Address;
+use super::{Address, Scheme};
 
 /// How a listening socket is set up: the socket options of
 /// [`Options`](crate::Options) that apply before a server accepts anything.
@@ -77,6 +78,47 @@ impl Listener {
             unix_path,
             spare: bounded(SPARE_BUFFERS),
         }
+    }
+
+    /// A socket bound by someone else (socket activation, a parent), for a
+    /// server of `scheme`: checked to be of that kind, made to listen if it
+    /// is a stream socket that does not yet, marked close-on-exec. Its Unix
+    /// socket file, if any, is not this process's to remove.
+    pub(crate) fn adopt(
+        fd: OwnedFd,
+        scheme: Scheme,
+        options: &ListenOptions,
+    ) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        let domain = socket.domain()?;
+        let ty = socket.r#type()?;
+        let want_ty = if scheme.is_stream() {
+            Type::STREAM
+        } else {
+            Type::DGRAM
+        };
+        let domain_fits = if scheme.is_inet() {
+            domain == Domain::IPV4 || domain == Domain::IPV6
+        } else {
+            domain == Domain::UNIX
+        };
+        if !domain_fits || ty != want_ty {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a {} socket cannot serve {scheme}", describe(domain, ty)),
+            ));
+        }
+        socket.set_cloexec(true)?;
+        if ty == Type::STREAM {
+            if !socket.is_listener()? {
+                socket.listen(options.backlog)?;
+            }
+            socket.set_nonblocking(true)?;
+        } else {
+            // Replies are sent blocking; receives pass MSG_DONTWAIT.
+            socket.set_nonblocking(false)?;
+        }
+        Ok(Listener::new(socket, None))
     }
 
     /// The address the server is bound to.
@@ -155,6 +197,26 @@ impl Drop for Listener {
                 log::debug!("cannot remove {}: {e}", path.display());
             }
         }
+    }
+}
+
+/// A socket's kind in words: "TCP", "Unix datagram", ...
+fn describe(domain: Domain, ty: Type) -> String {
+    let family = if domain == Domain::IPV4 || domain == Domain::IPV6 {
+        match ty {
+            Type::STREAM => return "TCP".to_string(),
+            Type::DGRAM => return "UDP".to_string(),
+            _ => "IP",
+        }
+    } else if domain == Domain::UNIX {
+        "Unix"
+    } else {
+        return format!("{domain:?} {ty:?}");
+    };
+    match ty {
+        Type::STREAM => format!("{family} stream"),
+        Type::DGRAM => format!("{family} datagram"),
+        _ => format!("{family} {ty:?}"),
     }
 }
 
@@ -248,6 +310,43 @@ fn finish_bind(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_adopted_socket_must_be_of_the_server_kind() {
+        let options = ListenOptions::default();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let err = Listener::adopt(udp.into(), Scheme::Tcp, &options).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "a UDP socket cannot serve tcp");
+        // A bound TCP socket that does not listen yet is made to.
+        let raw = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        raw.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let listener = Listener::adopt(raw.into(), Scheme::Tcp, &options).unwrap();
+        assert!(listener.socket.is_listener().unwrap());
+        let addr = listener.local_addr().unwrap().as_inet().unwrap();
+        std::net::TcpStream::connect(addr).unwrap();
+        let unix = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap();
+        let err = Listener::adopt(unix.into(), Scheme::Unix, &options).unwrap_err();
+        assert_eq!(err.to_string(), "a Unix datagram socket cannot serve unix");
+    }
+
+    #[test]
+    fn an_adopted_unix_socket_file_is_left_in_place() {
+        let dir = std::env::temp_dir().join(format!("socketserver-adopt-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("given.sock");
+        let given = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let listener =
+            Listener::adopt(given.into(), Scheme::Unix, &ListenOptions::default()).unwrap();
+        assert_eq!(
+            listener.local_addr().unwrap().as_unix_path(),
+            Some(path.as_path())
+        );
+        drop(listener);
+        assert!(path.exists(), "the file belongs to whoever made it");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn stale_unix_socket_is_replaced_and_live_one_refused() {

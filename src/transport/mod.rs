@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub(crate) mod address;
 pub(crate) mod listener;
-mod url;
+pub(crate) mod url;
 
 pub use address::Address;
 pub(crate) use listener::{

@@ -1,19 +1,12 @@
-//! What every command shares: errors and exit codes, pool and bind options,
-//! size and duration parsing, and running a group of servers.
+//! What every command shares: errors and exit codes, reading messages,
+//! size and duration parsing.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
-use socketserver::dispatch::ThreadsError;
-use socketserver::request::MessageHandler;
-use socketserver::transport::Scheme;
-use socketserver::{
-    DatagramRequest, Options, ReactorTcpServer, ReactorUnixStreamServer, RequestHandler,
-    ServerGroup, SocketUrl, StreamRequest, ThreadingTcpServer, ThreadingUdpServer,
-    ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
-};
+use socketserver::client::WrongProtocol;
+use socketserver::SocketUrl;
 
 /// How a command failed: a usage error exits 2, anything else 1.
 #[derive(Debug)]
@@ -39,242 +32,31 @@ impl CliError {
     }
 }
 
+/// The error of a client that asked `url` and got no proper answer within
+/// `waited`: a timeout names what was expected (`no answer from URL within
+/// 5 s: is it a dict server?`), an answer of another protocol says what came
+/// instead, a refusal is prefixed with where it came from, anything else
+/// with `no answer from URL`.
+pub fn answer_error(url: &SocketUrl, waited: Duration, server: &str, error: io::Error) -> CliError {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => CliError::Failed(format!(
+            "no answer from {url} within {} s: is it {server}?",
+            waited.as_secs_f64()
+        )),
+        io::ErrorKind::InvalidInput => CliError::Failed(format!("{url}: {error}")),
+        _ if WrongProtocol::from_io(&error).is_some() => {
+            CliError::Failed(format!("{url}: {error}"))
+        }
+        _ => CliError::Failed(format!("no answer from {url}: {error}")),
+    }
+}
+
 impl From<io::Error> for CliError {
     fn from(e: io::Error) -> Self {
         CliError::Failed(e.to_string())
     }
 }
 
-/// Options of the thread pool and the limits, shared by every `serve`.
-#[derive(Args, Debug)]
-pub struct PoolArgs {
-    /// Worker threads kept warm [default: number of CPUs]
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
-    /// Most worker threads [default: as many as --max-connections]
-    #[arg(long, value_name = "N")]
-    max_threads: Option<usize>,
-    /// Connections waiting for a thread
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    queue: usize,
-    /// Most connections open at once
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
-    /// Close a connection that sends nothing for SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
-    idle_timeout: Option<Duration>,
-    /// Give up on a client that accepts no byte of a reply for SECS (0: wait for ever)
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "60")]
-    write_timeout: Duration,
-    /// On shutdown (SIGINT, SIGTERM or SIGHUP), let requests finish for SECS, then cut them
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    shutdown_timeout: Duration,
-    /// When full, close new connections at once instead of leaving them in the backlog
-    #[arg(long)]
-    reject_when_full: bool,
-    /// How connections are served: a thread each, or parked on event loops between messages (no effect on datagrams)
-    #[arg(long, value_enum, value_name = "MODE", default_value = "threads")]
-    pub dispatch: DispatchMode,
-    /// Event loops in reactor mode [default: number of CPUs]
-    #[arg(long, value_name = "N")]
-    reactor_threads: Option<usize>,
-}
-
-/// How a stream service runs its connections.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DispatchMode {
-    /// A pool thread holds each connection for its whole life.
-    Threads,
-    /// Connections wait on event loops; messages run inline or on the pool.
-    Reactor,
-}
-
-impl PoolArgs {
-    /// The server options these arguments ask for; `default_idle` applies when
-    /// `--idle-timeout` is not given.
-    pub fn options(&self, default_idle: Option<Duration>) -> Options {
-        let mut options = Options::new()
-            .queue(self.queue)
-            .max_connections(self.max_connections)
-            .idle_timeout(self.idle_timeout.or(default_idle))
-            .write_timeout(Some(self.write_timeout))
-            .shutdown_timeout(self.shutdown_timeout)
-            .reject_when_full(self.reject_when_full);
-        if let Some(threads) = self.threads {
-            options = options.threads(threads);
-        }
-        if let Some(max_threads) = self.max_threads {
-            options = options.max_threads(max_threads);
-        }
-        if let Some(loops) = self.reactor_threads {
-            options = options.reactor_threads(loops);
-        }
-        options
-    }
-}
-
-/// The `--bind` option, repeatable.
-#[derive(Args, Debug)]
-pub struct BindArgs {
-    /// Listen on URL: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH or unixgram:PATH (repeatable)
-    #[arg(long = "bind", value_name = "URL")]
-    urls: Vec<SocketUrl>,
-}
-
-impl BindArgs {
-    /// The URLs to bind, or `default` when none was given; every one must use
-    /// one of `schemes`.
-    pub fn urls(&self, default: &str, schemes: &[Scheme]) -> Result<Vec<SocketUrl>, CliError> {
-        if self.urls.is_empty() {
-            return Ok(vec![default.parse().expect("default URLs parse")]);
-        }
-        for url in &self.urls {
-            if !schemes.contains(&url.scheme()) {
-                return Err(CliError::Usage(format!(
-                    "this service does not speak {} (--bind {url}); it speaks {}",
-                    url.scheme(),
-                    schemes
-                        .iter()
-                        .map(|s| s.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-        }
-        Ok(self.urls.clone())
-    }
-}
-
-/// Binds servers for a service and runs them together.
-pub struct Launcher {
-    group: ServerGroup,
-    options: Options,
-    dispatch: DispatchMode,
-}
-
-impl Launcher {
-    pub fn new(options: Options, dispatch: DispatchMode) -> Self {
-        Launcher {
-            group: ServerGroup::new(),
-            options,
-            dispatch,
-        }
-    }
-
-    /// Binds a stream server (TCP or Unix) at `url` for a message handler,
-    /// in the chosen dispatch mode.
-    pub fn stream<H: MessageHandler + Clone>(
-        &mut self,
-        url: &SocketUrl,
-        handler: &H,
-    ) -> Result<(), CliError> {
-        if self.dispatch == DispatchMode::Threads {
-            return self.bind_threads(url, handler.clone());
-        }
-        let options = self.options.clone();
-        let handler = handler.clone();
-        match url {
-            SocketUrl::Tcp(addr) => self.group.add(
-                ReactorTcpServer::bind_with(addr.as_str(), handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            SocketUrl::Unix(path) => self.group.add(
-                ReactorUnixStreamServer::bind_with(path, handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            _ => return Err(CliError::Usage(format!("{url} is not a stream URL"))),
-        }
-        Ok(())
-    }
-
-    /// Binds a threading stream server (TCP or Unix) at `url`.
-    fn bind_threads<H: RequestHandler<StreamRequest>>(
-        &mut self,
-        url: &SocketUrl,
-        handler: H,
-    ) -> Result<(), CliError> {
-        let options = self.options.clone();
-        match url {
-            SocketUrl::Tcp(addr) => self.group.add(
-                ThreadingTcpServer::bind_with(addr.as_str(), handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            SocketUrl::Unix(path) => self.group.add(
-                ThreadingUnixStreamServer::bind_with(path, handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            _ => return Err(CliError::Usage(format!("{url} is not a stream URL"))),
-        }
-        Ok(())
-    }
-
-    /// Binds a threading datagram server (UDP or Unix) at `url`.
-    pub fn datagram<H: RequestHandler<DatagramRequest>>(
-        &mut self,
-        url: &SocketUrl,
-        handler: H,
-    ) -> Result<(), CliError> {
-        let options = self.options.clone();
-        match url {
-            SocketUrl::Udp(addr) => self.group.add(
-                ThreadingUdpServer::bind_with(addr.as_str(), handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            SocketUrl::Unixgram(path) => self.group.add(
-                ThreadingUnixDatagramServer::bind_with(path, handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            _ => return Err(CliError::Usage(format!("{url} is not a datagram URL"))),
-        }
-        Ok(())
-    }
-
-    /// Binds a threading server at `url`, stream or datagram as the URL
-    /// says, for a handler that serves both.
-    pub fn any<H>(&mut self, url: &SocketUrl, handler: &H) -> Result<(), CliError>
-    where
-        H: MessageHandler + RequestHandler<DatagramRequest> + Clone,
-    {
-        if url.is_stream() {
-            self.stream(url, handler)
-        } else {
-            self.datagram(url, handler.clone())
-        }
-    }
-
-    /// Announces every address on standard output, then serves until
-    /// SIGINT/SIGTERM, drains, and logs a summary per server.
-    pub fn run(self) -> Result<(), CliError> {
-        self.group.shutdown_on_ctrl_c()?;
-        let mut stdout = io::stdout().lock();
-        for url in self.group.urls() {
-            writeln!(stdout, "listening on {url}")?;
-        }
-        stdout.flush()?;
-        drop(stdout);
-        // Each server logs its own one-line summary as it shuts down.
-        self.group.serve_forever()?;
-        Ok(())
-    }
-}
-
-/// The error of a server that could not start at `url`: a thread count the
-/// system cannot honour is a usage error, a thread the system refused is
-/// said to be one; anything else is a bind error.
-fn cannot_bind(url: &SocketUrl, e: io::Error) -> CliError {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<ThreadsError>())
-    {
-        Some(threads) if threads.is_over_limit() => CliError::Usage(format!(
-            "{threads} (see --threads, --max-threads, --reactor-threads)"
-        )),
-        Some(threads) => CliError::Failed(format!("cannot start the server for {url}: {threads}")),
-        None => CliError::Failed(format!("cannot bind {url}: {e}")),
-    }
-}
-
-#[allow(dead_code)] // used by the services that take sizes
 /// Calls `send` with each of `args`, or, when there are none, with each line
 /// of standard input (without its terminator; bytes that are not UTF-8 are
 /// replaced): how the line clients read their messages.
@@ -292,6 +74,40 @@ pub fn for_each_message(
         line.clear();
     }
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit (to `fs.nr_open`
+/// when the hard limit is unlimited), as Go's runtime and nginx do: a server
+/// or a load generator of many connections needs a descriptor each. Returns
+/// the limit now in force.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut target = limit.rlim_max;
+    if target == libc::RLIM_INFINITY {
+        target = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(limit.rlim_cur);
+    }
+    if target > limit.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit.rlim_cur = target;
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Parses a byte count with an optional KiB, MiB or GiB suffix (also K, M, G,

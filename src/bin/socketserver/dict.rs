@@ -2,26 +2,20 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::dict::DictClient;
 use socketserver::services::Dictionary;
-use socketserver::transport::Scheme;
-use socketserver::SocketUrl;
 
-use crate::common::{
-    for_each_message, parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs,
-};
-
-const DEFAULT_URL: &str = "udp://127.0.0.1:9002";
+use crate::common::{answer_error, for_each_message, parse_size, CliError};
+use crate::connect::ConnectArgs;
+use crate::serve::ServerArgs;
+use crate::services::DICT;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
     /// A word file, one `word<TAB>definition` per line; replaces the built-in dictionary
     #[arg(long, value_name = "FILE")]
     words: Option<PathBuf>,
@@ -31,10 +25,6 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(
-        DEFAULT_URL,
-        &[Scheme::Tcp, Scheme::Udp, Scheme::Unix, Scheme::Unixgram],
-    )?;
     let dict = match &args.words {
         Some(path) => Dictionary::load(path).map_err(|e| {
             CliError::Failed(format!("cannot load --words {}: {e}", path.display()))
@@ -42,33 +32,31 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         None => Dictionary::builtin(),
     };
     let dict = dict.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX));
-    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
-    for url in &urls {
-        launcher.any(url, &dict)?;
-    }
-    launcher.run()
+    args.server.serve_any(&DICT, &dict)
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (udp://, unixgram:, tcp:// or unix:)
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
-    connect: SocketUrl,
-    /// Give up waiting for an answer after SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "5")]
-    timeout: Duration,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Words to look up; standard input, one per line, when none
     args: Vec<String>,
 }
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
-    let mut dict = DictClient::connect(&args.connect, args.timeout)
-        .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
+    let net = &args.net;
+    net.check()?;
+    let mut dict = if net.connect.is_stream() {
+        DictClient::on(net.open(&DICT, Some(net.timeout))?)?
+    } else {
+        DictClient::connect(&net.connect, net.timeout)
+            .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", net.connect)))?
+    };
     let mut stdout = io::stdout().lock();
     let lookup = |word: &str| -> Result<(), CliError> {
         let answer = dict
             .lookup(word)
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+            .map_err(|e| answer_error(&net.connect, net.timeout, "a dict server", e))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };

@@ -1,74 +1,60 @@
 //! `serve echo-upper` and `client echo-upper`.
 
 use std::io::{self, Write};
-use std::time::Duration;
 
 use clap::Args;
-use socketserver::client::{pipe, Connection, DatagramClient};
+use socketserver::client::{pipe, DatagramClient};
 use socketserver::services::EchoUpper;
-use socketserver::transport::Scheme;
-use socketserver::SocketUrl;
 
-use crate::common::{for_each_message, parse_duration, BindArgs, CliError, Launcher, PoolArgs};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:9000";
+use crate::common::{answer_error, for_each_message, CliError};
+use crate::connect::ConnectArgs;
+use crate::serve::ServerArgs;
+use crate::services::ECHO_UPPER;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(
-        DEFAULT_URL,
-        &[Scheme::Tcp, Scheme::Udp, Scheme::Unix, Scheme::Unixgram],
-    )?;
-    // EchoUpper reads into its own buffers: its connections need no read
-    // buffer of their own (8 KiB each by default; 80 MiB for 10,000).
-    let mut launcher = Launcher::new(args.pool.options(None).read_buffer(64), args.pool.dispatch);
-    let echo = EchoUpper;
-    for url in &urls {
-        launcher.any(url, &echo)?;
-    }
-    launcher.run()
+    args.server.serve_any(&ECHO_UPPER, &EchoUpper)
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
-    connect: SocketUrl,
-    /// Give up waiting for an answer after SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    timeout: Duration,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Messages to send, one line (or one datagram) each; standard input when none
     args: Vec<String>,
 }
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
+    let net = &args.net;
+    net.check()?;
     let mut stdout = io::stdout().lock();
-    if args.connect.is_stream() {
-        let connection = Connection::connect(&args.connect, Some(args.timeout))
-            .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
-        connection.set_read_timeout(Some(args.timeout))?;
-        if args.args.is_empty() {
-            pipe(connection, io::stdin(), &mut stdout)?;
+    if net.connect.is_stream() {
+        let connection = net.open(&ECHO_UPPER, Some(net.timeout))?;
+        let piped = if args.args.is_empty() {
+            pipe(connection, io::stdin(), &mut stdout)
         } else {
             let lines: String = args.args.iter().map(|a| format!("{a}\n")).collect();
-            pipe(connection, lines.as_bytes(), &mut stdout)?;
-        }
-        return Ok(());
+            pipe(connection, lines.as_bytes(), &mut stdout)
+        };
+        return piped
+            .map_err(|e| answer_error(&net.connect, net.timeout, "an echo-upper server", e));
     }
-    let client = DatagramClient::connect(&args.connect, args.timeout)
-        .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", args.connect)))?;
+    let client = DatagramClient::connect(&net.connect, net.timeout)
+        .map_err(|e| CliError::Failed(format!("cannot reach {}: {e}", net.connect)))?;
+    let mut buf = vec![0u8; 65_536];
     let ask = |message: &str| -> Result<(), CliError> {
-        let answer = client
-            .request(message.as_bytes())
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
-        stdout.write_all(&answer)?;
+        client
+            .send(message.as_bytes())
+            .map_err(|e| CliError::Failed(format!("cannot send to {}: {e}", net.connect)))?;
+        let n = client
+            .recv(&mut buf)
+            .map_err(|e| answer_error(&net.connect, net.timeout, "an echo-upper server", e))?;
+        stdout.write_all(&buf[..n])?;
         stdout.write_all(b"\n")?;
         Ok(stdout.flush()?)
     };

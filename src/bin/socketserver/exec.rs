@@ -7,24 +7,22 @@ use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::exec::ExecClient;
+use socketserver::protocol::auth::NoChallenge;
 use socketserver::protocol::framing::FrameCodec;
 use socketserver::request::Shared;
 use socketserver::services::exec::Containment;
 use socketserver::services::Exec;
-use socketserver::transport::Scheme;
-use socketserver::SocketUrl;
 
-use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+use crate::common::{parse_duration, parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::framed::{frame_size, load_key, session_error, AuthArgs, EndianArg};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:9003";
+use crate::serve::ServerArgs;
+use crate::services::EXEC;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
     /// The shared key: this file's bytes, all of them (required)
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
@@ -59,7 +57,6 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let codec = FrameCodec::new()
         .endian(args.endian.frame_endian)
         .max_frame(frame_size("--max-frame", args.max_frame)?);
@@ -101,11 +98,7 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         log::warn!("no --allow given: every command will be refused");
     }
     let exec = Shared::new(exec.authenticated(args.auth.config(key)));
-    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
-    for url in &urls {
-        launcher.stream(url, &exec)?;
-    }
-    let result = launcher.run();
+    let result = args.server.serve(&EXEC, &exec);
     let killed = exec.inner().kill_running();
     if killed > 0 {
         log::warn!("killed {killed} command(s) still running at exit");
@@ -115,17 +108,14 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
-    connect: SocketUrl,
+    // Leave --timeout room for the server's own --timeout.
+    #[command(flatten)]
+    net: ConnectArgs,
     /// The shared key: this file's bytes, all of them (required)
     #[arg(long, value_name = "FILE")]
     key_file: PathBuf,
     #[command(flatten)]
     endian: EndianArg,
-    /// Give up after SECS without an answer (leave room for the server's --timeout)
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "60")]
-    timeout: Duration,
     /// The command line to run (words joined with spaces, as ssh does); without it, each line of standard input
     #[arg(
         trailing_var_arg = true,
@@ -148,8 +138,11 @@ pub fn client(args: ClientArgs) -> ExitCode {
 fn run_client(args: ClientArgs) -> Result<u8, CliError> {
     let key = load_key(&args.key_file)?;
     let codec = FrameCodec::new().endian(args.endian.frame_endian);
-    let mut client = ExecClient::connect(&args.connect, &key, codec, Some(args.timeout))
-        .map_err(|e| session_error(&args.connect, e))?;
+    let net = &args.net;
+    let connection = net.open(&EXEC, Some(net.timeout))?;
+    let mut client = ExecClient::handshake(connection, &key, codec)
+        .map_err(|e| NoChallenge::explain(e, &net.connect, Some(net.timeout), "an exec server"))
+        .map_err(|e| session_error(&net.connect, e))?;
     let mut status = 0;
     if !args.command.is_empty() {
         status = run_one(&mut client, &args.command.join(" "))?;

@@ -2,27 +2,24 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use socketserver::client::files::FilesClient;
+use socketserver::protocol::auth::NoChallenge;
 use socketserver::protocol::framing::FrameCodec;
 use socketserver::request::Shared;
 use socketserver::services::Files;
-use socketserver::transport::Scheme;
-use socketserver::SocketUrl;
 
-use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
+use crate::common::{parse_size, CliError};
+use crate::connect::ConnectArgs;
 use crate::framed::{frame_size, load_key, progress_bar, session_error, AuthArgs, EndianArg};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:9004";
+use crate::serve::ServerArgs;
+use crate::services::FILES;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
     /// Store and serve the files of DIR (created if missing)
     #[arg(long, value_name = "DIR", default_value = "received")]
     dir: PathBuf,
@@ -43,7 +40,6 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let codec = FrameCodec::new()
         .endian(args.endian.frame_endian)
         .max_header(frame_size("--max-header", args.max_header)?);
@@ -52,37 +48,24 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     files
         .prepare()
         .map_err(|e| CliError::Failed(format!("cannot use --dir {}: {e}", args.dir.display())))?;
-    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
     match key {
-        Some(key) => {
-            let files = Shared::new(files.authenticated(args.auth.config(key)));
-            for url in &urls {
-                launcher.stream(url, &files)?;
-            }
-        }
-        None => {
-            let files = Shared::new(files);
-            for url in &urls {
-                launcher.stream(url, &files)?;
-            }
-        }
+        Some(key) => args.server.serve(
+            &FILES,
+            &Shared::new(files.authenticated(args.auth.config(key))),
+        ),
+        None => args.server.serve(&FILES, &Shared::new(files)),
     }
-    launcher.run()
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
-    connect: SocketUrl,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Authenticate with the key in FILE (when the server has --key-file)
     #[arg(long, value_name = "FILE")]
     key_file: Option<PathBuf>,
     #[command(flatten)]
     endian: EndianArg,
-    /// Give up after SECS without progress
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "30")]
-    timeout: Duration,
     #[command(subcommand)]
     op: Op,
 }
@@ -131,8 +114,18 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
         }
     }
     let codec = FrameCodec::new().endian(args.endian.frame_endian);
-    let mut client = FilesClient::connect(&args.connect, key.as_ref(), codec, Some(args.timeout))
-        .map_err(|e| session_error(&args.connect, e))?;
+    let net = &args.net;
+    let connection = net.open(&FILES, Some(net.timeout))?;
+    let mut client = FilesClient::on(connection, key.as_ref(), codec)
+        .map_err(|e| {
+            NoChallenge::explain(
+                e,
+                &net.connect,
+                Some(net.timeout),
+                "a files server with a key",
+            )
+        })
+        .map_err(|e| session_error(&net.connect, e))?;
     let mut stdout = io::stdout().lock();
     match args.op {
         Op::Put { name, files } => {

@@ -6,20 +6,17 @@ use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::http;
-use socketserver::services::http::{StaticHttp, DEFAULT_IDLE_TIMEOUT};
-use socketserver::transport::Scheme;
-use socketserver::SocketUrl;
+use socketserver::services::http::StaticHttp;
 
-use crate::common::{parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:8000";
+use crate::common::{parse_duration, parse_size, CliError};
+use crate::connect::ConnectArgs;
+use crate::serve::ServerArgs;
+use crate::services::HTTP;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
     /// Serve the files under DIR (without it: a built-in hello world page)
     #[arg(long, value_name = "DIR")]
     root: Option<PathBuf>,
@@ -41,7 +38,6 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let site = match &args.root {
         Some(root) => StaticHttp::with_root(root)
             .map_err(|e| CliError::Failed(format!("cannot use --root {}: {e}", root.display())))?,
@@ -57,22 +53,13 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
     // Idle keep-alive connections close after --idle-timeout (60 s unless
     // given); a client that stopped reading is cut by --write-timeout (60 s
     // by default, for every service).
-    let options = args.pool.options(Some(DEFAULT_IDLE_TIMEOUT));
-    let mut launcher = Launcher::new(options, args.pool.dispatch);
-    for url in &urls {
-        launcher.stream(url, &site)?;
-    }
-    launcher.run()
+    args.server.serve(&HTTP, &site)
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (tcp:// or unix:)
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
-    connect: SocketUrl,
-    /// Give up waiting for the server after SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    timeout: Duration,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Send HEAD instead of GET, and print the header fields
     #[arg(long)]
     head: bool,
@@ -83,10 +70,15 @@ pub struct ClientArgs {
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let method = if args.head { "HEAD" } else { "GET" };
-    let mut response =
-        http::request(&args.connect, method, &args.path, args.timeout).map_err(|e| {
-            CliError::Failed(format!("{method} {} from {}: {e}", args.path, args.connect))
-        })?;
+    let net = &args.net;
+    let connection = net.open(&HTTP, Some(net.timeout))?;
+    let mut response = http::request_on(
+        connection,
+        &http::host_field(&net.connect),
+        method,
+        &args.path,
+    )
+    .map_err(|e| CliError::Failed(format!("{method} {} from {}: {e}", args.path, net.connect)))?;
     eprintln!("HTTP {} {}", response.status, response.reason);
     let mut stdout = io::stdout().lock();
     if args.head {

@@ -4,11 +4,12 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bench;
 mod chat;
 mod common;
+mod connect;
 mod dict;
 mod echo_upper;
 mod exec;
@@ -16,17 +17,39 @@ mod files;
 mod framed;
 mod http;
 mod loadgen;
+mod logging;
+mod manual;
 mod qa;
+mod serve;
+mod services;
+mod terminal;
 
-/// Python's socketserver model in Rust: the socket-programming course's
-/// services, served on a thread pool, and their clients.
+/// Python's socketserver model in Rust: the services of the classic
+/// socket-programming course, served on a thread pool, and their clients.
 #[derive(Parser)]
 #[command(name = "socketserver", version)]
 struct Cli {
+    /// Log more: -v adds info (the shutdown summary), -vv debug, -vvv trace; RUST_LOG, when set, wins
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log less: -q errors only, -qq nothing; RUST_LOG, when set, wins
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    quiet: u8,
+    /// Log lines on standard error as text, or as one JSON object per line (time, level, target, message) for log shippers
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+// Parsed once at start: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a service's server until Ctrl-C, SIGTERM or SIGHUP (each drains, then exits 0).
@@ -37,6 +60,10 @@ enum Command {
     Client(Client),
     /// Load a server with many clients and measure it (every answer is checked).
     Bench(bench::BenchArgs),
+    /// Print a shell's completion script (e.g. `socketserver completions bash > /usr/share/bash-completion/completions/socketserver`).
+    Completions(manual::CompletionsArgs),
+    /// Print the manual page (roff), or with --dir write one page per command into DIR.
+    Man(manual::ManArgs),
 }
 
 #[derive(Subcommand)]
@@ -76,8 +103,22 @@ enum Client {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    // Before any thread starts: socket activation's and sd_notify's
+    // variables leave the environment here (see serve::take_environment).
+    serve::take_environment();
+    let command = services::with_defaults(Cli::command());
+    let matches = match command.clone().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return manual::usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    logging::init(cli.verbose, cli.quiet, cli.log_format);
+    if let Err(e) = common::raise_open_file_limit() {
+        log::warn!("cannot raise the open-file limit: {e}");
+    }
     let result = match cli.command {
         Command::Serve(Serve::EchoUpper(args)) => echo_upper::serve(args),
         Command::Client(Client::EchoUpper(args)) => echo_upper::client(args),
@@ -94,9 +135,54 @@ fn main() -> ExitCode {
         Command::Serve(Serve::Http(args)) => http::serve(args),
         Command::Client(Client::Http(args)) => http::client(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Completions(args) => manual::completions(args, command),
+        Command::Man(args) => manual::man(args, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// Parses a command line as `main` does.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let command = services::with_defaults(Cli::command());
+        Cli::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
+
+    #[test]
+    fn a_client_without_connect_or_timeout_takes_its_services_defaults() {
+        assert!(parse(&["socketserver", "client", "qa", "hello"]).is_ok());
+        assert!(parse(&["socketserver", "client", "dict", "hello"]).is_ok());
+        assert!(parse(&["socketserver", "client", "chat"]).is_ok());
+        assert!(parse(&["socketserver", "client", "http", "/"]).is_ok());
+        assert!(parse(&["socketserver", "client", "exec", "--key-file", "k", "ls"]).is_ok());
+        assert!(parse(&["socketserver", "client", "files", "list"]).is_ok());
+        assert!(parse(&["socketserver", "client", "echo-upper", "hi"]).is_ok());
+    }
+
+    #[test]
+    fn tls_ca_and_tls_server_name_need_tls() {
+        for flag in ["--tls-ca=ca.pem", "--tls-server-name=example.com"] {
+            let e = parse(&["socketserver", "client", "qa", flag, "hi"])
+                .err()
+                .expect("refused");
+            assert_eq!(e.exit_code(), 2);
+        }
+        assert!(parse(&[
+            "socketserver",
+            "client",
+            "qa",
+            "--tls",
+            "--tls-ca=ca.pem",
+            "hi"
+        ])
+        .is_ok());
     }
 }

@@ -2,26 +2,20 @@
 
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 use socketserver::client::qa::QaClient;
 use socketserver::services::QaBot;
-use socketserver::transport::Scheme;
-use socketserver::SocketUrl;
 
-use crate::common::{
-    for_each_message, parse_duration, parse_size, BindArgs, CliError, Launcher, PoolArgs,
-};
-
-const DEFAULT_URL: &str = "tcp://127.0.0.1:9001";
+use crate::common::{answer_error, for_each_message, parse_size, CliError};
+use crate::connect::ConnectArgs;
+use crate::serve::ServerArgs;
+use crate::services::QA;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    bind: BindArgs,
-    #[command(flatten)]
-    pool: PoolArgs,
+    server: ServerArgs,
     /// A JSON object of keyword to answer, tried in order; replaces the built-in table
     #[arg(long, value_name = "FILE")]
     answers: Option<PathBuf>,
@@ -31,7 +25,6 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let urls = args.bind.urls(DEFAULT_URL, &[Scheme::Tcp, Scheme::Unix])?;
     let bot = match &args.answers {
         Some(path) => QaBot::load(path).map_err(|e| {
             CliError::Failed(format!("cannot load --answers {}: {e}", path.display()))
@@ -39,33 +32,25 @@ pub fn serve(args: ServeArgs) -> Result<(), CliError> {
         None => QaBot::new(),
     };
     let bot = bot.max_line(usize::try_from(args.max_line).unwrap_or(usize::MAX));
-    let mut launcher = Launcher::new(args.pool.options(None), args.pool.dispatch);
-    for url in &urls {
-        launcher.stream(url, &bot)?;
-    }
-    launcher.run()
+    args.server.serve(&QA, &bot)
 }
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
-    /// The server's URL (tcp:// or unix:)
-    #[arg(long, value_name = "URL", default_value = DEFAULT_URL)]
-    connect: SocketUrl,
-    /// Give up waiting for an answer after SECS
-    #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
-    timeout: Duration,
+    #[command(flatten)]
+    net: ConnectArgs,
     /// Questions to ask; standard input, one per line, when none
     args: Vec<String>,
 }
 
 pub fn client(args: ClientArgs) -> Result<(), CliError> {
-    let mut bot = QaClient::connect(&args.connect, args.timeout)
-        .map_err(|e| CliError::Failed(format!("cannot connect to {}: {e}", args.connect)))?;
+    let net = &args.net;
+    let mut bot = QaClient::on(net.open(&QA, Some(net.timeout))?)?;
     let mut stdout = io::stdout().lock();
     let ask = |question: &str| -> Result<(), CliError> {
         let answer = bot
             .ask(question)
-            .map_err(|e| CliError::Failed(format!("no answer from {}: {e}", args.connect)))?;
+            .map_err(|e| answer_error(&net.connect, net.timeout, "a qa server", e))?;
         writeln!(stdout, "{answer}")?;
         Ok(stdout.flush()?)
     };

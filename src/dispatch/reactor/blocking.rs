@@ -7,25 +7,26 @@
 //! received; it may read more (a body) through the [`Conn`]. Then the socket
 //! goes back to non-blocking mode and the connection back to its loop.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::Connection;
-use super::event_loop::{Command, LoopHandle};
+use super::mailbox::{Command, LoopHandle};
 use crate::request::{cannot_read, Closing, Conn, ConnHandle, ConnIo, Found, MessageHandler, Next};
-use crate::server::{Lifecycle, ServerHandle};
+use crate::server::control::ServerHandle;
+use crate::server::lifecycle::Lifecycle;
 use crate::transport::Address;
 
 /// A connection on its way to, or on, a pool thread.
 pub(crate) struct Handoff<H: MessageHandler> {
     conn: Box<Connection<H>>,
-    home: LoopHandle<H>,
+    home: LoopHandle<Box<Connection<H>>>,
 }
 
 impl<H: MessageHandler> Handoff<H> {
-    pub(super) fn new(conn: Box<Connection<H>>, home: LoopHandle<H>) -> Self {
+    pub(super) fn new(conn: Box<Connection<H>>, home: LoopHandle<Box<Connection<H>>>) -> Self {
         Handoff { conn, home }
     }
 
@@ -85,9 +86,11 @@ fn serve<H: MessageHandler>(lifecycle: &Lifecycle<H>, conn: &mut Connection<H>) 
         let input = std::mem::take(&mut conn.input);
         let peer = conn.peer.clone();
         let mut out = std::mem::take(&mut conn.out);
+        let mut scratch = Vec::new();
         let mut io = BlockingIo {
             conn: &mut *conn,
             out: &mut out,
+            scratch: &mut scratch,
             rest: &input[consumed..],
             rest_used: 0,
             server,
@@ -124,6 +127,8 @@ fn serve<H: MessageHandler>(lifecycle: &Lifecycle<H>, conn: &mut Connection<H>) 
 struct BlockingIo<'a, H: MessageHandler> {
     conn: &'a mut Connection<H>,
     out: &'a mut Vec<u8>,
+    /// Space for plaintext on its way out of TLS.
+    scratch: &'a mut Vec<u8>,
     rest: &'a [u8],
     rest_used: usize,
     server: &'a ServerHandle,
@@ -137,7 +142,7 @@ impl<H: MessageHandler> BlockingIo<'_, H> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let written = (&self.conn.socket).write_all(self.out);
+        let written = self.conn.write_all_blocking(self.out);
         self.out.clear();
         written
     }
@@ -160,7 +165,8 @@ impl<H: MessageHandler> ConnIo for BlockingIo<'_, H> {
         if self.out.len() + buf.len() > WRITE_THROUGH {
             self.flush()?;
             if buf.len() > WRITE_THROUGH {
-                return (&self.conn.socket).write(buf);
+                self.conn.write_all_blocking(buf)?;
+                return Ok(buf.len());
             }
         }
         self.out.extend_from_slice(buf);
@@ -188,7 +194,7 @@ impl<H: MessageHandler> ConnIo for BlockingIo<'_, H> {
         }
         let timeout = self.conn.timeouts.idle;
         self.conn.socket.set_read_timeout(timeout)?;
-        (&self.conn.socket).read(buf)
+        self.conn.read_blocking(buf, self.scratch)
     }
 
     fn handle(&mut self, _max_backlog: usize) -> io::Result<ConnHandle> {
@@ -216,7 +222,7 @@ impl<H: MessageHandler> ConnIo for BlockingIo<'_, H> {
     }
 
     fn pause_reading(&mut self, pause: Duration) {
-        self.conn.paused_until = Some(crate::server::deadline_after(pause));
+        self.conn.paused_until = Some(crate::deadline::after(pause));
     }
 
     fn raw_fd(&self) -> RawFd {

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
-use super::event_loop::Notify;
+use super::mailbox::Notify;
 use super::outlet::LoopOutlet;
 use super::timers::Key;
 use crate::request::{cannot_read, ConnHandle, ConnIo, Framer, MessageHandler, Outlet, Timeouts};
-use crate::server::ServerHandle;
+use crate::server::control::ServerHandle;
 use crate::transport::Address;
 
 /// How long a polite close waits for the client to take the last replies
@@ -24,6 +24,10 @@ pub(super) const LINGER: Duration = Duration::from_secs(2);
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
+    /// Waiting for the PROXY header, until the deadline.
+    Proxy { until: Instant },
+    /// In the TLS handshake, until the deadline (`None`: no limit).
+    Handshake { until: Option<Instant> },
     /// Messages come and go.
     Open,
     /// Ending politely: the last replies go out, then the write side is shut
@@ -63,6 +67,20 @@ pub(super) struct Connection<H: MessageHandler> {
     /// Close once the replies are out: the handler said so, or the server
     /// is shutting down and this connection's message is done.
     pub close_when_flushed: Option<crate::request::Closing>,
+    /// The TLS session, when the connection speaks TLS.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<crate::layer::tls::TlsSession>>,
+}
+
+/// What one receive brought.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Received {
+    /// Bytes (plaintext) placed at the start of the caller's buffer.
+    pub n: usize,
+    /// The peer ended its input.
+    pub eof: bool,
+    /// Everything available was read: the next bytes bring a new edge.
+    pub drained: bool,
 }
 
 impl<H: MessageHandler> Connection<H> {
@@ -91,6 +109,133 @@ impl<H: MessageHandler> Connection<H> {
             eof: false,
             linger: crate::request::DEFAULT_LINGER,
             close_when_flushed: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// True while the connection has TLS.
+    pub fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// Receives without blocking into `buf` (plaintext, through TLS when
+    /// there is TLS, once the PROXY header, which is plaintext, is in;
+    /// `plain` is scratch space for it).
+    pub fn receive(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> io::Result<Received> {
+        #[cfg(feature = "tls")]
+        if let Some(session) = self
+            .tls
+            .as_mut()
+            .filter(|_| !matches!(self.phase, Phase::Proxy { .. }))
+        {
+            plain.clear();
+            let report = session
+                .read_from(&mut &self.socket, plain, buf.len())
+                .map_err(io::Error::from)?;
+            let n = plain.len().min(buf.len());
+            buf[..n].copy_from_slice(&plain[..n]);
+            return Ok(Received {
+                n,
+                eof: report.peer_closed.is_some(),
+                drained: report.drained,
+            });
+        }
+        let _ = plain;
+        Ok(match self.read_some(buf)? {
+            Some(0) => Received {
+                n: 0,
+                eof: true,
+                drained: true,
+            },
+            Some(n) => Received {
+                n,
+                eof: false,
+                drained: n < buf.len(),
+            },
+            None => Received {
+                n: 0,
+                eof: false,
+                drained: true,
+            },
+        })
+    }
+
+    /// Reads plaintext in blocking mode (a message on the pool): through
+    /// TLS when there is TLS (`scratch` is space for it), else the socket.
+    pub fn read_blocking(&mut self, buf: &mut [u8], scratch: &mut Vec<u8>) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(session) = self.tls.as_mut() {
+            loop {
+                scratch.clear();
+                let mut once = ReadOnce {
+                    socket: &self.socket,
+                    done: false,
+                };
+                let report = session
+                    .read_from(&mut once, scratch, buf.len())
+                    .map_err(io::Error::from)?;
+                if report.plaintext > 0 {
+                    let n = report.plaintext.min(buf.len());
+                    buf[..n].copy_from_slice(&scratch[..n]);
+                    return Ok(n);
+                }
+                if report.peer_closed.is_some() {
+                    return Ok(0);
+                }
+            }
+        }
+        let _ = scratch;
+        (&self.socket).read(buf)
+    }
+
+    /// Writes in blocking mode (a message on the pool), through TLS when
+    /// there is TLS; bounded by the socket's write timeout.
+    pub fn write_all_blocking(&mut self, bytes: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(session) = self.tls.as_mut() {
+            let mut rest = bytes;
+            loop {
+                let taken = session.send_plaintext(rest);
+                rest = &rest[taken..];
+                let report = session.write_to(&mut &self.socket)?;
+                if !report.all_sent {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took no reply within the write timeout",
+                    ));
+                }
+                if rest.is_empty() {
+                    return Ok(());
+                }
+                if taken == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the TLS session takes no more data",
+                    ));
+                }
+            }
+        }
+        io::Write::write_all(&mut &self.socket, bytes)
+    }
+
+    /// True while the TLS handshake is still going on.
+    pub fn handshaking(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Some(session) = &self.tls {
+            return session.is_handshaking();
+        }
+        false
+    }
+
+    /// Queues TLS's `close_notify` (nothing without TLS).
+    pub fn close_notify(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some(session) = self.tls.as_mut() {
+            session.close_notify();
         }
     }
 
@@ -123,7 +268,7 @@ impl<H: MessageHandler> Connection<H> {
         if bytes.is_empty() {
             return Ok(());
         }
-        if !self.out.is_empty() {
+        if !self.out.is_empty() || self.has_tls() {
             self.out.extend_from_slice(bytes);
             return self.write_out().map(drop);
         }
@@ -137,6 +282,12 @@ impl<H: MessageHandler> Connection<H> {
 
     /// Writes what waits; true when all of it went.
     pub fn write_out(&mut self) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            let done = self.write_out_tls()?;
+            self.note_held();
+            return Ok(done);
+        }
         if self.out.is_empty() {
             return Ok(true);
         }
@@ -147,6 +298,35 @@ impl<H: MessageHandler> Connection<H> {
         }
         self.note_held();
         Ok(self.out.is_empty())
+    }
+
+    /// Hands what waits to TLS as it takes it, and writes its records.
+    #[cfg(feature = "tls")]
+    fn write_out_tls(&mut self) -> io::Result<bool> {
+        let Some(session) = self.tls.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            let taken = if self.out.is_empty() {
+                0
+            } else {
+                session.send_plaintext(&self.out)
+            };
+            self.out.drain(..taken);
+            let report = session.write_to(&mut &self.socket)?;
+            if !report.all_sent {
+                return Ok(false);
+            }
+            if self.out.is_empty() {
+                return Ok(true);
+            }
+            if taken == 0 && report.written == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the TLS session takes no more data",
+                ));
+            }
+        }
     }
 
     /// Tells the outlet how much waits here, for its backlog.
@@ -165,17 +345,18 @@ impl<H: MessageHandler> Connection<H> {
             }
         };
         match self.phase {
-            Phase::Lingering { until, .. } => earliest(Some(until)),
+            Phase::Lingering { until, .. } | Phase::Proxy { until } => earliest(Some(until)),
+            Phase::Handshake { until } => earliest(until),
             Phase::Open => {
                 earliest(
                     self.timeouts
                         .idle
-                        .map(|idle| crate::server::later(self.last_active, idle)),
+                        .map(|idle| crate::deadline::later(self.last_active, idle)),
                 );
                 earliest(self.timeouts.next_by);
                 if let (Some(started), Some(limit)) = (self.message_started, self.timeouts.message)
                 {
-                    earliest(Some(crate::server::later(started, limit)));
+                    earliest(Some(crate::deadline::later(started, limit)));
                 }
                 earliest(self.paused_until);
             }
@@ -186,6 +367,32 @@ impl<H: MessageHandler> Connection<H> {
     /// Shuts the sending side (the client reads the end of input).
     pub fn shut_write(&self) {
         let _ = self.socket.shutdown(Shutdown::Write);
+    }
+}
+
+/// A reader that reads its socket once (blocking), then says
+/// `WouldBlock`: so that TLS takes what one read brings and returns.
+#[cfg(feature = "tls")]
+struct ReadOnce<'a> {
+    socket: &'a Socket,
+    done: bool,
+}
+
+#[cfg(feature = "tls")]
+impl Read for ReadOnce<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.done = true;
+        match self.socket.read(buf) {
+            // A read timeout is not "nothing more for now".
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "nothing received within the read timeout",
+            )),
+            other => other,
+        }
     }
 }
 
@@ -267,7 +474,7 @@ impl<H: MessageHandler> ConnIo for LoopIo<'_, H> {
     }
 
     fn pause_reading(&mut self, pause: Duration) {
-        self.conn.paused_until = Some(crate::server::deadline_after(pause));
+        self.conn.paused_until = Some(crate::deadline::after(pause));
     }
 
     fn raw_fd(&self) -> RawFd {

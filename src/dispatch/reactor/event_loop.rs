@@ -5,21 +5,23 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use parking_lot::Mutex;
 
 use super::blocking::Handoff;
 use super::connection::{Connection, LoopIo, Phase, LINGER};
+use super::mailbox::{Alarm, Command, LoopHandle, Mailbox, Notify, Signal};
 use super::timers::{Deadlines, Key};
 use crate::dispatch::Pool;
 use crate::request::{Closing, Conn, Found, Framer, FramingError, MessageHandler, Next, Timeouts};
-use crate::server::{panic_message, Counters, Lifecycle};
+use crate::server::lifecycle::{panic_message, Lifecycle};
+use crate::server::stats::Counters;
 use crate::transport::Accepted;
 
 const WAKE: Token = Token(usize::MAX);
@@ -35,87 +37,6 @@ const HIGH_WATER: usize = 1 << 20;
 /// pool thread still holds.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
-/// Work for a loop from other threads.
-pub(super) enum Command<H: MessageHandler> {
-    /// A connection the server admitted.
-    Accept(Accepted),
-    /// A connection back from the pool.
-    Return(Box<Connection<H>>),
-    /// The server shuts down.
-    Shutdown,
-}
-
-/// Requests from [`ConnHandle`](crate::request::ConnHandle)s.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Signal {
-    /// Bytes wait in the connection's outlet.
-    Flush(Key),
-    /// The connection's backlog overflowed.
-    Disconnect(Key),
-    /// Close the connection after what is queued.
-    CloseAfterFlush(Key),
-}
-
-/// Wakes a loop when it sleeps.
-#[derive(Debug)]
-struct Alarm {
-    waker: Waker,
-    sleeping: AtomicBool,
-}
-
-impl Alarm {
-    fn ring(&self) {
-        if self.sleeping.swap(false, SeqCst) {
-            if let Err(e) = self.waker.wake() {
-                log::error!("cannot wake an event loop: {e}");
-            }
-        }
-    }
-}
-
-/// Sends signals to a loop, from any thread.
-#[derive(Debug, Clone)]
-pub(super) struct Notify {
-    signals: Sender<Signal>,
-    alarm: Arc<Alarm>,
-}
-
-impl Notify {
-    pub fn signal(&self, signal: Signal) {
-        if self.signals.send(signal).is_ok() {
-            self.alarm.ring();
-        }
-    }
-}
-
-/// Sends commands to a loop, from any thread.
-pub(super) struct LoopHandle<H: MessageHandler> {
-    commands: Sender<Command<H>>,
-    alarm: Arc<Alarm>,
-}
-
-impl<H: MessageHandler> Clone for LoopHandle<H> {
-    fn clone(&self) -> Self {
-        LoopHandle {
-            commands: self.commands.clone(),
-            alarm: Arc::clone(&self.alarm),
-        }
-    }
-}
-
-impl<H: MessageHandler> LoopHandle<H> {
-    /// Sends a command; gives it back when the loop has ended.
-    pub fn send(&self, command: Command<H>) -> Option<Command<H>> {
-        match self.commands.send(command) {
-            Ok(()) => {
-                self.alarm.ring();
-                None
-            }
-            Err(e) => Some(e.into_inner()),
-        }
-    }
-}
-
 /// A place in a loop's table.
 struct Slot<H: MessageHandler> {
     generation: u32,
@@ -129,10 +50,10 @@ pub(super) struct EventLoop<H: MessageHandler> {
     poll: Poll,
     lifecycle: Arc<Lifecycle<H>>,
     pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
-    commands: Receiver<Command<H>>,
+    commands: Receiver<Command<Box<Connection<H>>>>,
     signals: Receiver<Signal>,
     alarm: Arc<Alarm>,
-    handle: LoopHandle<H>,
+    handle: LoopHandle<Box<Connection<H>>>,
     notify: Notify,
     slots: Vec<Slot<H>>,
     free: Vec<usize>,
@@ -143,8 +64,13 @@ pub(super) struct EventLoop<H: MessageHandler> {
     ready: VecDeque<Key>,
     /// Connections whose blocking message found the pool full.
     waiting_for_thread: VecDeque<Key>,
+    /// How many wait so in all the loops (the pool wakes them when a thread
+    /// frees up).
+    waiting_total: Arc<std::sync::atomic::AtomicUsize>,
     read_buf: Vec<u8>,
     write_buf: Vec<u8>,
+    /// Plaintext on its way out of TLS.
+    tls_plain: Vec<u8>,
     /// The shutdown deadline, once shutting down.
     shutdown_deadline: Option<Instant>,
 }
@@ -153,39 +79,30 @@ impl<H: MessageHandler> EventLoop<H> {
     pub fn new(
         lifecycle: Arc<Lifecycle<H>>,
         pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
-    ) -> io::Result<(Self, LoopHandle<H>)> {
+        waiting_total: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> io::Result<(Self, LoopHandle<Box<Connection<H>>>)> {
         let poll = Poll::new()?;
-        let alarm = Arc::new(Alarm {
-            waker: Waker::new(poll.registry(), WAKE)?,
-            sleeping: AtomicBool::new(false),
-        });
-        let (command_tx, commands) = unbounded();
-        let (signal_tx, signals) = unbounded();
-        let handle = LoopHandle {
-            commands: command_tx,
-            alarm: Arc::clone(&alarm),
-        };
-        let notify = Notify {
-            signals: signal_tx,
-            alarm: Arc::clone(&alarm),
-        };
+        let mailbox = Mailbox::new(poll.registry(), WAKE)?;
+        let handle = mailbox.handle.clone();
         let event_loop = EventLoop {
             poll,
             lifecycle,
             pool,
-            commands,
-            signals,
-            alarm,
-            handle: handle.clone(),
-            notify,
+            commands: mailbox.commands,
+            signals: mailbox.signals,
+            alarm: mailbox.alarm,
+            handle: mailbox.handle,
+            notify: mailbox.notify,
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
             deadlines: Deadlines::default(),
             ready: VecDeque::new(),
             waiting_for_thread: VecDeque::new(),
+            waiting_total,
             read_buf: vec![0; READ_BUFFER],
             write_buf: Vec::new(),
+            tls_plain: Vec::new(),
             shutdown_deadline: None,
         };
         Ok((event_loop, handle))
@@ -197,7 +114,7 @@ impl<H: MessageHandler> EventLoop<H> {
         let mut events = Events::with_capacity(1024);
         loop {
             if let Some(deadline) = self.shutdown_deadline {
-                if self.open == 0 || Instant::now() >= crate::server::later(deadline, CUT_GRACE) {
+                if self.open == 0 || Instant::now() >= crate::deadline::later(deadline, CUT_GRACE) {
                     break;
                 }
             }
@@ -254,6 +171,7 @@ impl<H: MessageHandler> EventLoop<H> {
             }
             for _ in 0..self.waiting_for_thread.len() {
                 if let Some(key) = self.waiting_for_thread.pop_front() {
+                    self.waiting_total.fetch_sub(1, SeqCst);
                     self.resume(key);
                 }
             }
@@ -279,7 +197,7 @@ impl<H: MessageHandler> EventLoop<H> {
         conn_in(&mut self.slots, key)
     }
 
-    fn command(&mut self, command: Command<H>) {
+    fn command(&mut self, command: Command<Box<Connection<H>>>) {
         match command {
             Command::Accept(accepted) => self.accept(accepted),
             Command::Return(conn) => self.returned(conn),
@@ -312,18 +230,12 @@ impl<H: MessageHandler> EventLoop<H> {
         }
     }
 
-    /// A new connection: set it up, register it, verify it, open it.
+    /// A new connection: set it up, register it; then its layers (a PROXY
+    /// header, a TLS handshake) as its bytes come, or at once its handler.
     fn accept(&mut self, accepted: Accepted) {
         let control = self.lifecycle.control();
         let Accepted { socket, peer } = accepted;
         if self.shutdown_deadline.is_some() {
-            drop(socket);
-            control.request_done();
-            return;
-        }
-        if !self.lifecycle.handler.verify_request(&peer) {
-            log::debug!("{peer}: refused by verify_request");
-            Counters::bump(&control.counters.rejected);
             drop(socket);
             control.request_done();
             return;
@@ -367,21 +279,56 @@ impl<H: MessageHandler> EventLoop<H> {
         }
         let timeouts = Timeouts::of(self.lifecycle.server());
         let framer = Framer::new(crate::request::Framing::Chunk { max: 1 });
-        let conn = Connection::new(socket, peer, key, timeouts, framer);
+        let mut conn = Connection::new(socket, peer, key, timeouts, framer);
+        let layers = &options.layers;
+        #[cfg(feature = "tls")]
+        if let Some(config) = &layers.tls {
+            conn.tls = Some(Box::new(crate::layer::tls::TlsSession::new(Arc::clone(
+                config,
+            ))));
+        }
+        conn.phase = if layers.proxy {
+            Phase::Proxy {
+                until: crate::deadline::after(layers.proxy_timeout),
+            }
+        } else if conn.has_tls() {
+            Phase::Handshake {
+                until: layers.tls_timeout.map(crate::deadline::after),
+            }
+        } else {
+            Phase::Open
+        };
+        let open = conn.phase == Phase::Open;
         self.slots[slot].conn = Some(Box::new(conn));
         self.open += 1;
-        // `open`, as a message of the handler's: counted, guarded.
+        if open && !self.open_session(key) {
+            return;
+        }
+        self.reschedule(key);
+        // Bytes may have come with the connection.
+        self.readable(key);
+    }
+
+    /// The layers are done: the handler's `verify_request` judges the peer
+    /// (the PROXY header's client), then its `open` starts the session.
+    /// False when the connection was closed instead.
+    fn open_session(&mut self, key: Key) -> bool {
         let lifecycle = Arc::clone(&self.lifecycle);
         let server = lifecycle.server();
         let notify = self.notify.clone();
-        let out = &mut self.write_buf;
-        let Some(conn) = self.slots[slot].conn.as_deref_mut() else {
-            return;
+        let Some(conn) = conn_in(&mut self.slots, key) else {
+            return false;
         };
         let peer = conn.peer.clone();
+        if !lifecycle.handler.verify_request(&peer) {
+            log::debug!("{peer}: refused by verify_request");
+            self.refuse(key);
+            return false;
+        }
+        let out = &mut self.write_buf;
         let opened = catch_unwind(AssertUnwindSafe(|| {
             let mut io = LoopIo {
-                conn,
+                conn: &mut *conn,
                 out,
                 server,
                 notify: &notify,
@@ -394,23 +341,33 @@ impl<H: MessageHandler> EventLoop<H> {
                 conn.framer = Framer::new(framing);
                 conn.session = Some(session);
                 self.flush_replies(key);
-                self.reschedule(key);
-                // Bytes may have come with the connection.
-                self.readable(key);
+                self.conn(key).is_some()
             }
             Ok(Err(e)) => {
                 Counters::bump(&lifecycle.control().counters.failed);
                 lifecycle.handler.handle_error(&peer, &e);
                 self.write_buf.clear();
                 self.finish(key);
+                false
             }
             Err(panic) => {
                 Counters::bump(&lifecycle.control().counters.panicked);
                 log::error!("{peer}: handler panicked: {}", panic_message(&*panic));
                 self.write_buf.clear();
                 self.finish(key);
+                false
             }
         }
+    }
+
+    /// Turned away before its handler: a layer failed or `verify_request`
+    /// said no. Counted as rejected; a TLS alert goes if it can.
+    fn refuse(&mut self, key: Key) {
+        Counters::bump(&self.lifecycle.control().counters.rejected);
+        if let Some(conn) = self.conn(key) {
+            let _ = conn.write_out();
+        }
+        self.finish(key);
     }
 
     /// Sends what the handler wrote to the loop's write buffer.
@@ -441,7 +398,7 @@ impl<H: MessageHandler> EventLoop<H> {
             Err(e) => self.failed(key, e),
             Ok(false) => {}
             Ok(true) => {
-                let Some(conn) = self.conn(key) else {
+                let Some(conn) = conn_in(&mut self.slots, key) else {
                     return;
                 };
                 if let Phase::Lingering { write_shut, .. } = &mut conn.phase {
@@ -455,7 +412,9 @@ impl<H: MessageHandler> EventLoop<H> {
                     return;
                 }
                 if let Some(why) = conn.close_when_flushed.take() {
-                    if conn.input.is_empty() || why == Closing::Handler {
+                    let between =
+                        conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+                    if between || why == Closing::Handler {
                         self.close(key, why);
                         return;
                     }
@@ -494,51 +453,147 @@ impl<H: MessageHandler> EventLoop<H> {
             let Some(conn) = self.slots[key.slot].conn.as_deref_mut() else {
                 return;
             };
-            if let Phase::Lingering { .. } = conn.phase {
-                self.discard(key);
-                return;
-            }
-            if conn.paused_until.is_some() || conn.out.len() >= HIGH_WATER {
-                return;
-            }
-            if conn.eof {
-                // Only what was received is left to handle.
-                self.handle_input(key, 0);
-                return;
-            }
-            let read = conn.read_some(&mut self.read_buf);
-            let n = match read {
-                Ok(Some(0)) => {
-                    conn.eof = true;
-                    0
-                }
-                Ok(Some(n)) => {
-                    conn.last_active = Instant::now();
-                    n
-                }
-                Ok(None) => {
-                    if !conn.input.is_empty() && conn.message_started.is_none() {
-                        conn.message_started = Some(Instant::now());
+            match conn.phase {
+                Phase::Lingering { .. } => return self.discard(key),
+                Phase::Open => {
+                    if conn.paused_until.is_some() || conn.out.len() >= HIGH_WATER {
+                        return;
                     }
-                    return;
+                    if conn.eof {
+                        // Only what was received is left to handle.
+                        self.handle_input(key, 0);
+                        return;
+                    }
                 }
-                Err(e) => return self.failed(key, e),
-            };
-            let full = n == self.read_buf.len();
-            if !self.handle_input(key, n) {
-                return;
+                Phase::Proxy { .. } | Phase::Handshake { .. } => {}
             }
-            if !full && !to_end {
+            let received = conn.receive(&mut self.read_buf, &mut self.tls_plain);
+            let received = match received {
+                Ok(received) => received,
+                Err(e) => {
+                    if conn.phase == Phase::Open {
+                        return self.failed(key, e);
+                    }
+                    log::debug!("{}: refused by a stream layer: {e}", conn.peer);
+                    return self.refuse(key);
+                }
+            };
+            let n = received.n;
+            if n > 0 {
+                conn.last_active = Instant::now();
+            }
+            conn.eof |= received.eof;
+            if conn.has_tls() {
+                // A handshake's messages, a key update's answer.
+                if let Err(e) = conn.write_out() {
+                    return self.failed(key, e);
+                }
+            }
+            let more = match conn.phase {
+                Phase::Open => {
+                    if n == 0 && !conn.eof {
+                        if !conn.input.is_empty() && conn.message_started.is_none() {
+                            conn.message_started = Some(Instant::now());
+                        }
+                        return;
+                    }
+                    self.handle_input(key, n)
+                }
+                Phase::Proxy { .. } => self.proxy_input(key, n),
+                Phase::Handshake { .. } => self.handshake_progress(key, n),
+                Phase::Lingering { .. } => false,
+            };
+            if !more || (received.drained && !to_end) {
                 // A short read emptied the socket: the next bytes bring a
                 // new edge.
                 return;
             }
-            budget = budget.saturating_sub(n);
+            budget = budget.saturating_sub(n.max(1));
             if budget == 0 {
                 self.ready.push_back(key);
                 return;
             }
         }
+    }
+
+    /// Bytes of a PROXY header: when it is whole, the peer becomes the
+    /// client it names, and what follows goes to TLS or to the handler.
+    fn proxy_input(&mut self, key: Key, n: usize) -> bool {
+        let Some(conn) = conn_in(&mut self.slots, key) else {
+            return false;
+        };
+        conn.input.extend_from_slice(&self.read_buf[..n]);
+        let (header, length) = match crate::layer::proxy::parse(&conn.input) {
+            Ok(crate::layer::proxy::Parsed::Complete { header, length }) => (header, length),
+            Ok(crate::layer::proxy::Parsed::Incomplete) => {
+                if conn.eof {
+                    log::debug!(
+                        "{}: the connection ended inside its PROXY header",
+                        conn.peer
+                    );
+                    self.refuse(key);
+                    return false;
+                }
+                return true;
+            }
+            Err(e) => {
+                log::debug!("{}: refused by a stream layer: {e}", conn.peer);
+                self.refuse(key);
+                return false;
+            }
+        };
+        conn.peer = header.peer_or(conn.peer.clone());
+        let rest = conn.input.split_off(length);
+        conn.input = Vec::new();
+        #[cfg(feature = "tls")]
+        if let Some(session) = conn.tls.as_mut() {
+            let layers = &self.lifecycle.control().options.layers;
+            conn.phase = Phase::Handshake {
+                until: layers.tls_timeout.map(crate::deadline::after),
+            };
+            if let Err(e) = session.feed(&rest) {
+                log::debug!("{}: refused by a stream layer: {e}", conn.peer);
+                self.refuse(key);
+                return false;
+            }
+            if let Err(e) = conn.write_out() {
+                self.failed(key, e);
+                return false;
+            }
+            self.reschedule(key);
+            return self.handshake_progress(key, 0);
+        }
+        conn.phase = Phase::Open;
+        conn.input = rest;
+        if !self.open_session(key) {
+            return false;
+        }
+        self.reschedule(key);
+        self.handle_input(key, 0)
+    }
+
+    /// After TLS bytes: once the handshake is done, the handler's turn,
+    /// with whatever plaintext came already (`n` bytes in the read buffer,
+    /// plus what TLS still holds).
+    fn handshake_progress(&mut self, key: Key, n: usize) -> bool {
+        let Some(conn) = conn_in(&mut self.slots, key) else {
+            return false;
+        };
+        if conn.handshaking() {
+            if conn.eof {
+                log::debug!("{}: the connection ended in its TLS handshake", conn.peer);
+                self.refuse(key);
+                return false;
+            }
+            return true;
+        }
+        conn.phase = Phase::Open;
+        conn.scheduled = None;
+        if !self.open_session(key) {
+            return false;
+        }
+        self.reschedule(key);
+        self.handle_input(key, n)
     }
 
     /// Handles the complete messages in the connection's unused bytes plus
@@ -666,11 +721,13 @@ impl<H: MessageHandler> EventLoop<H> {
                 false
             }
             Outcome::More | Outcome::NeedMore => {
-                let Some(conn) = self.conn(key) else {
+                let Some(conn) = conn_in(&mut self.slots, key) else {
                     return false;
                 };
                 if let Some(why) = conn.close_when_flushed {
-                    if conn.out.is_empty() && conn.input.is_empty() {
+                    let between =
+                        conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+                    if conn.out.is_empty() && between {
                         conn.close_when_flushed = None;
                         self.close(key, why);
                         return false;
@@ -706,6 +763,7 @@ impl<H: MessageHandler> EventLoop<H> {
                 if pool_running {
                     // Full: try again on the next turn of the loop.
                     self.waiting_for_thread.push_back(key);
+                    self.waiting_total.fetch_add(1, SeqCst);
                 } else {
                     // The server is going away: nobody can run the message.
                     self.close(key, Closing::Error);
@@ -720,11 +778,12 @@ impl<H: MessageHandler> EventLoop<H> {
         let slot = &mut self.slots[key.slot];
         slot.in_pool = false;
         slot.conn = Some(conn);
-        let Some(conn) = self.conn(key) else {
+        let Some(conn) = conn_in(&mut self.slots, key) else {
             return;
         };
         if let Some(why) = conn.close_when_flushed.take() {
-            if conn.session.is_none() || why != Closing::Shutdown || conn.input.is_empty() {
+            let between = conn.input.is_empty() && !in_request(&self.lifecycle.handler, conn);
+            if conn.session.is_none() || why != Closing::Shutdown || between {
                 self.close(key, why);
                 return;
             }
@@ -824,6 +883,8 @@ impl<H: MessageHandler> EventLoop<H> {
         let Some(conn) = self.conn(key) else {
             return;
         };
+        // TLS tells the client that nothing was cut off.
+        conn.close_notify();
         match why {
             Closing::Handler | Closing::Eof => {
                 conn.phase = Phase::Lingering {
@@ -857,10 +918,8 @@ impl<H: MessageHandler> EventLoop<H> {
         if let Some(outlet) = &conn.outlet {
             outlet.closed.store(true, SeqCst);
         }
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&conn.socket.as_raw_fd()));
+        // Closing the socket (never duplicated) removes it from the epoll
+        // set: no deregistration call needed.
         drop(conn);
         self.free.push(key.slot);
         self.open -= 1;
@@ -888,18 +947,24 @@ impl<H: MessageHandler> EventLoop<H> {
 
     fn begin_shutdown(&mut self) {
         let timeout = self.lifecycle.control().options.shutdown_timeout;
-        self.shutdown_deadline = Some(crate::server::deadline_after(timeout));
+        self.shutdown_deadline = Some(crate::deadline::after(timeout));
         for slot in 0..self.slots.len() {
             let Some(key) = self.key_of(slot) else {
                 continue;
             };
-            let Some(conn) = self.conn(key) else {
+            let Some(conn) = conn_in(&mut self.slots, key) else {
                 continue;
             };
-            if conn.phase != Phase::Open {
-                continue;
+            match conn.phase {
+                Phase::Proxy { .. } | Phase::Handshake { .. } => {
+                    // Not yet a client of the handler: nothing to finish.
+                    self.finish(key);
+                    continue;
+                }
+                Phase::Lingering { .. } => continue,
+                Phase::Open => {}
             }
-            if conn.is_idle() {
+            if conn.is_idle() && !in_request(&self.lifecycle.handler, conn) {
                 self.close(key, Closing::Shutdown);
             } else {
                 conn.close_when_flushed = Some(Closing::Shutdown);
@@ -950,13 +1015,28 @@ impl<H: MessageHandler> EventLoop<H> {
                 continue; // stale
             }
             conn.scheduled = None;
-            if let Phase::Lingering { until, .. } = conn.phase {
-                if until <= now {
-                    self.finish(key);
-                } else {
-                    self.reschedule(key);
+            match conn.phase {
+                Phase::Lingering { until, .. } => {
+                    if until <= now {
+                        self.finish(key);
+                    } else {
+                        self.reschedule(key);
+                    }
+                    continue;
                 }
-                continue;
+                Phase::Proxy { until } | Phase::Handshake { until: Some(until) } => {
+                    if until <= now {
+                        log::debug!(
+                            "{}: its PROXY header or TLS handshake took too long",
+                            conn.peer
+                        );
+                        self.refuse(key);
+                    } else {
+                        self.reschedule(key);
+                    }
+                    continue;
+                }
+                Phase::Handshake { until: None } | Phase::Open => {}
             }
             if conn.paused_until.is_some_and(|until| until <= now) {
                 conn.paused_until = None;
@@ -992,6 +1072,14 @@ fn conn_in<H: MessageHandler>(slots: &mut [Slot<H>], key: Key) -> Option<&mut Co
         return None;
     }
     slot.conn.as_deref_mut()
+}
+
+/// True while the connection's session is inside a request that spans
+/// several messages (its handler says so).
+fn in_request<H: MessageHandler>(handler: &H, conn: &Connection<H>) -> bool {
+    conn.session
+        .as_ref()
+        .is_some_and(|session| handler.in_request(session))
 }
 
 /// How handling a connection's input ended.

@@ -14,16 +14,19 @@ use parking_lot::Mutex;
 mod blocking;
 mod connection;
 mod event_loop;
+mod mailbox;
 mod outlet;
 mod timers;
 
 use super::private::{Dispatch, Running};
 use super::{Pool, PoolConfig, ThreadLimit, ThreadsError};
 use crate::request::MessageHandler;
-use crate::server::Lifecycle;
+use crate::server::lifecycle::Lifecycle;
 use crate::transport::{Accepted, Address, StreamTransport};
 use blocking::Handoff;
-use event_loop::{Command, EventLoop, LoopHandle};
+use connection::Connection;
+use event_loop::EventLoop;
+use mailbox::{Command, LoopHandle};
 
 /// Runs a [`MessageHandler`] on event loops that park idle connections
 /// without a thread.
@@ -73,6 +76,7 @@ where
     H: MessageHandler,
 {
     const RUNS_ON_SERVING_THREAD: bool = false;
+    const PER_MESSAGE: bool = true;
 
     fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Box<dyn Running<T>>> {
         Ok(Box::new(Reactors::start(lifecycle)?))
@@ -91,7 +95,7 @@ where
 
 /// The running loops and the pool of blocking messages.
 struct Reactors<H: MessageHandler> {
-    loops: Vec<LoopHandle<H>>,
+    loops: Vec<LoopHandle<Box<Connection<H>>>>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     next: AtomicUsize,
     pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
@@ -102,6 +106,9 @@ impl<H: MessageHandler> Reactors<H> {
         let control = lifecycle.control();
         let options = &control.options;
         let pool_slot: Arc<Mutex<Option<Pool<Handoff<H>>>>> = Arc::default();
+        // Connections whose blocking message found the pool full, in all
+        // loops: when a thread frees up, their loops are woken.
+        let waiting = Arc::new(AtomicUsize::new(0));
         let mut loops = Vec::new();
         let mut threads = Vec::new();
         let limit = ThreadLimit::now();
@@ -111,8 +118,11 @@ impl<H: MessageHandler> Reactors<H> {
             "threads (event loops and warm workers)",
         )?;
         for index in 0..options.reactor_threads {
-            let (event_loop, handle) =
-                EventLoop::new(Arc::clone(lifecycle), Arc::clone(&pool_slot))?;
+            let (event_loop, handle) = EventLoop::new(
+                Arc::clone(lifecycle),
+                Arc::clone(&pool_slot),
+                Arc::clone(&waiting),
+            )?;
             let thread = thread::Builder::new()
                 .name(format!("socketserver-loop-{index}"))
                 .spawn(move || event_loop.run())
@@ -131,12 +141,23 @@ impl<H: MessageHandler> Reactors<H> {
         }
         let worker = Arc::clone(lifecycle);
         let room = Arc::clone(&lifecycle.server().0);
+        let waking: Vec<_> = loops.clone();
         let pool = Pool::start(
             PoolConfig::of(options),
             Arc::clone(&control.gauges),
             move |handoff: Handoff<H>| handoff.run(&worker),
-            move || room.announce_room(),
+            move || {
+                room.announce_room();
+                if waiting.load(Relaxed) > 0 {
+                    waking.iter().for_each(LoopHandle::wake);
+                }
+            },
         )?;
+        // The pool's queue holds blocking messages: what `queued` reports.
+        let _ = control
+            .gauges
+            .queue_length
+            .set(Box::new(pool.queue_length()));
         *pool_slot.lock() = Some(pool);
         Ok(Reactors {
             loops,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
 use parking_lot::Mutex;
 
-use super::event_loop::{Notify, Signal};
+use super::mailbox::{Notify, Signal};
 use super::timers::Key;
 use crate::request::Outlet;
 

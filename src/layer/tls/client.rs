@@ -216,6 +216,19 @@ fn describe_certificate_error(e: &CertificateError) -> String {
         }
         CertificateError::Revoked => "revoked".into(),
         CertificateError::BadSignature => "bad signature".into(),
+        // A trusted certificate has the issuer's name but a key of another
+        // kind (Debian's snakeoil certificate is named `localhost`).
+        CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "unknown issuer (a trusted certificate has its issuer's name, but a key of \
+             another kind that did not sign it)"
+                .into()
+        }
+        CertificateError::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+            "it is a CA certificate (basicConstraints CA:TRUE), which cannot be a server's \
+             own: sign a server certificate with it, or make a self-signed one with \
+             basicConstraints CA:FALSE"
+                .into()
+        }
         CertificateError::BadEncoding => "malformed certificate".into(),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             "not meant for a TLS server (extended key usage)".into()

@@ -130,9 +130,14 @@ pub const KEY_MISMATCH: &str = "the key does not match the certificate";
 /// protocols `alpn` in order of preference (empty: no ALPN).
 ///
 /// The key is checked against the certificate's public key. Client
-/// authentication is off; session resumption uses rustls's defaults (an
-/// in-memory cache of 256 sessions and TLS 1.3 tickets). A program that
-/// wants other settings builds its own [`ServerConfig`]: everything in this
+/// authentication is off. Sessions resume over TLS 1.2 (rustls's in-memory
+/// cache of 256 sessions), but the server sends no TLS 1.3 session tickets
+/// ([`ServerConfig::send_tls13_tickets`] is 0): tickets are the one thing a
+/// TLS 1.3 server sends unasked, and a client that never reads (the
+/// course's upload client sends its file and closes) would close with them
+/// unread in its socket, which makes its kernel reset the connection, and
+/// the server's kernel drop the end of the upload. A program that wants
+/// other settings builds its own [`ServerConfig`]: everything in this
 /// module takes an `Arc<ServerConfig>`.
 ///
 /// ```no_run
@@ -159,7 +164,7 @@ pub fn server_config_from_pem(
 
 /// [`server_config_from_pem`] for a chain and a key already in memory (DER),
 /// with rustls's own errors (a key that does not match the certificate is
-/// [`rustls::Error::InconsistentKeys`]).
+/// [`rustls::Error::InconsistentKeys`]); the same settings.
 pub fn server_config_from_der(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -170,6 +175,7 @@ pub fn server_config_from_der(
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -229,6 +235,8 @@ fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // See above: nothing unasked after the handshake.
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

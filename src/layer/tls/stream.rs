@@ -235,11 +235,26 @@ impl TlsStream {
     /// Call it before closing; writes after it fail.
     pub fn close_notify(&self, within: Duration) -> io::Result<()> {
         self.inner
-            .close_notify(Some(crate::server::deadline_after(within)))
+            .close_notify(Some(crate::deadline::after(within)))
     }
 }
 
 impl TlsWriter {
+    /// Encrypts `plaintext` and sends what the socket takes at once,
+    /// without waiting; the rest of the records stays queued here, in
+    /// order, for [`try_flush`](TlsWriter::try_flush). Returns how many
+    /// bytes of records are queued. For a sender that must never wait on a
+    /// client (a broadcast to a slow reader).
+    pub fn try_send(&self, plaintext: &[u8]) -> io::Result<usize> {
+        self.inner.try_send(plaintext)
+    }
+
+    /// Sends queued records the socket takes at once; returns how many
+    /// bytes are still queued.
+    pub fn try_flush(&self) -> io::Result<usize> {
+        self.inner.try_send(&[])
+    }
+
     /// Ends the whole connection (see [`TlsStream::shutdown`]): the way to
     /// disconnect a client from another thread.
     pub fn shutdown(&self) -> io::Result<()> {
@@ -255,7 +270,7 @@ impl TlsWriter {
     /// Sends `close_notify` (see [`TlsStream::close_notify`]).
     pub fn close_notify(&self, within: Duration) -> io::Result<()> {
         self.inner
-            .close_notify(Some(crate::server::deadline_after(within)))
+            .close_notify(Some(crate::deadline::after(within)))
     }
 }
 
@@ -355,6 +370,30 @@ impl Duplex {
                 return Ok(());
             }
             take_output(&mut conn, &mut writing.pending);
+        }
+    }
+
+    fn try_send(&self, plaintext: &[u8]) -> io::Result<usize> {
+        let mut writing = self.writing.lock();
+        writing.check()?;
+        {
+            let mut conn = self.conn.lock();
+            if !plaintext.is_empty() {
+                conn.writer().write_all(plaintext)?;
+            }
+            take_output(&mut conn, &mut writing.pending);
+        }
+        let (sent, result) = send_before(&self.socket, &writing.pending, Instant::now());
+        writing.pending.drain(..sent);
+        match result {
+            Err(e) if e.kind() != io::ErrorKind::TimedOut => {
+                writing.fail(&e);
+                Err(e)
+            }
+            _ => {
+                writing.give_back_memory();
+                Ok(writing.pending.len())
+            }
         }
     }
 

@@ -352,6 +352,10 @@ impl MessageHandler for StaticHttp {
                 .is_none_or(|body| body.left <= BODY_PIECE as u64)
     }
 
+    fn in_request(&self, session: &HttpSession) -> bool {
+        session.body.is_some()
+    }
+
     fn idle_ends_at_shutdown(&self) -> bool {
         true
     }

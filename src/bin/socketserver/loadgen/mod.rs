@@ -1,13 +1,13 @@
-//! A load generator for echo-upper servers: the engine of
+//! A load generator for echo-upper and chat servers: the engine of
 //! `socketserver bench`, in the spirit of `redis-benchmark`.
 //!
 //! It opens many connections (or UDP sockets) from a few threads, each driving
 //! its share through one `epoll` instance (`mio`), so that one client thread
 //! keeps thousands of connections busy and the client is not what limits the
-//! measurement. Every reply is checked: a request is a run of lowercase
-//! letters, digits and punctuation, and the only right answer is the same
-//! bytes with the letters uppercased (Python's `bytes.upper()`), in full; any
-//! other byte is counted as an error.
+//! measurement. Every reply is checked: an echo-upper request is a run of
+//! lowercase letters, digits and punctuation, and the only right answer is the
+//! same bytes with the letters uppercased (Python's `bytes.upper()`), in full;
+//! any other byte is counted as an error.
 //!
 //! # Modes
 //!
@@ -25,9 +25,29 @@
 //!   cycle, connect to close.
 //! - [`Mode::Hold`]: opens every connection (as above), holds them idle for
 //!   [`duration`](Config::duration), then sends one request on each and
-//!   checks that every one answers. With [`watch_pid`](Config::watch_pid) the
-//!   server's memory and thread count are read from `/proc` while all the
-//!   connections are still open.
+//!   checks that every one answers. With [`watch_pids`](Config::watch_pids)
+//!   the server's memory and thread count are read from `/proc` while all the
+//!   connections are still open. [`processes`] spreads a hold over several
+//!   processes of the program (each with its own open-file limit), and
+//!   [`sources`](Config::sources) over several loopback source addresses
+//!   (each with its own ephemeral ports).
+//! - [`Mode::FanOut`], the chat room's: every connection joins the room and
+//!   reads, until every join has been announced to every member; then one
+//!   member says one line, and every other member must receive exactly
+//!   `NAME: LINE`. The latency of a member is from the send to its copy's
+//!   last byte; the report has the time to the last member.
+//!
+//! # TLS
+//!
+//! With [`tls`](Config::tls), every TCP connection (ping-pong, connect rate,
+//! hold) runs a TLS handshake after its connect, driven without blocking
+//! like the rest; a connection counts as open once its handshake is done
+//! and it has answered one request. The client resumes no session, so in
+//! connect-rate mode every cycle is a full handshake: the rate is
+//! handshakes per second, and a cycle ends only with the server's
+//! `close_notify` (an end without one is an error). A handshake that fails
+//! (a certificate that does not verify, say) is counted as a `handshake`
+//! error.
 //!
 //! # What is counted
 //!
@@ -40,17 +60,42 @@
 //! opened again, so one failure costs one request, not the run. A UDP
 //! datagram that gets no answer in time is counted as lost, not as an error,
 //! and the socket moves on.
+//!
+//! With [`watch_pids`](Config::watch_pids), the server's CPU time
+//! (`utime + stime`, all its threads) is read at the start and the end of
+//! the measured window: the counted window (ping-pong, connect rate), the
+//! hold and the check that follows it (hold), or the send to the last
+//! member's copy (fan-out). Divided by the requests answered in it, it is
+//! the server's CPU per request.
+//!
+//! # Example
+//!
+//! ```text
+//! let config = Config {
+//!     mode: Mode::Hold,
+//!     connections: 1000,
+//!     duration: Duration::from_secs(5),
+//!     watch_pids: vec![server_pid],
+//!     ..Config::new("127.0.0.1:9000".parse()?, Transport::Tcp)
+//! };
+//! let report = loadgen::run(&config)?;
+//! assert_eq!(report.answered, Some(1000));
+//! println!("{report}");
+//! ```
 
+mod chat;
 mod payload;
+mod process;
+pub mod processes;
 mod tcp;
 mod udp;
+mod wire;
 
 use std::fmt;
-use std::fs;
-use std::io;
-use std::net::SocketAddr;
+use std::io::{self, BufRead, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,6 +103,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use payload::Payload;
+pub use process::ServerSample;
+pub use wire::TlsTarget;
 
 /// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -65,8 +112,30 @@ pub const MAX_DATAGRAM: usize = 65_507;
 pub const MAX_SIZE: usize = 16 << 20;
 /// The most connections one run opens.
 pub const MAX_CONNECTIONS: usize = 100_000;
+/// The longest chat line the load generator sends.
+pub const MAX_CHAT_LINE: usize = 64 * 1024;
 /// How many connects may be in progress at once while connections open.
 const CONNECT_BURST: usize = 512;
+/// File descriptors a process needs besides its connections.
+const SPARE_FILES: usize = 64;
+
+/// The service whose answers are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Every request must come back uppercased.
+    EchoUpper,
+    /// A chat room: a member's line must reach every other member.
+    Chat,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::EchoUpper => "echo-upper",
+            Service::Chat => "chat",
+        }
+    }
+}
 
 /// The transport the load goes over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +165,8 @@ pub enum Mode {
     /// Open every connection, hold them idle, then check that each answers
     /// (TCP only).
     Hold,
+    /// Chat: every member joins, then one line goes to all (TCP only).
+    FanOut,
 }
 
 impl Mode {
@@ -104,6 +175,7 @@ impl Mode {
             Mode::PingPong => "ping-pong",
             Mode::ConnectRate => "connect-rate",
             Mode::Hold => "hold",
+            Mode::FanOut => "fan-out",
         }
     }
 }
@@ -116,14 +188,18 @@ pub struct Config {
     pub target: SocketAddr,
     /// TCP or UDP.
     pub transport: Transport,
+    /// The service whose answers are checked.
+    pub service: Service,
     /// What to measure.
     pub mode: Mode,
-    /// Connections (UDP: sockets) at once, 1 to [`MAX_CONNECTIONS`].
+    /// Connections (UDP: sockets; chat: members) at once, 1 to
+    /// [`MAX_CONNECTIONS`].
     pub connections: usize,
     /// Client threads, each with its own `epoll`; the connections are shared
-    /// out between them. Default 1.
+    /// out between them. Default 1; a chat run has one.
     pub threads: usize,
-    /// Bytes per request, 1 to [`MAX_SIZE`] ([`MAX_DATAGRAM`] over UDP).
+    /// Bytes per request, 1 to [`MAX_SIZE`] ([`MAX_DATAGRAM`] over UDP,
+    /// [`MAX_CHAT_LINE`] for a chat line).
     pub size: usize,
     /// How long to run before counting.
     pub warmup: Duration,
@@ -131,8 +207,20 @@ pub struct Config {
     pub duration: Duration,
     /// How long to wait for an answer, or for a connect.
     pub timeout: Duration,
-    /// A local process (the server) whose memory and thread count to report.
-    pub watch_pid: Option<u32>,
+    /// Local processes (the server's) whose memory, threads and CPU time to
+    /// report, summed.
+    pub watch_pids: Vec<u32>,
+    /// Local addresses to connect from, taken in turn by the connections
+    /// (TCP); empty: the system chooses. Each source address has its own
+    /// ephemeral ports, so that more connections than one address's ports
+    /// (about 28,000 on Linux) can reach one server port.
+    pub sources: Vec<IpAddr>,
+    /// Run as one of [`processes`]' children: announce the phases of a hold
+    /// on standard output and wait for a line on standard input before
+    /// going on (see [`processes`]).
+    pub coordinated: bool,
+    /// Speak TLS on every TCP connection (echo-upper only).
+    pub tls: Option<TlsTarget>,
 }
 
 impl Config {
@@ -142,6 +230,7 @@ impl Config {
         Config {
             target,
             transport,
+            service: Service::EchoUpper,
             mode: Mode::PingPong,
             connections: 16,
             threads: 1,
@@ -149,7 +238,10 @@ impl Config {
             warmup: Duration::from_secs(1),
             duration: Duration::from_secs(10),
             timeout: Duration::from_secs(5),
-            watch_pid: None,
+            watch_pids: Vec::new(),
+            sources: Vec::new(),
+            coordinated: false,
+            tls: None,
         }
     }
 
@@ -164,13 +256,15 @@ impl Config {
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
         }
-        let max_size = match self.transport {
-            Transport::Tcp => MAX_SIZE,
-            Transport::Udp => MAX_DATAGRAM,
+        let max_size = match (self.service, self.transport) {
+            (Service::Chat, _) => MAX_CHAT_LINE,
+            (_, Transport::Tcp) => MAX_SIZE,
+            (_, Transport::Udp) => MAX_DATAGRAM,
         };
         if self.size == 0 || self.size > max_size {
             return Err(format!(
-                "--size must be 1 to {max_size} bytes over {}, not {}",
+                "--size must be 1 to {max_size} bytes for {} over {}, not {}",
+                self.service.name(),
                 self.transport.name(),
                 self.size
             ));
@@ -181,7 +275,53 @@ impl Config {
                 self.mode.name()
             ));
         }
-        if self.mode != Mode::Hold && self.duration.is_zero() {
+        match (self.service, self.mode) {
+            (Service::Chat, Mode::FanOut) => {
+                if self.connections < 2 {
+                    return Err("a chat run needs at least 2 members (--connections)".into());
+                }
+                if self.threads != 1 {
+                    return Err("a chat run drives every member from one thread: \
+                                --threads must be 1"
+                        .into());
+                }
+            }
+            (Service::Chat, mode) => {
+                return Err(format!(
+                    "the chat bench measures one line's fan-out; --mode {} is for echo-upper",
+                    mode.name()
+                ))
+            }
+            (Service::EchoUpper, Mode::FanOut) => {
+                return Err("fan-out is the chat bench's measure, not echo-upper's".into())
+            }
+            _ => {}
+        }
+        if self.tls.is_some() && (self.transport == Transport::Udp || self.service == Service::Chat)
+        {
+            return Err(
+                "--tls is for echo-upper over TCP: datagrams stay plaintext, and the \
+                        chat bench speaks plain TCP"
+                    .into(),
+            );
+        }
+        if self.transport == Transport::Udp && !self.sources.is_empty() {
+            return Err("--sources is for TCP".into());
+        }
+        if let Some(source) = self
+            .sources
+            .iter()
+            .find(|source| source.is_ipv4() != self.target.is_ipv4())
+        {
+            return Err(format!(
+                "--sources {source} is not of the server's address family ({})",
+                self.target.ip()
+            ));
+        }
+        if self.coordinated && self.mode != Mode::Hold {
+            return Err("only a hold runs in several processes".into());
+        }
+        if !matches!(self.mode, Mode::Hold | Mode::FanOut) && self.duration.is_zero() {
             return Err("--duration must be more than 0".into());
         }
         if self.timeout.is_zero() {
@@ -189,8 +329,12 @@ impl Config {
         }
         Ok(())
     }
-}
 
+    /// The source address of connection `index`, if any were given.
+    fn source(&self, index: usize) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[index % self.sources.len()])
+    }
+}
 /// Errors by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ErrorCounts {
@@ -202,6 +346,9 @@ pub struct ErrorCounts {
     pub closed: u64,
     /// Connects that failed or timed out.
     pub connect: u64,
+    /// TLS handshakes that failed (a certificate that does not verify, a
+    /// server that does not speak TLS) or did not finish within the timeout.
+    pub handshake: u64,
     /// Any other I/O error.
     pub io: u64,
 }
@@ -209,7 +356,7 @@ pub struct ErrorCounts {
 impl ErrorCounts {
     /// All errors.
     pub fn total(&self) -> u64 {
-        self.mismatch + self.timeout + self.closed + self.connect + self.io
+        self.mismatch + self.timeout + self.closed + self.connect + self.handshake + self.io
     }
 
     fn add(&mut self, other: &ErrorCounts) {
@@ -217,6 +364,7 @@ impl ErrorCounts {
         self.timeout += other.timeout;
         self.closed += other.closed;
         self.connect += other.connect;
+        self.handshake += other.handshake;
         self.io += other.io;
     }
 
@@ -226,6 +374,7 @@ impl ErrorCounts {
             ErrorKind::Timeout => self.timeout += 1,
             ErrorKind::Closed => self.closed += 1,
             ErrorKind::Connect => self.connect += 1,
+            ErrorKind::Handshake => self.handshake += 1,
             ErrorKind::Io => self.io += 1,
         }
     }
@@ -238,6 +387,7 @@ enum ErrorKind {
     Timeout,
     Closed,
     Connect,
+    Handshake,
     Io,
 }
 
@@ -289,71 +439,46 @@ impl Latency {
     }
 }
 
-/// The memory and thread count of a local process, from `/proc/PID/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ProcessSample {
-    /// The process id.
-    pub pid: u32,
-    /// Resident memory now, in KiB (`VmRSS`).
-    pub rss_kib: u64,
-    /// The most resident memory so far, in KiB (`VmHWM`).
-    pub peak_rss_kib: u64,
-    /// Threads (`Threads`).
-    pub threads: u64,
-}
-
-impl ProcessSample {
-    /// Reads `/proc/PID/status` (Linux).
-    pub fn read(pid: u32) -> io::Result<ProcessSample> {
-        let path = format!("/proc/{pid}/status");
-        let status = fs::read_to_string(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot read {path}: {e}")))?;
-        let field = |name: &str| -> io::Result<u64> {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-                .and_then(|value| value.split_whitespace().next()?.parse().ok())
-                .ok_or_else(|| io::Error::other(format!("{path} has no {name} field")))
-        };
-        Ok(ProcessSample {
-            pid,
-            rss_kib: field("VmRSS")?,
-            peak_rss_kib: field("VmHWM")?,
-            threads: field("Threads")?,
-        })
-    }
-}
-
 /// What a run measured; `Display` writes the human summary, and
 /// [`Report::to_json`] the one-line JSON form.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// The service whose answers were checked (`echo-upper`).
+    /// The service whose answers were checked (`echo-upper`, `chat`).
     pub service: &'static str,
     /// The server, as a URL.
     pub url: String,
     /// `tcp` or `udp`.
     pub transport: &'static str,
-    /// `ping-pong`, `connect-rate` or `hold`.
+    /// The TLS protocol version the first handshake agreed (`TLSv1.3`);
+    /// `None` without TLS.
+    pub tls: Option<&'static str>,
+    /// `ping-pong`, `connect-rate`, `hold` or `fan-out`.
     pub mode: &'static str,
-    /// Connections (or sockets) asked for.
+    /// Connections (or sockets, or chat members) asked for.
     pub connections: usize,
-    /// Connections open (each answered once) when the run started: TCP
-    /// ping-pong and hold.
+    /// Connections open (each answered once; chat: in the room) when the
+    /// run started: TCP ping-pong, hold and fan-out.
     pub connected: usize,
-    /// Client threads.
+    /// Client threads, all processes together.
     pub threads: usize,
-    /// Bytes per request.
+    /// Client processes (see [`processes`]).
+    pub processes: usize,
+    /// The local addresses connected from, in turn; empty: the system's
+    /// choice.
+    pub sources: Vec<IpAddr>,
+    /// Bytes per request (chat: of the line).
     pub size: usize,
     /// Seconds of warm-up, not counted.
     pub warmup_s: f64,
     /// Seconds counted (hold: seconds the connections were held).
     pub duration_s: f64,
-    /// Seconds it took to open the connections before the run.
+    /// Seconds it took to open the connections before the run (chat: until
+    /// every join had been announced to every member).
     pub connect_s: f64,
-    /// Requests answered correctly in the counted window.
+    /// Requests answered correctly in the counted window (chat: members
+    /// that received the line).
     pub requests: u64,
-    /// `requests / duration_s`; `None` in hold mode.
+    /// `requests / duration_s`; `None` in hold and fan-out mode.
     pub requests_per_sec: Option<f64>,
     /// Every error, warm-up included.
     pub errors: u64,
@@ -361,15 +486,38 @@ pub struct Report {
     pub error_kinds: ErrorCounts,
     /// UDP datagrams that got no answer within the timeout.
     pub lost: u64,
-    /// Latency of the counted requests.
+    /// Latency of the counted requests (chat: from the send to each member's
+    /// copy).
     pub latency_us: Latency,
     /// Hold mode: connections that were open when the hold ended.
     pub held: Option<usize>,
     /// Hold mode: held connections that then answered correctly.
     pub answered: Option<usize>,
-    /// The watched process, sampled at the end of the run while every
+    /// Fan-out: members that received exactly `NAME: LINE`.
+    pub delivered: Option<usize>,
+    /// Fan-out: milliseconds from the send until the last member had its
+    /// copy (`None` when none arrived).
+    pub fanout_ms: Option<f64>,
+    /// The watched processes, sampled at the end of the run while every
     /// connection was still open.
-    pub server: Option<ProcessSample>,
+    pub server: Option<ServerSample>,
+    /// Why the watched processes could not be read at the end of the run
+    /// (one had exited, say).
+    pub server_error: Option<String>,
+    /// Hold mode: the watched processes' resident memory divided by the
+    /// connections held, in KiB.
+    pub server_kib_per_connection: Option<f64>,
+    /// CPU seconds the watched processes used in the measured window (see
+    /// the [module documentation](self)).
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per request answered in that window, in microseconds;
+    /// `None` in hold mode.
+    pub server_cpu_us_per_request: Option<f64>,
+    /// The latency histogram as `[nanoseconds, count]` pairs, for the parent
+    /// of a run in several processes to merge; only in a coordinated child's
+    /// report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<Vec<[u64; 2]>>,
 }
 
 impl Report {
@@ -382,17 +530,26 @@ impl Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |us: f64| us / 1000.0;
-        writeln!(
+        write!(
             f,
-            "{} {} {} against {}: {} connection(s), {}-byte requests, {} thread(s)",
+            "{} {}{} {} against {}: {} connection(s), {}-byte requests, {} thread(s)",
             self.service,
             self.transport,
+            self.tls.map(|v| format!(" over {v}")).unwrap_or_default(),
             self.mode,
             self.url,
             self.connections,
             self.size,
             self.threads
         )?;
+        if self.processes > 1 {
+            write!(f, " in {} processes", self.processes)?;
+        }
+        writeln!(f)?;
+        if !self.sources.is_empty() {
+            let sources: Vec<String> = self.sources.iter().map(IpAddr::to_string).collect();
+            writeln!(f, "  sources:   {}", sources.join(", "))?;
+        }
         if self.mode == Mode::Hold.name() {
             writeln!(
                 f,
@@ -407,6 +564,20 @@ impl fmt::Display for Report {
                 "  answered:  {} of {}",
                 self.answered.unwrap_or(0),
                 self.held.unwrap_or(0)
+            )?;
+        } else if self.mode == Mode::FanOut.name() {
+            writeln!(
+                f,
+                "  members:   {} of {} in the room ({:.2} s until every join was announced)",
+                self.connected, self.connections, self.connect_s
+            )?;
+            writeln!(
+                f,
+                "  delivered: {} of {}, the last after {}",
+                self.delivered.unwrap_or(0),
+                self.connections.saturating_sub(1),
+                self.fanout_ms
+                    .map_or_else(|| "—".to_string(), |ms| format!("{ms:.3} ms"))
             )?;
         } else {
             writeln!(
@@ -431,21 +602,34 @@ impl fmt::Display for Report {
         let e = &self.error_kinds;
         write!(
             f,
-            "  errors:    {} (wrong answer {}, timeout {}, closed {}, connect {}, other {})",
-            self.errors, e.mismatch, e.timeout, e.closed, e.connect, e.io
+            "  errors:    {} (wrong answer {}, timeout {}, closed {}, connect {}, handshake {}, other {})",
+            self.errors, e.mismatch, e.timeout, e.closed, e.connect, e.handshake, e.io
         )?;
         if self.transport == Transport::Udp.name() {
             write!(f, "\n  lost:      {} datagram(s)", self.lost)?;
         }
         if let Some(server) = &self.server {
+            let pids: Vec<String> = server.pids.iter().map(u32::to_string).collect();
             write!(
                 f,
                 "\n  server:    pid {}: {:.1} MiB resident (peak {:.1} MiB), {} threads",
-                server.pid,
+                pids.join(", "),
                 server.rss_kib as f64 / 1024.0,
                 server.peak_rss_kib as f64 / 1024.0,
                 server.threads
             )?;
+            if let Some(kib) = self.server_kib_per_connection {
+                write!(f, ", {kib:.1} KiB per connection held")?;
+            }
+        }
+        if let Some(why) = &self.server_error {
+            write!(f, "\n  server:    not read at the end of the run: {why}")?;
+        }
+        if let Some(cpu) = self.server_cpu_s {
+            write!(f, "\n  server CPU: {cpu:.2} s in the measured window")?;
+            if let Some(us) = self.server_cpu_us_per_request {
+                write!(f, ", {us:.1} µs per request")?;
+            }
         }
         Ok(())
     }
@@ -460,6 +644,12 @@ struct Tally {
     connected: usize,
     held: usize,
     answered: usize,
+    /// Fan-out: members that received the line.
+    delivered: usize,
+    /// Fan-out: the latest copy, from the send.
+    slowest: Option<Duration>,
+    /// The protocol version of the first TLS handshake.
+    tls: Option<&'static str>,
 }
 
 impl Tally {
@@ -474,6 +664,9 @@ impl Tally {
             connected: 0,
             held: 0,
             answered: 0,
+            delivered: 0,
+            slowest: None,
+            tls: None,
         }
     }
 
@@ -501,6 +694,17 @@ impl Tally {
         self.connected += other.connected;
         self.held += other.held;
         self.answered += other.answered;
+        self.delivered += other.delivered;
+        self.slowest = self.slowest.max(other.slowest);
+        self.tls = self.tls.or(other.tls);
+    }
+
+    /// The latency histogram as `[nanoseconds, count]` pairs.
+    fn histogram_pairs(&self) -> Vec<[u64; 2]> {
+        self.latency
+            .iter_recorded()
+            .map(|value| [value.value_iterated_to(), value.count_at_value()])
+            .collect()
     }
 }
 
@@ -527,19 +731,96 @@ impl Window {
 }
 
 /// The phases every client thread goes through in step with the others and
-/// with the thread that reports: the connections are open; the run is over
-/// (the server is sampled now); the connections may close.
-struct Phases(Arc<Barrier>);
+/// with the thread that reports: the connections are open; the run starts
+/// (the reporting thread has set its window); the run is over (the server is
+/// sampled now); the connections may close.
+struct Phases {
+    barrier: Arc<Barrier>,
+    window: Arc<OnceLock<Window>>,
+}
 
 impl Phases {
-    fn connected(&self) {
-        self.0.wait();
+    /// Every connection of this thread is open: waits for the others, then
+    /// for the start, and returns the window of the run.
+    fn connected(&self) -> Window {
+        self.barrier.wait();
+        self.barrier.wait();
+        *self
+            .window
+            .get()
+            .expect("the reporting thread sets the window before the start")
     }
     fn finished(&self) {
-        self.0.wait();
+        self.barrier.wait();
     }
     fn released(&self) {
-        self.0.wait();
+        self.barrier.wait();
+    }
+}
+
+/// How a coordinated child tells its parent where it is, and waits for it
+/// (see [`processes`]).
+struct Coordinator {
+    enabled: bool,
+}
+
+impl Coordinator {
+    /// Writes `line` on standard output and waits for a line on standard
+    /// input; does nothing when not coordinated. A parent that went away (end
+    /// of input) lets the run go on, to its end.
+    fn announce_and_wait(&self, line: &str) -> io::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "{line}")?;
+        stdout.flush()?;
+        drop(stdout);
+        let mut answer = String::new();
+        io::stdin().lock().read_line(&mut answer)?;
+        Ok(())
+    }
+}
+
+/// The watched processes' CPU time, read at the start and the end of the
+/// measured window.
+struct CpuWindow<'a> {
+    pids: &'a [u32],
+    start: Option<f64>,
+    end: Option<f64>,
+}
+
+impl<'a> CpuWindow<'a> {
+    fn new(pids: &'a [u32]) -> Self {
+        CpuWindow {
+            pids,
+            start: None,
+            end: None,
+        }
+    }
+
+    fn start(&mut self) {
+        if !self.pids.is_empty() {
+            self.start = process::total_cpu_seconds(self.pids);
+        }
+    }
+
+    fn end(&mut self) {
+        if !self.pids.is_empty() && self.end.is_none() {
+            self.end = process::total_cpu_seconds(self.pids);
+        }
+    }
+
+    /// CPU seconds in the window, when both ends were read.
+    fn seconds(&self) -> Option<f64> {
+        Some((self.end? - self.start?).max(0.0))
+    }
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        thread::sleep(at - now);
     }
 }
 
@@ -547,7 +828,7 @@ impl Phases {
 ///
 /// Fails only when the run cannot start (bad settings, too few file
 /// descriptors, no threads); what goes wrong with the server during the run
-/// is counted in the report.
+/// is counted in the report, its death included (`server_error`).
 pub fn run(config: &Config) -> io::Result<Report> {
     config
         .validate()
@@ -560,18 +841,24 @@ pub fn run(config: &Config) -> io::Result<Report> {
     // that cannot start leaves no other one waiting for it.
     let mut starts = Vec::with_capacity(threads);
     let mut workers = Vec::with_capacity(threads);
+    let window = Arc::new(OnceLock::new());
     for index in 0..threads {
         let share =
             config.connections / threads + usize::from(index < config.connections % threads);
         let (start, go) = mpsc::channel::<Arc<Barrier>>();
         let config = config.clone();
         let payload = Arc::clone(&payload);
+        let window = Arc::clone(&window);
         let worker = thread::Builder::new()
             .name(format!("bench-{index}"))
             .spawn(move || -> Option<Tally> {
-                let phases = Phases(go.recv().ok()?);
+                let phases = Phases {
+                    barrier: go.recv().ok()?,
+                    window,
+                };
                 Some(match (config.transport, config.mode) {
                     (Transport::Udp, _) => udp::ping_pong(&config, share, &payload, &phases),
+                    (Transport::Tcp, Mode::FanOut) => chat::fan_out(&config, share, &phases),
                     (Transport::Tcp, mode) => tcp::run(&config, mode, share, &payload, &phases),
                 })
             })?;
@@ -584,13 +871,37 @@ pub fn run(config: &Config) -> io::Result<Report> {
             .send(Arc::clone(&barrier))
             .map_err(|_| io::Error::other("a client thread stopped before the run"))?;
     }
-    let phases = Phases(barrier);
+    let coordinator = Coordinator {
+        enabled: config.coordinated,
+    };
+    let mut cpu = CpuWindow::new(&config.watch_pids);
     let opening = Instant::now();
-    phases.connected();
+    barrier.wait();
     let connect_s = opening.elapsed().as_secs_f64();
-    phases.finished();
-    let server = config.watch_pid.map(ProcessSample::read);
-    phases.released();
+    let announced = coordinator.announce_and_wait("open");
+    let run_window = match config.mode {
+        Mode::PingPong | Mode::ConnectRate => Window::after(config.warmup, config.duration),
+        Mode::Hold => Window::after(Duration::ZERO, config.duration),
+        Mode::FanOut => Window::after(Duration::ZERO, config.timeout),
+    };
+    window
+        .set(run_window)
+        .expect("the window is set once, here");
+    barrier.wait();
+    match config.mode {
+        Mode::PingPong | Mode::ConnectRate => {
+            sleep_until(run_window.start);
+            cpu.start();
+            sleep_until(run_window.end);
+            cpu.end();
+        }
+        Mode::Hold | Mode::FanOut => cpu.start(),
+    }
+    barrier.wait();
+    cpu.end();
+    let server = (!config.watch_pids.is_empty()).then(|| ServerSample::read(&config.watch_pids));
+    let verified = announced.and_then(|()| coordinator.announce_and_wait("verified"));
+    barrier.wait();
 
     let mut total = Tally::new();
     for worker in workers {
@@ -599,69 +910,133 @@ pub fn run(config: &Config) -> io::Result<Report> {
             _ => return Err(io::Error::other("a client thread failed")),
         }
     }
-    let server = server.transpose()?;
+    verified?;
+    let (server, server_error) = split_sample(server);
     let hold = config.mode == Mode::Hold;
-    let duration_s = config.duration.as_secs_f64();
+    let fan_out = config.mode == Mode::FanOut;
+    let duration_s = match config.mode {
+        Mode::FanOut => total.slowest.map_or(0.0, |d| d.as_secs_f64()),
+        _ => config.duration.as_secs_f64(),
+    };
+    let server_cpu_s = cpu.seconds();
     Ok(Report {
-        service: "echo-upper",
+        service: config.service.name(),
         url: format!("{}://{}", config.transport.name(), config.target),
         transport: config.transport.name(),
+        tls: total.tls,
         mode: config.mode.name(),
         connections: config.connections,
         connected: total.connected,
         threads,
+        processes: 1,
+        sources: config.sources.clone(),
         size: config.size,
-        warmup_s: if hold {
-            0.0
-        } else {
-            config.warmup.as_secs_f64()
+        warmup_s: match config.mode {
+            Mode::PingPong | Mode::ConnectRate => config.warmup.as_secs_f64(),
+            Mode::Hold | Mode::FanOut => 0.0,
         },
         duration_s,
         connect_s,
         requests: total.requests,
-        requests_per_sec: (!hold).then(|| total.requests as f64 / duration_s),
+        requests_per_sec: (!hold && !fan_out).then(|| total.requests as f64 / duration_s),
         errors: total.errors.total(),
         error_kinds: total.errors,
         lost: total.lost,
         latency_us: Latency::of(&total.latency),
         held: hold.then_some(total.held),
         answered: hold.then_some(total.answered),
+        delivered: fan_out.then_some(total.delivered),
+        fanout_ms: total.slowest.map(|d| d.as_secs_f64() * 1000.0),
+        server_kib_per_connection: per_connection(hold, server.as_ref(), total.held),
         server,
+        server_error,
+        server_cpu_s,
+        server_cpu_us_per_request: per_request(hold, server_cpu_s, total.requests),
+        latency_histogram: config.coordinated.then(|| total.histogram_pairs()),
     })
+}
+
+/// The sample of the watched processes, or why there is none: a server
+/// that died (or went away) during the run is in the report, not an end to
+/// it.
+fn split_sample(
+    sample: Option<io::Result<ServerSample>>,
+) -> (Option<ServerSample>, Option<String>) {
+    match sample {
+        None => (None, None),
+        Some(Ok(sample)) => (Some(sample), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+    }
+}
+
+/// Hold: the server's resident memory per held connection, in KiB.
+fn per_connection(hold: bool, server: Option<&ServerSample>, held: usize) -> Option<f64> {
+    (hold && held > 0).then_some(())?;
+    Some(server?.rss_kib as f64 / held as f64)
+}
+
+/// The server's CPU per request, in microseconds (not for a hold, whose
+/// window is mostly idle).
+fn per_request(hold: bool, cpu_s: Option<f64>, requests: u64) -> Option<f64> {
+    (!hold && requests > 0).then_some(())?;
+    Some(cpu_s? * 1e6 / requests as f64)
 }
 
 /// Raises the soft limit on open files to the hard limit when `connections`
 /// need more, and fails with a clear message when even that is too low.
 fn ensure_fd_limit(connections: usize) -> io::Result<()> {
-    let needed = libc::rlim_t::try_from(connections)
-        .unwrap_or(libc::rlim_t::MAX)
-        .saturating_add(64);
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur >= needed {
+    let needed = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(SPARE_FILES as u64);
+    let limit = crate::common::raise_open_file_limit()?;
+    if limit >= needed {
         return Ok(());
     }
-    if limit.rlim_max >= needed {
-        let raised = libc::rlimit {
-            rlim_cur: needed,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct it is given.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(());
-        }
-    }
     Err(io::Error::other(format!(
-        "{connections} connections need about {needed} open files, but the limit is {} \
-         (hard limit {}): raise it with `ulimit -n`",
-        limit.rlim_cur, limit.rlim_max
+        "{connections} connections need about {needed} open files, but the limit is {limit} \
+         even raised to the hard limit: raise it with `ulimit -n`, or spread the connections \
+         over processes (--processes)"
     )))
+}
+
+/// Opens a non-blocking TCP connection to `target`, from `source` when
+/// given (bound before the connect; the port is chosen at the connect, so
+/// that one source's ports are shared between servers), with `TCP_NODELAY`.
+/// The connect completes later: the socket turns writable.
+fn connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<mio::net::TcpStream> {
+    let Some(source) = source else {
+        let stream = mio::net::TcpStream::connect(target)?;
+        stream.set_nodelay(true)?;
+        return Ok(stream);
+    };
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::os::fd::AsRawFd;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    let yes: libc::c_int = 1;
+    // SAFETY: the option value is a c_int that lives across the call. A
+    // kernel without IP_BIND_ADDRESS_NO_PORT (before 4.2) chooses the port at
+    // the bind instead, which works too, with fewer ports.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&yes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+    match socket.connect(&SockAddr::from(target)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
 #[cfg(test)]
@@ -672,9 +1047,20 @@ mod tests {
         Config::new("127.0.0.1:9".parse().unwrap(), Transport::Tcp)
     }
 
+    fn chat() -> Config {
+        Config {
+            service: Service::Chat,
+            mode: Mode::FanOut,
+            ..config()
+        }
+    }
+
     #[test]
     fn settings_are_checked() {
         assert!(config().validate().is_ok());
+        assert!(chat().validate().is_ok());
+        let v6 = "::1".parse().unwrap();
+        let two = vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
         let bad = [
             Config {
                 connections: 0,
@@ -706,6 +1092,39 @@ mod tests {
                 duration: Duration::ZERO,
                 ..config()
             },
+            Config {
+                mode: Mode::FanOut,
+                ..config()
+            },
+            Config {
+                mode: Mode::Hold,
+                ..chat()
+            },
+            Config {
+                connections: 1,
+                ..chat()
+            },
+            Config {
+                threads: 2,
+                ..chat()
+            },
+            Config {
+                size: MAX_CHAT_LINE + 1,
+                ..chat()
+            },
+            Config {
+                sources: vec![v6],
+                ..config()
+            },
+            Config {
+                transport: Transport::Udp,
+                sources: two.clone(),
+                ..config()
+            },
+            Config {
+                coordinated: true,
+                ..config()
+            },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?} passed");
@@ -713,9 +1132,24 @@ mod tests {
         let hold = Config {
             mode: Mode::Hold,
             duration: Duration::ZERO,
+            sources: two,
+            coordinated: true,
             ..config()
         };
         assert!(hold.validate().is_ok());
+    }
+
+    #[test]
+    fn sources_are_taken_in_turn() {
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(config().source(3), None);
+        let config = Config {
+            sources: vec![a, b],
+            ..config()
+        };
+        let taken: Vec<_> = (0..5).map(|i| config.source(i)).collect();
+        assert_eq!(taken, [Some(a), Some(b), Some(a), Some(b), Some(a)]);
     }
 
     #[test]
@@ -745,24 +1179,95 @@ mod tests {
     }
 
     #[test]
-    fn reads_this_process() {
-        let sample = ProcessSample::read(std::process::id()).unwrap();
-        assert!(sample.rss_kib > 0);
-        assert!(sample.peak_rss_kib >= sample.rss_kib);
-        assert!(sample.threads >= 1);
-        assert!(ProcessSample::read(u32::MAX).is_err());
+    fn histogram_pairs_rebuild_the_same_percentiles() {
+        let mut tally = Tally::new();
+        let window = Window::after(Duration::ZERO, Duration::from_secs(60));
+        let t0 = window.start;
+        for us in [3u64, 3, 17, 250, 250, 250, 9_999, 123_456] {
+            tally.answered(&window, t0, t0 + Duration::from_micros(us));
+        }
+        let pairs = tally.histogram_pairs();
+        assert_eq!(pairs.iter().map(|p| p[1]).sum::<u64>(), 8);
+        let mut rebuilt = Tally::new();
+        for [ns, count] in pairs {
+            rebuilt.latency.record_n(ns, count).unwrap();
+        }
+        assert_eq!(Latency::of(&rebuilt.latency), Latency::of(&tally.latency));
     }
 
     #[test]
-    fn report_is_one_line_of_json() {
-        let report = Report {
+    fn tallies_merge() {
+        let mut a = Tally::new();
+        let mut b = Tally::new();
+        a.delivered = 2;
+        a.slowest = Some(Duration::from_millis(5));
+        b.delivered = 3;
+        b.slowest = Some(Duration::from_millis(7));
+        b.error(ErrorKind::Timeout);
+        a.merge(b);
+        assert_eq!(a.delivered, 5);
+        assert_eq!(a.slowest, Some(Duration::from_millis(7)));
+        assert_eq!(a.errors.timeout, 1);
+    }
+
+    #[test]
+    fn per_connection_and_per_request() {
+        let server = ServerSample {
+            pids: vec![1],
+            rss_kib: 1000,
+            peak_rss_kib: 1000,
+            threads: 1,
+            processes: Vec::new(),
+        };
+        assert_eq!(per_connection(true, Some(&server), 100), Some(10.0));
+        assert_eq!(per_connection(false, Some(&server), 100), None);
+        assert_eq!(per_connection(true, Some(&server), 0), None);
+        assert_eq!(per_connection(true, None, 100), None);
+        assert_eq!(per_request(false, Some(2.0), 1_000_000), Some(2.0));
+        assert_eq!(per_request(true, Some(2.0), 1_000_000), None);
+        assert_eq!(per_request(false, None, 10), None);
+        assert_eq!(per_request(false, Some(2.0), 0), None);
+    }
+
+    #[test]
+    fn a_server_that_cannot_be_read_is_reported_not_fatal() {
+        assert_eq!(split_sample(None), (None, None));
+        let (sample, why) = split_sample(Some(ServerSample::read(&[u32::MAX])));
+        assert!(sample.is_none());
+        assert!(why.unwrap().contains(&u32::MAX.to_string()));
+        let (sample, why) = split_sample(Some(ServerSample::read(&[std::process::id()])));
+        assert!(sample.is_some());
+        assert!(why.is_none());
+    }
+
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_limit() {
+        let limit = crate::common::raise_open_file_limit().unwrap();
+        let mut now = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct it is given.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        assert_eq!(now.rlim_cur, now.rlim_max);
+        assert_eq!(now.rlim_cur, limit);
+        assert!(ensure_fd_limit(10).is_ok());
+        let err = ensure_fd_limit(usize::MAX).unwrap_err().to_string();
+        assert!(err.contains("--processes"), "{err}");
+    }
+
+    fn report() -> Report {
+        Report {
             service: "echo-upper",
             url: "tcp://127.0.0.1:9".into(),
             transport: "tcp",
+            tls: None,
             mode: "ping-pong",
             connections: 1,
             connected: 1,
             threads: 1,
+            processes: 1,
+            sources: Vec::new(),
             size: 64,
             warmup_s: 0.0,
             duration_s: 1.0,
@@ -775,14 +1280,54 @@ mod tests {
             latency_us: Latency::default(),
             held: None,
             answered: None,
+            delivered: None,
+            fanout_ms: None,
             server: None,
-        };
+            server_error: None,
+            server_kib_per_connection: None,
+            server_cpu_s: Some(0.5),
+            server_cpu_us_per_request: Some(50_000.0),
+            latency_histogram: None,
+        }
+    }
+
+    #[test]
+    fn report_is_one_line_of_json() {
+        let report = report();
         let json = report.to_json();
         assert!(!json.contains('\n'));
         let value: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(value["requests"], 10);
         assert_eq!(value["error_kinds"]["mismatch"], 0);
         assert!(value["held"].is_null());
-        assert!(report.to_string().contains("10 in 1.00 s"));
+        assert_eq!(value["server_cpu_us_per_request"], 50_000.0);
+        // Only a coordinated child sends its histogram.
+        assert!(value.get("latency_histogram").is_none());
+        let summary = report.to_string();
+        assert!(summary.contains("10 in 1.00 s"), "{summary}");
+        assert!(summary.contains("50000.0 µs per request"), "{summary}");
+    }
+
+    #[test]
+    fn fan_out_summary() {
+        let report = Report {
+            service: "chat",
+            mode: "fan-out",
+            connections: 20,
+            connected: 20,
+            requests: 19,
+            requests_per_sec: None,
+            delivered: Some(19),
+            fanout_ms: Some(1.5),
+            latency_histogram: Some(vec![[1000, 19]]),
+            ..report()
+        };
+        let summary = report.to_string();
+        assert!(
+            summary.contains("delivered: 19 of 19, the last after 1.500 ms"),
+            "{summary}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(value["latency_histogram"][0][1], 19);
     }
 }

@@ -1,19 +1,19 @@
 //! TCP load: ping-pong, connect rate and hold, many connections per thread
-//! on one edge-triggered `epoll` (`mio`).
+//! on one edge-triggered `epoll` (`mio`), over TLS when the run asks.
 
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::io;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
-use super::{Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
+use super::wire::Wire;
+use super::{connect, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);
-/// How long a connection waits before connecting again after a connect failed.
+/// How long a connection waits before connecting again after a connect (or
+/// a TLS handshake) failed.
 const BACKOFF: Duration = Duration::from_millis(50);
 /// Scratch space for reading answers (they are compared, not kept).
 const SCRATCH: usize = 64 * 1024;
@@ -29,6 +29,8 @@ enum State {
     Down,
     /// A connect is in progress.
     Connecting,
+    /// The TLS handshake is in progress.
+    Handshaking,
     /// Open, nothing in flight.
     Idle,
     /// Sending request `seq`.
@@ -43,8 +45,10 @@ enum State {
 
 /// One connection and the request in flight on it.
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<Wire>,
     state: State,
+    /// Connect rate: the sending direction is closed.
+    half_closed: bool,
     seq: usize,
     written: usize,
     read: usize,
@@ -123,8 +127,7 @@ pub(super) fn run(
     match mode {
         Mode::PingPong => {
             client.open_all(&mut events);
-            phases.connected();
-            let window = Window::after(config.warmup, config.duration);
+            let window = phases.connected();
             client.phase = Phase::Running(window);
             let now = Instant::now();
             for i in 0..share {
@@ -136,8 +139,7 @@ pub(super) fn run(
             client.run_until(&mut events, window.end);
         }
         Mode::ConnectRate => {
-            phases.connected();
-            let window = Window::after(config.warmup, config.duration);
+            let window = phases.connected();
             client.phase = Phase::Running(window);
             for i in 0..share {
                 client.open(i);
@@ -147,10 +149,14 @@ pub(super) fn run(
         }
         Mode::Hold => {
             client.open_all(&mut events);
-            phases.connected();
+            let window = phases.connected();
             client.phase = Phase::Holding;
-            client.run_until(&mut events, Instant::now() + config.duration);
+            client.run_until(&mut events, window.end);
             client.verify(&mut events);
+        }
+        // Chat runs in its own module.
+        Mode::FanOut => {
+            phases.connected();
         }
     }
     phases.finished();
@@ -165,6 +171,7 @@ impl<'a> Client<'a> {
             .map(|i| Conn {
                 stream: None,
                 state: State::New,
+                half_closed: false,
                 // Spread the requests over the pattern from the start.
                 seq: i,
                 written: 0,
@@ -246,7 +253,7 @@ impl<'a> Client<'a> {
             .filter(|conn| {
                 matches!(
                     conn.state,
-                    State::Connecting | State::Writing | State::Reading
+                    State::Connecting | State::Handshaking | State::Writing | State::Reading
                 )
             })
             .count();
@@ -325,6 +332,7 @@ impl<'a> Client<'a> {
             }
             match conn.state {
                 State::Connecting => self.fail(i, ErrorKind::Connect),
+                State::Handshaking => self.fail(i, ErrorKind::Handshake),
                 State::Writing | State::Reading | State::Closing => {
                     self.fail(i, ErrorKind::Timeout)
                 }
@@ -341,19 +349,20 @@ impl<'a> Client<'a> {
     fn open(&mut self, i: usize) {
         let now = Instant::now();
         let token = Token(i);
-        let opened = TcpStream::connect(self.config.target).and_then(|mut stream| {
-            stream.set_nodelay(true)?;
+        let opened = connect(self.config.target, self.config.source(i)).and_then(|stream| {
+            let mut wire = Wire::new(stream, self.config.tls.as_ref())?;
             self.poll.registry().register(
-                &mut stream,
+                wire.stream(),
                 token,
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(stream)
+            Ok(wire)
         });
         match opened {
             Ok(stream) => {
                 let conn = &mut self.conns[i];
                 conn.stream = Some(stream);
+                conn.half_closed = false;
                 conn.started = now;
                 conn.deadline = now + self.config.timeout;
                 self.set_state(i, State::Connecting);
@@ -379,7 +388,7 @@ impl<'a> Client<'a> {
             conn.stream = None;
         }
         conn.deadline = match kind {
-            ErrorKind::Connect => now + BACKOFF,
+            ErrorKind::Connect | ErrorKind::Handshake => now + BACKOFF,
             _ => now,
         };
         let next = match self.phase {
@@ -419,6 +428,9 @@ impl<'a> Client<'a> {
                     return;
                 }
                 Step::Connected => {
+                    if self.tally.tls.is_none() {
+                        self.tally.tls = self.conns[i].stream.as_ref().and_then(Wire::protocol);
+                    }
                     self.set_state(i, State::Idle);
                     match self.phase {
                         Phase::Running(_) | Phase::Opening => self.start_request(i, Instant::now()),
@@ -482,13 +494,21 @@ impl<'a> Client<'a> {
         loop {
             match conn.state {
                 State::Connecting => {
-                    if !matches!(stream.take_error(), Ok(None)) {
+                    if !matches!(stream.stream().take_error(), Ok(None)) {
                         return Step::Failed(ErrorKind::Connect);
                     }
-                    return match stream.peer_addr() {
-                        Ok(_) => Step::Connected,
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => Step::Pending,
-                        Err(_) => Step::Failed(ErrorKind::Connect),
+                    match stream.stream().peer_addr() {
+                        Ok(_) => conn.state = State::Handshaking,
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Pending,
+                        Err(_) => return Step::Failed(ErrorKind::Connect),
+                    }
+                }
+                // (At once without TLS.)
+                State::Handshaking => {
+                    return match stream.handshake() {
+                        Ok(true) => Step::Connected,
+                        Ok(false) => Step::Pending,
+                        Err(_) => Step::Failed(ErrorKind::Handshake),
                     };
                 }
                 // Sending and receiving at once: a server echoes while the
@@ -505,11 +525,6 @@ impl<'a> Client<'a> {
                                 write_blocked = false;
                                 conn.written += n;
                                 if conn.written == size {
-                                    if half_close {
-                                        if let Err(e) = stream.shutdown(Shutdown::Write) {
-                                            return Step::Failed(ErrorKind::of(&e));
-                                        }
-                                    }
                                     conn.state = State::Reading;
                                 }
                             }
@@ -518,6 +533,14 @@ impl<'a> Client<'a> {
                                 io::ErrorKind::Interrupted => write_blocked = false,
                                 _ => return Step::Failed(ErrorKind::of(&e)),
                             },
+                        }
+                    }
+                    // Connect rate: the request is out, close the sending
+                    // direction (over TLS, once the records have gone).
+                    if half_close && conn.written == size && !conn.half_closed {
+                        match stream.shutdown_write() {
+                            Ok(done) => conn.half_closed = done,
+                            Err(e) => return Step::Failed(ErrorKind::of(&e)),
                         }
                     }
                     let want = (size - conn.read).min(self.scratch.len());
@@ -551,18 +574,28 @@ impl<'a> Client<'a> {
                 }
                 // Nothing is expected from the server: its close, or bytes
                 // it should not have sent.
-                State::Idle | State::Closing => match stream.read(&mut self.scratch[..1]) {
-                    Ok(0) if conn.state == State::Closing => {
-                        return Step::Closed { at: Instant::now() }
+                State::Idle | State::Closing => {
+                    // Connect rate over TLS: the half close may have waited
+                    // for the request's records to go.
+                    if conn.state == State::Closing && !conn.half_closed {
+                        match stream.shutdown_write() {
+                            Ok(done) => conn.half_closed = done,
+                            Err(e) => return Step::Failed(ErrorKind::of(&e)),
+                        }
                     }
-                    Ok(0) => return Step::Failed(ErrorKind::Closed),
-                    Ok(_) => return Step::Failed(ErrorKind::Mismatch),
-                    Err(e) => match e.kind() {
-                        io::ErrorKind::WouldBlock => return Step::Pending,
-                        io::ErrorKind::Interrupted => {}
-                        _ => return Step::Failed(ErrorKind::of(&e)),
-                    },
-                },
+                    match stream.read(&mut self.scratch[..1]) {
+                        Ok(0) if conn.state == State::Closing => {
+                            return Step::Closed { at: Instant::now() }
+                        }
+                        Ok(0) => return Step::Failed(ErrorKind::Closed),
+                        Ok(_) => return Step::Failed(ErrorKind::Mismatch),
+                        Err(e) => match e.kind() {
+                            io::ErrorKind::WouldBlock => return Step::Pending,
+                            io::ErrorKind::Interrupted => {}
+                            _ => return Step::Failed(ErrorKind::of(&e)),
+                        },
+                    }
+                }
                 State::New | State::Down | State::Done => return Step::Pending,
             }
         }

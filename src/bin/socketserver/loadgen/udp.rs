@@ -57,9 +57,8 @@ pub(super) fn ping_pong(
         }
     };
     tally.connected = socks.iter().flatten().count();
-    phases.connected();
+    let window = phases.connected();
     if let Ok(mut poll) = poll {
-        let window = Window::after(config.warmup, config.duration);
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; MAX_DATAGRAM + 1];
         let now = Instant::now();

@@ -1,0 +1,3 @@
+module socketserver.bench/go-echo
+
+go 1.19
