@@ -37,7 +37,7 @@ pub use library::{run_messages, Running};
 pub use net::{assert_closed, connect, reset, until_closed};
 #[cfg(feature = "cli")]
 pub use process::{program, serve, serve_command};
-pub use process::{run_with_input, ServerProcess};
+pub use process::{run_with_input, run_with_input_within, ServerProcess};
 pub use tools::{course_client, skipped, tool, Tool};
 
 /// How long any single step of a test may take before it fails.
