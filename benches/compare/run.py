@@ -73,7 +73,6 @@ SOURCES_4 = ['127.0.0.%d' % i for i in range(1, 5)]
 SOURCES_8 = ['127.0.0.%d' % i for i in range(1, 9)]
 # How many connections socketserver serves by default, and threads it starts.
 DEFAULT_MAX_CONNECTIONS = 10000
-DEFAULT_MAX_THREADS = 1024
 
 SERVERS = ['socketserver', 'socketserver-reactor', 'std', 'tokio', 'tokio-tls', 'go', 'may',
            'python', 'nginx']
@@ -536,13 +535,13 @@ def server_command(commands, name, scenario, port=0, reuse=False):
         if reuse:
             cmd += ['--reuse-port']
         # Room for every connection (plus the bench's reconnects): a process
-        # of several behind one port may get more than its even share.
-        room = (scenario.get('connections') or 0) + 64
+        # of several behind one port may get more than its even share. In
+        # threads mode the most threads follows --max-connections (lowered,
+        # with a warning, to what the system can start: vm.max_map_count).
+        processes = scenario.get('server_processes', 1)
+        room = -(-(scenario.get('connections') or 0) // processes) * 5 // 4 + 64
         if room > DEFAULT_MAX_CONNECTIONS:
             cmd += ['--max-connections', str(room)]
-        # The threaded server keeps a thread per open connection.
-        if name == 'socketserver' and room > DEFAULT_MAX_THREADS:
-            cmd += ['--max-threads', str(room)]
         if scenario.get('tls'):
             cmd += ['--tls-cert', commands['tls']['cert'], '--tls-key', commands['tls']['key']]
         return cmd
