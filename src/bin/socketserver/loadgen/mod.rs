@@ -758,6 +758,20 @@ impl Phases {
     }
 }
 
+/// What a client thread that could not start reports: every one of its
+/// `share` connections failed. It still goes through every phase, so that the
+/// other threads are not left waiting.
+fn could_not_start(share: usize, phases: &Phases) -> Tally {
+    let mut tally = Tally::new();
+    for _ in 0..share {
+        tally.error(ErrorKind::Io);
+    }
+    phases.connected();
+    phases.finished();
+    phases.released();
+    tally
+}
+
 /// How a coordinated child tells its parent where it is, and waits for it
 /// (see [`processes`]).
 struct Coordinator {

@@ -8,7 +8,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
 use super::wire::Wire;
-use super::{connect, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
+use super::{connect, could_not_start, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);
@@ -111,17 +111,7 @@ pub(super) fn run(
 ) -> Tally {
     let mut client = match Client::new(config, mode, share, payload) {
         Ok(client) => client,
-        Err(_) => {
-            // Nothing can run on this thread; every connection it owed failed.
-            let mut tally = Tally::new();
-            for _ in 0..share {
-                tally.error(ErrorKind::Io);
-            }
-            phases.connected();
-            phases.finished();
-            phases.released();
-            return tally;
-        }
+        Err(_) => return could_not_start(share, phases),
     };
     let mut events = Events::with_capacity(1024);
     match mode {
