@@ -733,6 +733,16 @@ mod tests {
         String::from_utf8(buf[..n].to_vec()).unwrap()
     }
 
+    /// Asserts that no message waits on `socket` (it is left non-blocking).
+    fn assert_nothing_queued(socket: &UnixDatagram) {
+        socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            socket.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+    }
+
     fn config_for(path: &Path, watchdog_usec: Option<&str>) -> NotifyConfig {
         NotifyConfig::from_values(Some(path.as_os_str()), watchdog_usec, None, 42)
     }
@@ -838,12 +848,7 @@ mod tests {
         );
         assert_eq!(next_message(&manager), "STOPPING=1\n");
         // No watchdog was asked for, so nothing else arrives.
-        manager.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(
-            manager.recv(&mut buf).unwrap_err().kind(),
-            ErrorKind::WouldBlock
-        );
+        assert_nothing_queued(&manager);
     }
 
     #[test]
@@ -1314,11 +1319,6 @@ mod tests {
         assert_eq!(notifier.watchdog_interval(), None);
         notifier.ready();
         assert_eq!(next_message(&manager), "READY=1\n");
-        manager.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(
-            manager.recv(&mut buf).unwrap_err().kind(),
-            ErrorKind::WouldBlock
-        );
+        assert_nothing_queued(&manager);
     }
 }
