@@ -155,11 +155,7 @@ impl BenchArgs {
         if !self.tls {
             return Ok(None);
         }
-        let tls = client_tls(
-            self.tls_ca.as_deref(),
-            self.tls_server_name.as_deref(),
-            &[],
-        )?;
+        let tls = client_tls(self.tls_ca.as_deref(), self.tls_server_name.as_deref(), &[])?;
         let name = tls
             .name_for(url)
             .map_err(|e| CliError::Usage(format!("--tls-server-name: {e}")))?;

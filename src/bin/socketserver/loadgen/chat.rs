@@ -15,7 +15,9 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
-use super::{connect, could_not_start, Config, ErrorKind, Phases, Tally, CONNECT_BURST, MAX_CHAT_LINE};
+use super::{
+    connect, could_not_start, Config, ErrorKind, Phases, Tally, CONNECT_BURST, MAX_CHAT_LINE,
+};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);

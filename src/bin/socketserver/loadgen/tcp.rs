@@ -8,7 +8,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
 use super::wire::Wire;
-use super::{connect, could_not_start, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
+use super::{
+    connect, could_not_start, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST,
+};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);
