@@ -69,6 +69,15 @@ fn bench(args: &[&str]) -> (ExitStatus, Value, String, String) {
     bench_service("echo-upper", args)
 }
 
+/// The report of an echo-upper `bench` run that must succeed, checked for
+/// the fields every report has.
+fn successful_bench(args: &[&str]) -> Value {
+    let (status, json, stdout, stderr) = bench(args);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert_well_formed(&json);
+    json
+}
+
 /// The fields every report has, with the right types.
 fn assert_well_formed(json: &Value) {
     for field in ["service", "url", "transport", "mode"] {
@@ -125,15 +134,13 @@ fn assert_thread_count(mode: Mode, threads: u64, connections: u64, json: &Value)
 crate::both_modes! {
     fn tcp_ping_pong_against_the_real_server(mode) {
         let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
-        let (status, json, stdout, stderr) = bench(
+        let json = successful_bench(
             &[
                 &["--connect", server.url(), "--connections", "8"][..],
                 &SHORT,
             ]
             .concat(),
         );
-        assert!(status.success(), "{stdout}\n{stderr}");
-        assert_well_formed(&json);
         assert_eq!(json["transport"], "tcp");
         assert_eq!(json["mode"], "ping-pong");
         assert_eq!(u64_of(&json, "connected"), 8);
@@ -230,7 +237,7 @@ crate::both_modes! {
 
     fn connect_rate_against_the_real_server(mode) {
         let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
-        let (status, json, stdout, stderr) = bench(
+        let json = successful_bench(
             &[
                 &[
                     "--connect",
@@ -244,8 +251,6 @@ crate::both_modes! {
             ]
             .concat(),
         );
-        assert!(status.success(), "{stdout}\n{stderr}");
-        assert_well_formed(&json);
         assert_eq!(json["mode"], "connect-rate");
         assert_eq!(u64_of(&json, "errors"), 0, "{json}");
         assert!(u64_of(&json, "requests") > 0, "{json}");
@@ -254,7 +259,7 @@ crate::both_modes! {
     fn hold_checks_every_connection_and_watches_the_server(mode) {
         let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
         let pid = server.pid().to_string();
-        let (status, json, stdout, stderr) = bench(&[
+        let json = successful_bench(&[
             "--connect",
             server.url(),
             "--mode",
@@ -266,8 +271,6 @@ crate::both_modes! {
             "--watch-pid",
             &pid,
         ]);
-        assert!(status.success(), "{stdout}\n{stderr}");
-        assert_well_formed(&json);
         assert_eq!(json["mode"], "hold");
         assert_eq!(u64_of(&json, "errors"), 0, "{json}");
         assert_eq!(json["held"], 200, "{json}");
@@ -315,7 +318,7 @@ crate::both_modes! {
     fn hold_from_two_sources_in_two_processes(mode) {
         let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
         let pid = server.pid().to_string();
-        let (status, json, stdout, stderr) = bench(&[
+        let json = successful_bench(&[
             "--connect",
             server.url(),
             "--mode",
@@ -331,8 +334,6 @@ crate::both_modes! {
             "--watch-pid",
             &pid,
         ]);
-        assert!(status.success(), "{stdout}\n{stderr}");
-        assert_well_formed(&json);
         assert_eq!(u64_of(&json, "processes"), 2, "{json}");
         assert_eq!(u64_of(&json, "threads"), 2, "{json}");
         assert_eq!(
@@ -390,15 +391,13 @@ crate::both_modes! {
 #[test]
 fn udp_ping_pong_against_the_real_server() {
     let server = ServerProcess::start(&["serve", "echo-upper", "--bind", "udp://127.0.0.1:0"], 1);
-    let (status, json, stdout, stderr) = bench(
+    let json = successful_bench(
         &[
             &["--connect", server.url(), "--connections", "4"][..],
             &SHORT,
         ]
         .concat(),
     );
-    assert!(status.success(), "{stdout}\n{stderr}");
-    assert_well_formed(&json);
     assert_eq!(json["transport"], "udp");
     assert_eq!(u64_of(&json, "errors"), 0, "{json}");
     assert!(u64_of(&json, "requests") > 0, "{json}");
