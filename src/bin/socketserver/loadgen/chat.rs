@@ -16,7 +16,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
 use super::{
-    connect, could_not_start, Config, ErrorKind, Phases, Tally, CONNECT_BURST, MAX_CHAT_LINE,
+    connect, could_not_start, poll_ready, Config, ErrorKind, Phases, Tally, CONNECT_BURST,
+    MAX_CHAT_LINE,
 };
 
 /// The longest a thread waits in `epoll` before it checks its timers.
@@ -351,10 +352,7 @@ impl<'a> Room<'a> {
 
     /// Waits for readiness at most `timeout` and drives what is ready.
     fn wait(&mut self, events: &mut Events, timeout: Duration) {
-        if let Err(e) = self.poll.poll(events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                self.tally.error(ErrorKind::Io);
-            }
+        if !poll_ready(&mut self.poll, events, timeout, &mut self.tally) {
             return;
         }
         for event in events.iter() {

@@ -100,6 +100,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use mio::{Events, Poll};
 use serde::Serialize;
 
 use payload::Payload;
@@ -770,6 +771,21 @@ fn could_not_start(share: usize, phases: &Phases) -> Tally {
     phases.finished();
     phases.released();
     tally
+}
+
+/// Waits at most `timeout` for readiness on `poll`, into `events`. False
+/// when the wait failed, and then nothing is ready; a failure other than an
+/// interruption counts as an I/O error in `tally`.
+fn poll_ready(poll: &mut Poll, events: &mut Events, timeout: Duration, tally: &mut Tally) -> bool {
+    match poll.poll(events, Some(timeout)) {
+        Ok(()) => true,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tally.error(ErrorKind::Io);
+            }
+            false
+        }
+    }
 }
 
 /// How a coordinated child tells its parent where it is, and waits for it

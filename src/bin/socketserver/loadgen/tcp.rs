@@ -9,7 +9,8 @@ use mio::{Events, Interest, Poll, Token};
 use super::payload::Payload;
 use super::wire::Wire;
 use super::{
-    connect, could_not_start, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST,
+    connect, could_not_start, poll_ready, Config, ErrorKind, Mode, Phases, Tally, Window,
+    CONNECT_BURST,
 };
 
 /// The longest a thread waits in `epoll` before it checks its timers.
@@ -301,10 +302,7 @@ impl<'a> Client<'a> {
 
     /// Waits for readiness at most `timeout` and drives what is ready.
     fn wait(&mut self, events: &mut Events, timeout: Duration) {
-        if let Err(e) = self.poll.poll(events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                self.tally.error(ErrorKind::Io);
-            }
+        if !poll_ready(&mut self.poll, events, timeout, &mut self.tally) {
             return;
         }
         for event in events.iter() {
