@@ -1100,6 +1100,18 @@ mod usability {
         }
     }
 
+    /// `client chat` on a terminal, connected to a listener of this test
+    /// that stands for the room, once its prompt shows: the client and the
+    /// room's end of the connection.
+    fn chat_client_in_a_fake_room() -> (OnTerminal, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("tcp://{}", listener.local_addr().unwrap());
+        let mut alice = OnTerminal::start(&["client", "chat", "--connect", &url]);
+        let (room, _) = listener.accept().unwrap();
+        alice.wait_for(b"> ");
+        (alice, room)
+    }
+
     crate::both_modes! {
         fn a_line_from_the_room_never_breaks_the_line_being_typed(mode) {
             let server = serve("chat", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
@@ -1145,11 +1157,7 @@ mod usability {
     #[test]
     fn the_chat_client_prints_nothing_that_could_move_the_terminal() {
         // A hostile "room" that sends raw escapes, then closes.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("tcp://{}", listener.local_addr().unwrap());
-        let mut alice = OnTerminal::start(&["client", "chat", "--connect", &url]);
-        let (mut room, _) = listener.accept().unwrap();
-        alice.wait_for(b"> ");
+        let (mut alice, mut room) = chat_client_in_a_fake_room();
         room.write_all(b"mallory: \x1b]0;owned\x07\x1b[2J\rhi\x9b\xc2\x9bthere\x08\n")
             .unwrap();
         let shown = alice.wait_for("there\u{fffd}\r\n> ".as_bytes());
@@ -1174,11 +1182,7 @@ mod usability {
 
     #[test]
     fn ctrl_c_on_the_chat_terminal_quits_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("tcp://{}", listener.local_addr().unwrap());
-        let mut alice = OnTerminal::start(&["client", "chat", "--connect", &url]);
-        let (room, _) = listener.accept().unwrap();
-        alice.wait_for(b"> ");
+        let (mut alice, room) = chat_client_in_a_fake_room();
         alice.type_keys(b"half a line\x03");
         assert_eq!(alice.wait(), Some(130));
         drop(room);
