@@ -957,6 +957,11 @@ mod tests {
         unsafe { adopt(fd.into_raw_fd()) }
     }
 
+    /// The path a Unix socket is bound to, for a report.
+    fn path_of(address: &std::os::unix::net::SocketAddr) -> String {
+        address.as_pathname().unwrap().display().to_string()
+    }
+
     fn is_cloexec(fd: RawFd) -> bool {
         // SAFETY: reads the flags of a descriptor the test holds.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
@@ -1136,20 +1141,8 @@ mod tests {
                     let address = match socket {
                         InheritedSocket::Tcp(s) => s.local_addr().unwrap().to_string(),
                         InheritedSocket::Udp(s) => s.local_addr().unwrap().to_string(),
-                        InheritedSocket::UnixStream(s) => s
-                            .local_addr()
-                            .unwrap()
-                            .as_pathname()
-                            .unwrap()
-                            .display()
-                            .to_string(),
-                        InheritedSocket::UnixDatagram(s) => s
-                            .local_addr()
-                            .unwrap()
-                            .as_pathname()
-                            .unwrap()
-                            .display()
-                            .to_string(),
+                        InheritedSocket::UnixStream(s) => path_of(&s.local_addr().unwrap()),
+                        InheritedSocket::UnixDatagram(s) => path_of(&s.local_addr().unwrap()),
                     };
                     let listening = socket2::SockRef::from(socket).is_listener().unwrap();
                     println!(
