@@ -945,51 +945,35 @@ fn system_roots_child() {
     assert_eq!(round_trip(&client, "system\n"), "SYSTEM\n");
 }
 
+/// Runs the ignored test `name` in a child process of this test binary,
+/// with `SSL_CERT_FILE` set to `ssl_cert_file` (and no `SSL_CERT_DIR`),
+/// and asserts that it passed.
+fn pass_in_a_child(name: &str, ssl_cert_file: &Path) {
+    let output = run_bounded(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--ignored", "--test-threads=1"])
+            .env("SSL_CERT_FILE", ssl_cert_file)
+            .env_remove("SSL_CERT_DIR"),
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}
+
 #[test]
 fn system_roots_come_from_ssl_cert_file() {
     let pki = pki("system-roots");
     // Another process: the environment is process-wide.
-    let output = run_bounded(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "system_roots_child",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("SSL_CERT_FILE", &pki.ca)
-            .env_remove("SSL_CERT_DIR"),
-        b"",
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    pass_in_a_child("system_roots_child", &pki.ca);
 
     // And a system without roots is an error that says so.
     let empty = pki.dir.write("empty.pem", "");
-    let output = run_bounded(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "no_system_roots_child",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("SSL_CERT_FILE", &empty)
-            .env_remove("SSL_CERT_DIR"),
-        b"",
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    pass_in_a_child("no_system_roots_child", &empty);
 }
 
 #[test]
