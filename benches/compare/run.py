@@ -400,7 +400,35 @@ def memory_sample(pids):
 
 # --- Servers -----------------------------------------------------------------
 
-class Server:
+class ServerProcess:
+    """A server's process, its standard error kept (the first 200 lines) for
+    the messages of a failure; `stop` ends it with SIGTERM, then SIGKILL
+    after 15 s. Subclasses start `self.proc` with stderr piped, set
+    `self.stderr = []` and start `_drain_stderr` on a thread."""
+
+    def _drain_stderr(self):
+        for line in self.proc.stderr:
+            if len(self.stderr) < 200:
+                self.stderr.append(line)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Server(ServerProcess):
     """A server process started for one measurement, stopped on exit; waits
     for its `listening on URL` lines for the transports in `want`."""
 
@@ -431,29 +459,8 @@ class Server:
                                % (' '.join(cmd), '/'.join(sorted(want)),
                                   ''.join(self.stderr[-10:]).strip()))
 
-    def _drain_stderr(self):
-        for line in self.proc.stderr:
-            if len(self.stderr) < 200:
-                self.stderr.append(line)
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-class Nginx:
+class Nginx(ServerProcess):
     """nginx in the foreground with its own configuration and temporary
     directory, serving `page` at / on a free loopback port."""
 
@@ -484,26 +491,8 @@ class Nginx:
             raise RuntimeError('nginx did not listen on %d: %s'
                                % (self.port, ''.join(self.stderr[-10:]).strip()))
 
-    def _drain_stderr(self):
-        for line in self.proc.stderr:
-            if len(self.stderr) < 200:
-                self.stderr.append(line)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()
         shutil.rmtree(self.temp, ignore_errors=True)
 
 

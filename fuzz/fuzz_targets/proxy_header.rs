@@ -11,10 +11,12 @@
 //! the real peer).
 #![no_main]
 
-use std::io::{self, Read};
-use std::net::SocketAddr;
+#[path = "../ppp_reference.rs"]
+mod ppp_reference;
 
-use ppp::{v1 as ppp1, v2 as ppp2, HeaderResult};
+use std::io::{self, Read};
+
+use ppp_reference::ppp_header;
 use socketserver::layer::proxy::{self, Parsed, ProxyError, Version};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| check(data));
@@ -98,57 +100,5 @@ fn read_header_agrees(data: &[u8], verdict: &Result<Parsed, ProxyError>) {
             assert_eq!(read.kind(), io::ErrorKind::UnexpectedEof);
         }
         (verdict, result) => panic!("parse: {verdict:?}, read_header: {result:?}"),
-    }
-}
-
-type Addresses = Option<(SocketAddr, SocketAddr)>;
-
-/// The header `ppp` finds, if any: its addresses as this crate reports them,
-/// and its length.
-fn ppp_header(data: &[u8]) -> Option<(Addresses, usize)> {
-    let pair = |source: std::net::IpAddr, source_port, destination: std::net::IpAddr, destination_port| {
-        Some((SocketAddr::new(source, source_port), SocketAddr::new(destination, destination_port)))
-    };
-    match HeaderResult::parse(data) {
-        HeaderResult::V1(Ok(header)) => {
-            let addresses = match header.addresses {
-                ppp1::Addresses::Tcp4(a) => pair(
-                    a.source_address.into(),
-                    a.source_port,
-                    a.destination_address.into(),
-                    a.destination_port,
-                ),
-                ppp1::Addresses::Tcp6(a) => pair(
-                    a.source_address.into(),
-                    a.source_port,
-                    a.destination_address.into(),
-                    a.destination_port,
-                ),
-                ppp1::Addresses::Unknown => None,
-            };
-            Some((addresses, header.header.len()))
-        }
-        HeaderResult::V2(Ok(header)) => {
-            let ignored = header.command == ppp2::Command::Local
-                || header.protocol == ppp2::Protocol::Unspecified;
-            let addresses = match header.addresses {
-                _ if ignored => None,
-                ppp2::Addresses::IPv4(a) => pair(
-                    a.source_address.into(),
-                    a.source_port,
-                    a.destination_address.into(),
-                    a.destination_port,
-                ),
-                ppp2::Addresses::IPv6(a) => pair(
-                    a.source_address.into(),
-                    a.source_port,
-                    a.destination_address.into(),
-                    a.destination_port,
-                ),
-                ppp2::Addresses::Unspecified | ppp2::Addresses::Unix(_) => None,
-            };
-            Some((addresses, header.len()))
-        }
-        _ => None,
     }
 }

@@ -9,6 +9,7 @@
 //! - [`library`]: a library server on its own thread ([`Running`],
 //!   [`run_messages`] in either mode);
 //! - [`net`]: connections with timeouts, resets, waiting for a close;
+//! - [`certs`] (feature `tls`): certificate authorities made on the spot;
 //! - [`http`]: the one HTTP/1.1 response reader;
 //! - [`frames`] (feature `protocols`): JSON-header answers and digests;
 //! - [`ops`]: the agent check, `/metrics` parsed by Prometheus' parser;
@@ -19,6 +20,8 @@
 //! Every service test runs in both dispatch modes through [`both_modes!`].
 #![allow(dead_code, unused_imports)]
 
+#[cfg(feature = "tls")]
+pub mod certs;
 #[cfg(feature = "protocols")]
 pub mod frames;
 pub mod http;
