@@ -4,7 +4,7 @@
 //! `fuzz/seeds/` and `fuzz/regressions/` through them.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{BufReader, Read};
 use std::path::{Component, Path};
 
 use serde_json::Value;
@@ -256,6 +256,22 @@ pub fn http_head(data: &[u8]) {
             }
         }
     }
+}
+
+/// The heads `site` reads one after another from `data` through a reader of
+/// `capacity` bytes, up to the first that is not a request (16 at most).
+pub fn http_heads(site: &StaticHttp, data: &[u8], capacity: usize) -> Vec<ParsedHead> {
+    let mut reader = BufReader::with_capacity(capacity, data);
+    let mut heads = Vec::new();
+    for _ in 0..16 {
+        let head = site.parse_head(&mut reader).unwrap();
+        let last = !matches!(head, ParsedHead::Request { .. });
+        heads.push(head);
+        if last {
+            break;
+        }
+    }
+    heads
 }
 
 /// The files service's request decoder: any payload is a request or a

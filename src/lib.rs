@@ -77,6 +77,15 @@
 //!   idle threads retired, a bounded queue, and backpressure (or rejection)
 //!   when all is full; see [`Options`].
 //! - Limits: a cap on open connections, idle and write timeouts.
+//! - Per-message handlers: a [`MessageHandler`](request::MessageHandler)
+//!   names its framing (lines, length-prefixed frames, HTTP heads) and is
+//!   called once per whole message. It runs a thread per connection
+//!   ([`Threading`]) or on event loops ([`ReactorTcpServer`]), where an idle
+//!   connection holds no thread and no buffer, so one process holds tens of
+//!   thousands of clients; a message that may block runs on the pool. See
+//!   [`dispatch`].
+//! - TLS on every stream server, on rustls, with the `tls` feature (see
+//!   [`layer`]).
 //! - A panic in a handler is caught, logged and costs only its request.
 //! - Counters ([`Stats`]), metrics with a request-duration histogram
 //!   ([`Metrics`]), and a shutdown report ([`Summary`]).

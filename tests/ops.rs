@@ -23,7 +23,7 @@ mod through_the_program {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixDatagram;
     use std::path::Path;
-    use std::process::Stdio;
+    use std::process::{Output, Stdio};
     use std::time::{Duration, Instant};
 
     use crate::support::http::{get, request};
@@ -386,6 +386,22 @@ mod through_the_program {
         echo_once(&server.addr_of(0), "the service is untouched");
     }
 
+    /// What `serve echo-upper` on a free port does with `flag url` added.
+    fn serve_echo_upper_with(flag: &str, url: &str) -> Output {
+        program()
+            .args([
+                "serve",
+                "echo-upper",
+                "--bind",
+                "tcp://127.0.0.1:0",
+                flag,
+                url,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     #[test]
     fn ops_urls_are_tcp_only_and_their_bind_failures_exit_1() {
         for (flag, url) in [
@@ -393,35 +409,13 @@ mod through_the_program {
             ("--agent-check", "udp://127.0.0.1:0"),
             ("--admin", "tcp://127.0.0.1"),
         ] {
-            let output = program()
-                .args([
-                    "serve",
-                    "echo-upper",
-                    "--bind",
-                    "tcp://127.0.0.1:0",
-                    flag,
-                    url,
-                ])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            let output = serve_echo_upper_with(flag, url);
             assert_eq!(output.status.code(), Some(2), "{flag} {url}");
         }
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("tcp://{}", taken.local_addr().unwrap());
         for flag in ["--admin", "--agent-check"] {
-            let output = program()
-                .args([
-                    "serve",
-                    "echo-upper",
-                    "--bind",
-                    "tcp://127.0.0.1:0",
-                    flag,
-                    &url,
-                ])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            let output = serve_echo_upper_with(flag, &url);
             assert_eq!(output.status.code(), Some(1), "{flag}");
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(
@@ -575,7 +569,7 @@ mod metrics_page {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use crate::support::ops::{parse_metrics, Family};
+    use crate::support::ops::{parse_metrics, Family, FAMILIES};
     use crate::support::Tool;
     use socketserver::ops::admin::{AdminServer, OpsState};
     use socketserver::ops::histogram::{Histogram, BUCKET_LABELS};
@@ -662,23 +656,10 @@ mod metrics_page {
         let samples = samples_of(&parsed);
 
         // The parser names counter families without `_total`.
-        let expected: BTreeMap<String, String> = [
-            ("socketserver_build_info", "gauge"),
-            ("socketserver_connections_open", "gauge"),
-            ("socketserver_requests_in_flight", "gauge"),
-            ("socketserver_requests", "counter"),
-            ("socketserver_rejected", "counter"),
-            ("socketserver_dropped", "counter"),
-            ("socketserver_failed", "counter"),
-            ("socketserver_panicked", "counter"),
-            ("socketserver_cut", "counter"),
-            ("socketserver_threads", "gauge"),
-            ("socketserver_queued", "gauge"),
-            ("socketserver_request_duration_seconds", "histogram"),
-        ]
-        .into_iter()
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect();
+        let expected: BTreeMap<String, String> = FAMILIES
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
         assert_eq!(families, expected);
 
         let value = |name: &str, labels: &[(&str, &str)]| -> f64 {

@@ -10,9 +10,13 @@
 //! Case counts are modest so that the whole file runs in seconds; the
 //! coverage-guided fuzz targets under `fuzz/` search longer.
 
+#[path = "../fuzz/checks.rs"]
+mod checks;
+
 use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
 
+use checks::http_heads;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use socketserver::protocol::exec::{Answer as ExecAnswer, Status};
@@ -710,20 +714,10 @@ proptest! {
         let mut data = prefix.to_vec();
         data.extend_from_slice(&input);
         let site = StaticHttp::builtin().max_request_line(100).max_head(300).max_headers(5);
-        let heads = |capacity: usize| {
-            let mut reader = BufReader::with_capacity(capacity, &data[..]);
-            let mut heads = Vec::new();
-            for _ in 0..16 {
-                let head = site.parse_head(&mut reader).unwrap();
-                let last = !matches!(head, ParsedHead::Request { .. });
-                heads.push(head);
-                if last {
-                    break;
-                }
-            }
-            heads
-        };
-        prop_assert_eq!(heads(capacity), heads(data.len().max(1)));
+        prop_assert_eq!(
+            http_heads(&site, &data, capacity),
+            http_heads(&site, &data, data.len().max(1))
+        );
     }
 
     #[test]

@@ -8,6 +8,33 @@
 
 mod support;
 
+#[path = "../fuzz/ppp_reference.rs"]
+mod ppp_reference;
+#[path = "../fuzz/proxy_checks.rs"]
+mod proxy_checks;
+
+/// Every saved input of the fuzz target (`fuzz/seeds/proxy_header/`, and
+/// `fuzz/regressions/proxy_header/` when a run found something) passes its
+/// checks.
+#[test]
+fn the_fuzz_targets_inputs_pass_its_checks() {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut seen = 0;
+    for kind in ["seeds", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(fuzz.join(kind).join("proxy_header")) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let outcome = std::panic::catch_unwind(|| proxy_checks::check(&data));
+            assert!(outcome.is_ok(), "proxy_header fails on {}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "{seen} inputs");
+}
+
 mod header {
     //! The PROXY protocol header parser (`socketserver::layer::proxy`): property
     //! tests, a differential test against the `ppp` crate, and `read_header` over
@@ -40,8 +67,10 @@ mod header {
     use std::thread;
     use std::time::Duration;
 
-    use ppp::{v1 as ppp1, v2 as ppp2, HeaderResult, PartialResult};
+    use ppp::{v2 as ppp2, HeaderResult, PartialResult};
     use proptest::prelude::*;
+
+    use crate::ppp_reference::ppp_header;
     use socketserver::layer::proxy::{
         self, read_header, Parsed, ProxyError, ProxyHeader, Version, V1_MAX_LEN, V2_SIGNATURE,
     };
@@ -585,57 +614,12 @@ mod header {
     /// `LOCAL` command, transport UNSPEC, family UNSPEC or UNIX, and `UNKNOWN`
     /// all keep the real peer.
     fn theirs(bytes: &[u8]) -> Verdict {
-        let result = HeaderResult::parse(bytes);
-        if result.is_incomplete() {
+        if HeaderResult::parse(bytes).is_incomplete() {
             return Verdict::Incomplete;
         }
-        let pair = |source, source_port, destination, destination_port| {
-            Some((
-                SocketAddr::new(source, source_port),
-                SocketAddr::new(destination, destination_port),
-            ))
-        };
-        match result {
-            HeaderResult::V1(Ok(header)) => {
-                let addresses = match header.addresses {
-                    ppp1::Addresses::Tcp4(a) => pair(
-                        a.source_address.into(),
-                        a.source_port,
-                        a.destination_address.into(),
-                        a.destination_port,
-                    ),
-                    ppp1::Addresses::Tcp6(a) => pair(
-                        a.source_address.into(),
-                        a.source_port,
-                        a.destination_address.into(),
-                        a.destination_port,
-                    ),
-                    ppp1::Addresses::Unknown => None,
-                };
-                Verdict::Header(addresses, header.header.len())
-            }
-            HeaderResult::V2(Ok(header)) => {
-                let ignored = header.command == ppp2::Command::Local
-                    || header.protocol == ppp2::Protocol::Unspecified;
-                let addresses = match header.addresses {
-                    _ if ignored => None,
-                    ppp2::Addresses::IPv4(a) => pair(
-                        a.source_address.into(),
-                        a.source_port,
-                        a.destination_address.into(),
-                        a.destination_port,
-                    ),
-                    ppp2::Addresses::IPv6(a) => pair(
-                        a.source_address.into(),
-                        a.source_port,
-                        a.destination_address.into(),
-                        a.destination_port,
-                    ),
-                    ppp2::Addresses::Unspecified | ppp2::Addresses::Unix(_) => None,
-                };
-                Verdict::Header(addresses, header.len())
-            }
-            HeaderResult::V1(Err(_)) | HeaderResult::V2(Err(_)) => Verdict::Refused,
+        match ppp_header(bytes) {
+            Some((addresses, length)) => Verdict::Header(addresses, length),
+            None => Verdict::Refused,
         }
     }
 

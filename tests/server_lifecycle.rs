@@ -1129,16 +1129,24 @@ fn shutdown_mid_request_lets_it_finish_and_refuses_new_clients() {
     assert_eq!((summary.in_flight, summary.cut, summary.served), (1, 0, 1));
 }
 
-#[test]
-fn a_handler_stuck_past_the_deadline_is_cut() {
+/// A handler that says it has started, then reads to the end of a
+/// connection whose client never sends: it blocks until the server cuts it.
+/// Also the receiver of its word.
+fn reads_until_cut() -> (impl RequestHandler<StreamRequest>, mpsc::Receiver<()>) {
     let (started_tx, started_rx) = mpsc::channel();
     let started_tx = Mutex::new(started_tx);
     let handler = handler_fn(move |req: &mut StreamRequest| {
         started_tx.lock().unwrap().send(()).unwrap();
         let mut rest = Vec::new();
-        req.read_to_end(&mut rest)?; // the client never sends: blocks until cut
+        req.read_to_end(&mut rest)?;
         Ok(())
     });
+    (handler, started_rx)
+}
+
+#[test]
+fn a_handler_stuck_past_the_deadline_is_cut() {
+    let (handler, started_rx) = reads_until_cut();
     let server = ThreadingTcpServer::bind_with(
         "127.0.0.1:0",
         handler,
@@ -1163,14 +1171,7 @@ fn a_handler_stuck_past_the_deadline_is_cut() {
 
 #[test]
 fn one_at_a_time_server_cuts_a_stuck_request_at_the_deadline() {
-    let (started_tx, started_rx) = mpsc::channel();
-    let started_tx = Mutex::new(started_tx);
-    let handler = handler_fn(move |req: &mut StreamRequest| {
-        started_tx.lock().unwrap().send(()).unwrap();
-        let mut rest = Vec::new();
-        req.read_to_end(&mut rest)?;
-        Ok(())
-    });
+    let (handler, started_rx) = reads_until_cut();
     let server = TcpServer::bind_with(
         "127.0.0.1:0",
         handler,

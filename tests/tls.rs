@@ -22,39 +22,18 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PublicKeyData,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PublicKeyData};
 use socketserver::client::chat::ChatClient;
 use socketserver::client::{ClientTls, Connection};
 use socketserver::layer::tls::rustls::{self, ClientConfig, ClientConnection, ProtocolVersion};
 use socketserver::layer::tls::{client_config, crypto_provider, server_name, TlsStream};
 use socketserver::SocketUrl;
 
+use support::certs::{authority, client_with_versions, Authority};
 use support::{program, run_with_input, serve, Mode, ServerProcess, TempDir, Tool, STEP};
 
 // ---------------------------------------------------------------------------
 // Certificates.
-
-/// A certificate authority made on the spot (ECDSA P-256).
-struct Authority {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn authority(name: &str) -> Authority {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let pem = params.self_signed(&key).unwrap().pem();
-    Authority {
-        issuer: Issuer::new(params, key),
-        pem,
-    }
-}
 
 /// How long a test certificate is valid.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -101,15 +80,10 @@ fn pki(name: &str) -> Pki {
     let dir = TempDir::new(name);
     let ca = authority("socketserver test CA");
     let (cert, key, spki) = leaf(&ca, &["localhost", "127.0.0.1", "::1"], Validity::Current);
-    let write = |file: &str, text: &str| {
-        let path = dir.join(file);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
     Pki {
-        ca: write("ca.pem", &ca.pem),
-        cert: write("cert.pem", &cert),
-        key: write("key.pem", &key),
+        ca: dir.write("ca.pem", &ca.pem),
+        cert: dir.write("cert.pem", &cert),
+        key: dir.write("key.pem", &key),
         spki,
         dir,
     }
@@ -145,23 +119,11 @@ impl Pki {
         &self,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Arc<ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in socketserver::layer::tls::load_certificate_chain(&self.ca).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        Arc::new(
-            ClientConfig::builder_with_provider(crypto_provider())
-                .with_protocol_versions(versions)
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
+        client_with_versions(&self.ca, versions)
     }
 
     fn write(&self, file: &str, text: &str) -> PathBuf {
-        let path = self.dir.join(file);
-        std::fs::write(&path, text).unwrap();
-        path
+        self.dir.write(file, text)
     }
 }
 

@@ -23,12 +23,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use socketserver::layer::tls::rustls::{self, ClientConfig, ClientConnection, ServerConfig};
 use socketserver::layer::tls::{
     client_config, crypto_provider, server_config_from_pem, server_name, ClientConfigError,
     PeerClose, TlsFile, TlsInfo, TlsSession, TlsSessionError, TlsStream, KEY_MISMATCH,
 };
+use support::certs::{authority, client_with_versions, intermediate, Authority};
 use support::{TempDir, Tool, STEP};
 
 // ---------------------------------------------------------------------------
@@ -75,39 +76,6 @@ static COUNTING: Counting = Counting;
 // ---------------------------------------------------------------------------
 // Files and certificates.
 
-/// A certificate authority made on the spot.
-struct Authority {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-fn authority(name: &str) -> Authority {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let pem = params.self_signed(&key).unwrap().pem();
-    Authority {
-        issuer: Issuer::new(params, key),
-        pem,
-    }
-}
-
-/// An intermediate authority signed by `parent`.
-fn intermediate(parent: &Authority, name: &str) -> Authority {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let pem = params.signed_by(&key, &parent.issuer).unwrap().pem();
-    Authority {
-        issuer: Issuer::new(params, key),
-        pem,
-    }
-}
-
 fn leaf_params(names: &[&str]) -> CertificateParams {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names).unwrap();
@@ -153,24 +121,6 @@ impl Pki {
     fn client(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
         client_config(Some(&self.ca), alpn).unwrap()
     }
-}
-
-/// A client configuration trusting `ca_pem` and offering only `versions`.
-fn client_with_versions(
-    ca_pem: &Path,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> Arc<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in socketserver::layer::tls::load_certificate_chain(ca_pem).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    Arc::new(
-        ClientConfig::builder_with_provider(crypto_provider())
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 // ---------------------------------------------------------------------------
@@ -995,51 +945,35 @@ fn system_roots_child() {
     assert_eq!(round_trip(&client, "system\n"), "SYSTEM\n");
 }
 
+/// Runs the ignored test `name` in a child process of this test binary,
+/// with `SSL_CERT_FILE` set to `ssl_cert_file` (and no `SSL_CERT_DIR`),
+/// and asserts that it passed.
+fn pass_in_a_child(name: &str, ssl_cert_file: &Path) {
+    let output = run_bounded(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--ignored", "--test-threads=1"])
+            .env("SSL_CERT_FILE", ssl_cert_file)
+            .env_remove("SSL_CERT_DIR"),
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}
+
 #[test]
 fn system_roots_come_from_ssl_cert_file() {
     let pki = pki("system-roots");
     // Another process: the environment is process-wide.
-    let output = run_bounded(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "system_roots_child",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("SSL_CERT_FILE", &pki.ca)
-            .env_remove("SSL_CERT_DIR"),
-        b"",
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    pass_in_a_child("system_roots_child", &pki.ca);
 
     // And a system without roots is an error that says so.
     let empty = pki.dir.write("empty.pem", "");
-    let output = run_bounded(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "no_system_roots_child",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("SSL_CERT_FILE", &empty)
-            .env_remove("SSL_CERT_DIR"),
-        b"",
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
+    pass_in_a_child("no_system_roots_child", &empty);
 }
 
 #[test]

@@ -43,6 +43,18 @@ fn upper_datagram() -> impl socketserver::RequestHandler<DatagramRequest> + Copy
     })
 }
 
+/// Asserts that `running`, an upper-casing Unix stream server, listens at
+/// `path`, answers there, and removes its socket file when it stops.
+fn assert_serves_then_removes_its_socket(running: Running, path: &std::path::Path) {
+    assert_eq!(running.addr, Address::Unix(Some(path.to_path_buf())));
+    assert_eq!(unix_round_trip(path), b"UNIX STREAM");
+    running.stop();
+    assert!(
+        !path.exists(),
+        "the socket file is removed when the server closes"
+    );
+}
+
 fn unix_round_trip(path: &std::path::Path) -> Vec<u8> {
     let mut stream = UnixStream::connect(path).unwrap();
     stream.set_read_timeout(Some(STEP)).unwrap();
@@ -63,13 +75,7 @@ fn unix_stream_servers() {
         } else {
             Running::start(UnixStreamServer::bind(&path, upper_stream()).unwrap())
         };
-        assert_eq!(running.addr, Address::Unix(Some(path.clone())));
-        assert_eq!(unix_round_trip(&path), b"UNIX STREAM");
-        running.stop();
-        assert!(
-            !path.exists(),
-            "the socket file is removed when the server closes"
-        );
+        assert_serves_then_removes_its_socket(running, &path);
     }
 }
 
@@ -239,13 +245,7 @@ crate::both_modes! {
             ),
             Mode::Reactor => Running::start(ReactorUnixStreamServer::bind(&path, UpperChunks).unwrap()),
         };
-        assert_eq!(running.addr, Address::Unix(Some(path.clone())));
-        assert_eq!(unix_round_trip(&path), b"UNIX STREAM");
-        running.stop();
-        assert!(
-            !path.exists(),
-            "the socket file is removed when the server closes"
-        );
+        assert_serves_then_removes_its_socket(running, &path);
     }
 
     /// IPv6 loopback in either mode.

@@ -73,7 +73,6 @@ SOURCES_4 = ['127.0.0.%d' % i for i in range(1, 5)]
 SOURCES_8 = ['127.0.0.%d' % i for i in range(1, 9)]
 # How many connections socketserver serves by default, and threads it starts.
 DEFAULT_MAX_CONNECTIONS = 10000
-DEFAULT_MAX_THREADS = 1024
 
 SERVERS = ['socketserver', 'socketserver-reactor', 'std', 'tokio', 'tokio-tls', 'go', 'may',
            'python', 'nginx']
@@ -401,7 +400,35 @@ def memory_sample(pids):
 
 # --- Servers -----------------------------------------------------------------
 
-class Server:
+class ServerProcess:
+    """A server's process, its standard error kept (the first 200 lines) for
+    the messages of a failure; `stop` ends it with SIGTERM, then SIGKILL
+    after 15 s. Subclasses start `self.proc` with stderr piped, set
+    `self.stderr = []` and start `_drain_stderr` on a thread."""
+
+    def _drain_stderr(self):
+        for line in self.proc.stderr:
+            if len(self.stderr) < 200:
+                self.stderr.append(line)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Server(ServerProcess):
     """A server process started for one measurement, stopped on exit; waits
     for its `listening on URL` lines for the transports in `want`."""
 
@@ -432,29 +459,8 @@ class Server:
                                % (' '.join(cmd), '/'.join(sorted(want)),
                                   ''.join(self.stderr[-10:]).strip()))
 
-    def _drain_stderr(self):
-        for line in self.proc.stderr:
-            if len(self.stderr) < 200:
-                self.stderr.append(line)
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-class Nginx:
+class Nginx(ServerProcess):
     """nginx in the foreground with its own configuration and temporary
     directory, serving `page` at / on a free loopback port."""
 
@@ -485,26 +491,8 @@ class Nginx:
             raise RuntimeError('nginx did not listen on %d: %s'
                                % (self.port, ''.join(self.stderr[-10:]).strip()))
 
-    def _drain_stderr(self):
-        for line in self.proc.stderr:
-            if len(self.stderr) < 200:
-                self.stderr.append(line)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def alive(self):
-        return self.proc.poll() is None
-
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop()
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
@@ -536,13 +524,13 @@ def server_command(commands, name, scenario, port=0, reuse=False):
         if reuse:
             cmd += ['--reuse-port']
         # Room for every connection (plus the bench's reconnects): a process
-        # of several behind one port may get more than its even share.
-        room = (scenario.get('connections') or 0) + 64
+        # of several behind one port may get more than its even share. In
+        # threads mode the most threads follows --max-connections (lowered,
+        # with a warning, to what the system can start: vm.max_map_count).
+        processes = scenario.get('server_processes', 1)
+        room = -(-(scenario.get('connections') or 0) // processes) * 5 // 4 + 64
         if room > DEFAULT_MAX_CONNECTIONS:
             cmd += ['--max-connections', str(room)]
-        # The threaded server keeps a thread per open connection.
-        if name == 'socketserver' and room > DEFAULT_MAX_THREADS:
-            cmd += ['--max-threads', str(room)]
         if scenario.get('tls'):
             cmd += ['--tls-cert', commands['tls']['cert'], '--tls-key', commands['tls']['key']]
         return cmd

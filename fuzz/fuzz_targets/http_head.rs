@@ -7,25 +7,8 @@
 #[path = "../checks.rs"]
 mod checks;
 
-use std::io::BufReader;
-
-use socketserver::services::http::{ParsedHead, StaticHttp};
-
-/// The heads read one after another from `data` through a reader of
-/// `capacity` bytes, up to the first that is not a request.
-fn heads(site: &StaticHttp, data: &[u8], capacity: usize) -> Vec<ParsedHead> {
-    let mut reader = BufReader::with_capacity(capacity, data);
-    let mut heads = Vec::new();
-    for _ in 0..16 {
-        let head = site.parse_head(&mut reader).unwrap();
-        let last = !matches!(head, ParsedHead::Request { .. });
-        heads.push(head);
-        if last {
-            break;
-        }
-    }
-    heads
-}
+use checks::http_heads;
+use socketserver::services::http::StaticHttp;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     checks::http_head(data);
@@ -33,10 +16,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         .max_request_line(256)
         .max_head(1024)
         .max_headers(8);
-    let whole = heads(&site, data, data.len().max(1));
+    let whole = http_heads(&site, data, data.len().max(1));
     for capacity in [1, 7] {
         assert_eq!(
-            heads(&site, data, capacity),
+            http_heads(&site, data, capacity),
             whole,
             "read {capacity} bytes at a time"
         );

@@ -794,8 +794,7 @@ where
 {
     let peer = batch.peer(i);
     if let Some(size) = batch.oversized(i) {
-        log::debug!("{peer}: datagram of {size} bytes over the limit of {MAX_DATAGRAM} dropped");
-        Counters::bump(&shared.counters().dropped);
+        shared.counters().drop_oversized(&peer, size);
         return None;
     }
     if !shared.lifecycle.handler.verify_request(&peer) {

@@ -501,7 +501,7 @@ impl<A: Answer> EventLoop<A> {
         }
         let mut connection = Connection {
             stream,
-            deadline: now + self.limits.head_timeout,
+            deadline: crate::deadline::later(now, self.limits.head_timeout),
             phase: Phase::Reading(Vec::new()),
         };
         if let Some(bytes) = self.answer.answer(&[]) {
@@ -545,7 +545,7 @@ impl<A: Answer> EventLoop<A> {
 impl Connection {
     fn start_writing(&mut self, bytes: Vec<u8>, now: Instant, limits: &Limits) {
         self.phase = Phase::Writing { bytes, written: 0 };
-        self.deadline = now + limits.write_timeout;
+        self.deadline = crate::deadline::later(now, limits.write_timeout);
     }
 
     /// Reads, answers and writes until the socket would block. Returns
@@ -590,7 +590,7 @@ impl Connection {
                         if *written == bytes.len() {
                             let _ = self.stream.shutdown(Shutdown::Write);
                             self.phase = Phase::Lingering { discarded: 0 };
-                            self.deadline = now + limits.linger_timeout;
+                            self.deadline = crate::deadline::later(now, limits.linger_timeout);
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return true,

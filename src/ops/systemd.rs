@@ -393,12 +393,12 @@ impl Watchdog {
                 let mut next = Instant::now();
                 loop {
                     channel.send(&Message::Watchdog);
-                    next += interval;
+                    next = crate::deadline::later(next, interval);
                     let now = Instant::now();
                     if next <= now {
                         // Fell behind (the machine was suspended, or busy):
                         // restart the schedule rather than send a burst.
-                        next = now + interval;
+                        next = crate::deadline::later(now, interval);
                     }
                     match stopped.recv_timeout(next - now) {
                         Err(RecvTimeoutError::Timeout) => {}
@@ -733,6 +733,16 @@ mod tests {
         String::from_utf8(buf[..n].to_vec()).unwrap()
     }
 
+    /// Asserts that no message waits on `socket` (it is left non-blocking).
+    fn assert_nothing_queued(socket: &UnixDatagram) {
+        socket.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            socket.recv(&mut buf).unwrap_err().kind(),
+            ErrorKind::WouldBlock
+        );
+    }
+
     fn config_for(path: &Path, watchdog_usec: Option<&str>) -> NotifyConfig {
         NotifyConfig::from_values(Some(path.as_os_str()), watchdog_usec, None, 42)
     }
@@ -838,12 +848,7 @@ mod tests {
         );
         assert_eq!(next_message(&manager), "STOPPING=1\n");
         // No watchdog was asked for, so nothing else arrives.
-        manager.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(
-            manager.recv(&mut buf).unwrap_err().kind(),
-            ErrorKind::WouldBlock
-        );
+        assert_nothing_queued(&manager);
     }
 
     #[test]
@@ -950,6 +955,11 @@ mod tests {
     fn adopt_owned(fd: impl IntoRawFd) -> io::Result<InheritedSocket> {
         // SAFETY: into_raw_fd gave up the only owner.
         unsafe { adopt(fd.into_raw_fd()) }
+    }
+
+    /// The path a Unix socket is bound to, for a report.
+    fn path_of(address: &std::os::unix::net::SocketAddr) -> String {
+        address.as_pathname().unwrap().display().to_string()
     }
 
     fn is_cloexec(fd: RawFd) -> bool {
@@ -1131,20 +1141,8 @@ mod tests {
                     let address = match socket {
                         InheritedSocket::Tcp(s) => s.local_addr().unwrap().to_string(),
                         InheritedSocket::Udp(s) => s.local_addr().unwrap().to_string(),
-                        InheritedSocket::UnixStream(s) => s
-                            .local_addr()
-                            .unwrap()
-                            .as_pathname()
-                            .unwrap()
-                            .display()
-                            .to_string(),
-                        InheritedSocket::UnixDatagram(s) => s
-                            .local_addr()
-                            .unwrap()
-                            .as_pathname()
-                            .unwrap()
-                            .display()
-                            .to_string(),
+                        InheritedSocket::UnixStream(s) => path_of(&s.local_addr().unwrap()),
+                        InheritedSocket::UnixDatagram(s) => path_of(&s.local_addr().unwrap()),
                     };
                     let listening = socket2::SockRef::from(socket).is_listener().unwrap();
                     println!(
@@ -1314,11 +1312,6 @@ mod tests {
         assert_eq!(notifier.watchdog_interval(), None);
         notifier.ready();
         assert_eq!(next_message(&manager), "READY=1\n");
-        manager.set_nonblocking(true).unwrap();
-        let mut buf = [0u8; 64];
-        assert_eq!(
-            manager.recv(&mut buf).unwrap_err().kind(),
-            ErrorKind::WouldBlock
-        );
+        assert_nothing_queued(&manager);
     }
 }

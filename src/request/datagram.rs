@@ -39,6 +39,7 @@ impl DatagramRequest {
             packet,
             peer,
             listener,
+            ..
         } = datagram;
         DatagramRequest {
             packet,

@@ -74,7 +74,7 @@ impl Timeouts {
     /// message's deadline. `Err` when a deadline has passed.
     pub fn read_timeout(&self, message_started: Option<Instant>) -> Result<Option<Duration>, ()> {
         let deadline = match (message_started, self.message) {
-            (Some(started), Some(limit)) => Some(started + limit),
+            (Some(started), Some(limit)) => Some(crate::deadline::later(started, limit)),
             _ => None,
         };
         let deadline = match (deadline, self.next_by) {

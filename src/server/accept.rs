@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll};
 use super::control::Control;
 use super::stats::{Counters, Summary};
 use super::LISTENER;
+use crate::deadline::later;
 use crate::dispatch::private::Running;
 use crate::transport::private::Arrival;
 use crate::transport::{Listener, Scratch, Transport};
@@ -44,6 +45,9 @@ pub(crate) struct Serving<T: Transport> {
     begun: bool,
     /// The dispatcher receives on the listener itself.
     receives: bool,
+    /// When the server stopped accepting because it was full: said once at
+    /// warn, and once more when it accepts again.
+    full_since: Option<Instant>,
 }
 
 impl<T: Transport> Serving<T> {
@@ -66,6 +70,7 @@ impl<T: Transport> Serving<T> {
             closed: false,
             begun: false,
             receives: false,
+            full_since: None,
         }
     }
 
@@ -135,6 +140,10 @@ impl<T: Transport> Serving<T> {
                     let Some(arrival) = T::receive(listener, &mut self.scratch)? else {
                         break;
                     };
+                    if let Some(size) = arrival.oversized() {
+                        counters.drop_oversized(arrival.peer(), size);
+                        continue;
+                    }
                     if !T::Arrival::IS_CONNECTION && !verify(arrival.peer()) {
                         log::debug!("{}: refused by verify_request", arrival.peer());
                         Counters::bump(&counters.dropped);
@@ -146,6 +155,13 @@ impl<T: Transport> Serving<T> {
             let arrival = match self.admit(arrival) {
                 Ok(()) => {
                     dispatched = true;
+                    if let Some(since) = self.full_since.take() {
+                        log::warn!(
+                            "{}: accepting again after {} ms full",
+                            self.url,
+                            since.elapsed().as_millis()
+                        );
+                    }
                     if once {
                         break;
                     }
@@ -164,11 +180,33 @@ impl<T: Transport> Serving<T> {
                 // Announce the pause, then try once more: room freed in
                 // between is not missed. The second time round, stop.
                 if control.paused.swap(true, SeqCst) {
+                    if self.full_since.is_none() {
+                        self.full_since = Some(Instant::now());
+                        log::warn!("{}: {}", self.url, self.full_reason());
+                    }
                     break;
                 }
             }
         }
         Ok(dispatched)
+    }
+
+    /// Why the server stopped accepting: which limit is full.
+    fn full_reason(&self) -> String {
+        let options = &self.control.options;
+        let open = self.control.counters.in_flight.load(SeqCst);
+        if open >= options.max_connections {
+            format!(
+                "full: {open} connections open, the most allowed (max connections): \
+                 not accepting until one closes; new clients wait in the listen backlog"
+            )
+        } else {
+            format!(
+                "full: every worker thread busy and the queue of {} full ({open} connections \
+                 open): not accepting until a thread frees; new clients wait in the listen backlog",
+                options.queue
+            )
+        }
     }
 
     /// Hands `arrival` to the dispatcher if the limits allow; gives it back
@@ -210,7 +248,7 @@ impl<T: Transport> Serving<T> {
         self.dispatch.close();
         let deadline = crate::deadline::after(control.options.shutdown_timeout);
         control.drain(deadline);
-        let grace = Instant::now().max(deadline) + CUT_GRACE;
+        let grace = later(Instant::now().max(deadline), CUT_GRACE);
         if !self.dispatch.join(grace) || !control.wait_idle(grace) {
             log::error!(
                 "some handlers ignored the shutdown deadline; leaving their threads behind"

@@ -32,6 +32,10 @@ pub(crate) struct Control {
     shutdown: AtomicBool,
     /// Requests in flight when the shutdown began.
     pub in_flight_at_shutdown: AtomicUsize,
+    /// What the shutdown waits for: the requests in flight when it began,
+    /// less the idle connections it closed at once (a reactor's idle
+    /// connections, which its loops close, are still counted).
+    pub waiting_at_shutdown: AtomicUsize,
     /// Set at the shutdown deadline: queued work is dropped unstarted.
     pub cancelled: AtomicBool,
     /// Set while the accept loop waits for room in the pool or under the
@@ -82,6 +86,7 @@ impl Control {
         Control {
             shutdown: AtomicBool::new(false),
             in_flight_at_shutdown: AtomicUsize::new(0),
+            waiting_at_shutdown: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             watching: AtomicBool::new(false),
@@ -108,9 +113,11 @@ impl Control {
             return false;
         }
         self.options.readiness.drain();
-        self.in_flight_at_shutdown
-            .store(self.counters.in_flight.load(SeqCst), SeqCst);
+        let in_flight = self.counters.in_flight.load(SeqCst);
+        self.in_flight_at_shutdown.store(in_flight, SeqCst);
         let closed = self.registry.cut_idle();
+        self.waiting_at_shutdown
+            .store(in_flight.saturating_sub(closed), SeqCst);
         if closed > 0 {
             log::debug!("shutdown: closed {closed} idle connection(s)");
         }
@@ -360,11 +367,16 @@ impl ServerHandle {
         self.0.stats()
     }
 
-    /// Shuts the server down on SIGINT (Ctrl-C) or SIGTERM: the first signal
-    /// [drains](ServerHandle::drain) it (readiness off at once, the shutdown
-    /// after the [`drain_delay`](crate::Options::drain_delay), at once by
-    /// default). A second signal exits the process at once with status 130.
-    /// Any number of servers may register; one signal drains them all.
+    /// Shuts the server down on SIGINT (Ctrl-C), SIGTERM or SIGHUP (a hang-up
+    /// is a request to stop: a server has nothing to reload). The first
+    /// signal [drains](ServerHandle::drain) it (readiness off at once, the
+    /// shutdown after the [`drain_delay`](crate::Options::drain_delay), at
+    /// once by default) and is announced at warn through `log` (`shutting
+    /// down: waiting up to 10 s for 1 connection (Ctrl-C again to stop
+    /// now)`). A signal more than 100 ms after the first exits the process at
+    /// once with status 130; signals within 100 ms of the first are the first
+    /// one again (GNU `timeout` signals the process and then its process
+    /// group). Any number of servers may register; one signal drains them all.
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         super::signal::shutdown_on_signal(self.clone())
     }

@@ -97,9 +97,10 @@ impl ServerGroup {
         self.servers.iter().for_each(|s| s.handle().drain());
     }
 
-    /// Shuts every server down on SIGINT or SIGTERM, each after its
-    /// [drain delay](crate::Options::drain_delay) (a second signal exits
-    /// with status 130).
+    /// Shuts every server down on SIGINT, SIGTERM or SIGHUP, each after its
+    /// [drain delay](crate::Options::drain_delay), announced at warn (a
+    /// second signal, more than 100 ms after the first, exits with status
+    /// 130). See [`ServerHandle::shutdown_on_ctrl_c`].
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         self.servers
             .iter()

@@ -317,8 +317,9 @@ impl<T: Transport, H, D> Server<T, H, D> {
         self.lifecycle.server().shutdown()
     }
 
-    /// Shuts the server down on SIGINT (Ctrl-C) or SIGTERM; a second signal
-    /// exits the process with status 130. See
+    /// Shuts the server down on SIGINT (Ctrl-C), SIGTERM or SIGHUP; a second
+    /// signal (more than 100 ms after the first) exits the process with
+    /// status 130. See
     /// [`ServerHandle::shutdown_on_ctrl_c`].
     pub fn shutdown_on_ctrl_c(&self) -> io::Result<()> {
         self.lifecycle.server().shutdown_on_ctrl_c()

@@ -9,6 +9,8 @@ use crate::transport::ListenOptions;
 /// Every setting of a server: the thread pool, limits, timeouts and socket
 /// options. A builder: start from [`Options::new`] (the defaults), chain the
 /// setters, and pass it to [`Server::bind_with`](crate::Server::bind_with).
+/// A duration too long to be added to an `Instant` (`Duration::MAX`) means
+/// "never", not a panic.
 ///
 /// ```no_run
 /// use std::time::Duration;

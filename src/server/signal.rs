@@ -1,17 +1,40 @@
-//! Graceful shutdown on SIGINT and SIGTERM, through `ctrlc`.
+//! Graceful shutdown on SIGINT, SIGTERM and SIGHUP, through `ctrlc`.
+//!
+//! The first signal [drains](ServerHandle::drain) every registered server
+//! (readiness off at once, the shutdown after its drain delay, at once by
+//! default) and says so at once, at warn, with what the shutdown waits for:
+//!
+//! ```text
+//! shutting down: waiting up to 10 s for 1 connection (Ctrl-C again to stop now)
+//! ```
+//!
+//! A signal that comes more than [`SAME_SIGNAL`] after the first exits the
+//! process at once with status 130. Signals within it are the first one
+//! again: GNU `timeout`, and some supervisors, signal the process and then
+//! its whole process group, so one request to stop arrives twice.
+//!
+//! SIGHUP is handled as SIGTERM, on purpose: a server has no configuration
+//! to reload, and a hang-up (the terminal that started it closed, or a
+//! supervisor's stop) is a request to stop; the drain still lets the work in
+//! progress finish. (`ctrlc`'s `termination` feature installs the same
+//! handler for all three.)
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::control::ServerHandle;
 
+/// Signals within this time of the first are the first one again.
+pub(crate) const SAME_SIGNAL: Duration = Duration::from_millis(100);
+
 /// The servers that the signal handler shuts down.
 static REGISTERED: OnceLock<Mutex<Vec<ServerHandle>>> = OnceLock::new();
-/// Signals received so far.
-static RECEIVED: AtomicUsize = AtomicUsize::new(0);
+/// When the first signal was handled.
+static FIRST: OnceLock<Instant> = OnceLock::new();
 
 /// Registers `handle`; the first call installs the process's signal handler.
 pub(crate) fn shutdown_on_signal(handle: ServerHandle) -> io::Result<()> {
@@ -32,25 +55,89 @@ fn on_signal() {
     let Some(servers) = REGISTERED.get() else {
         return;
     };
-    if RECEIVED.fetch_add(1, SeqCst) > 0 {
+    let now = Instant::now();
+    let first = *FIRST.get_or_init(|| now);
+    if first != now {
+        let since = now.duration_since(first);
+        if since < SAME_SIGNAL {
+            log::debug!(
+                "a second signal {} ms after the first: the same request to stop",
+                since.as_millis()
+            );
+            return;
+        }
         log::warn!("second interrupt: exiting at once");
         std::process::exit(130);
     }
     let servers = servers.lock();
-    let delay = servers
-        .iter()
-        .map(|server| server.options().drain_delay)
-        .max()
-        .unwrap_or_default();
-    if delay.is_zero() {
-        log::info!("interrupt: shutting down (again to exit at once)");
-    } else {
-        log::info!(
-            "interrupt: draining for {:.3} s, then shutting down (again to exit at once)",
-            delay.as_secs_f64()
-        );
-    }
+    let mut waiting = 0;
+    let mut longest = Duration::ZERO;
+    let mut delay = Duration::ZERO;
     for server in servers.iter() {
         server.drain();
+        let control = &server.0;
+        // A drain that shuts down at once knows what it left waiting; one
+        // that waits first reports what is in progress now.
+        waiting += if control.is_shutdown() {
+            control.waiting_at_shutdown.load(SeqCst)
+        } else {
+            control.counters.in_flight.load(SeqCst)
+        };
+        longest = longest.max(control.options.shutdown_timeout);
+        delay = delay.max(control.options.drain_delay);
+    }
+    log::warn!("{}", announcement(delay, waiting, longest));
+}
+
+/// What the first signal says: how long the drain lasts, what the shutdown
+/// waits for, and how to cut it short.
+fn announcement(delay: Duration, waiting: usize, deadline: Duration) -> String {
+    let draining = if delay.is_zero() {
+        String::new()
+    } else {
+        format!("draining for {}, then ", seconds(delay))
+    };
+    if waiting == 0 && delay.is_zero() {
+        return "shutting down: nothing in progress".to_string();
+    }
+    let plural = if waiting == 1 { "" } else { "s" };
+    format!(
+        "shutting down: {draining}waiting up to {} for {waiting} connection{plural} \
+         (Ctrl-C again to stop now)",
+        seconds(deadline)
+    )
+}
+
+/// `10 s`, `0.5 s`.
+fn seconds(duration: Duration) -> String {
+    let text = format!("{:.3}", duration.as_secs_f64());
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_announcement_says_what_the_shutdown_waits_for() {
+        let now = Duration::ZERO;
+        assert_eq!(
+            announcement(now, 1, Duration::from_secs(10)),
+            "shutting down: waiting up to 10 s for 1 connection (Ctrl-C again to stop now)"
+        );
+        assert_eq!(
+            announcement(now, 3, Duration::from_millis(2500)),
+            "shutting down: waiting up to 2.5 s for 3 connections (Ctrl-C again to stop now)"
+        );
+        assert_eq!(
+            announcement(now, 0, Duration::from_secs(10)),
+            "shutting down: nothing in progress"
+        );
+        assert_eq!(
+            announcement(Duration::from_secs(5), 0, Duration::from_secs(10)),
+            "shutting down: draining for 5 s, then waiting up to 10 s for 0 connections \
+             (Ctrl-C again to stop now)"
+        );
     }
 }

@@ -100,6 +100,17 @@ pub struct Metrics {
 }
 
 impl Counters {
+    /// Drops a datagram that was larger than the receive buffer (it came
+    /// truncated, `MSG_TRUNC` said its real `size`): logged and counted,
+    /// never served cut. Every datagram receiver calls it.
+    pub fn drop_oversized(&self, peer: &crate::transport::Address, size: usize) {
+        log::debug!(
+            "{peer}: datagram of {size} bytes over the limit of {} dropped",
+            crate::transport::MAX_DATAGRAM
+        );
+        Counters::bump(&self.dropped);
+    }
+
     /// The counters and gauges as [`Stats`]; `per_message`: the dispatcher
     /// counts messages as active and queues them in its pool (the reactor).
     pub fn snapshot(&self, gauges: &Gauges, per_message: bool) -> Stats {

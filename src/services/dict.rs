@@ -29,12 +29,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::request::{
     Conn, DatagramRequest, Framing, FramingError, MessageHandler, Next, RequestHandler,
 };
+use crate::services::line_reply::{refuse_long_line, write_line};
 
 /// The answer to a request over the limit.
 pub const LINE_TOO_LONG: &str = "error: line too long";
@@ -253,9 +254,7 @@ impl MessageHandler for Dictionary {
     }
 
     fn on_message(&self, _: &mut (), line: &[u8], conn: &mut Conn<'_>) -> io::Result<Next> {
-        let answer = self.answer_bytes(line);
-        conn.write_all(answer.as_bytes())?;
-        conn.write_all(b"\n")?;
+        write_line(conn, &self.answer_bytes(line))?;
         Ok(Next::Continue)
     }
 
@@ -265,11 +264,7 @@ impl MessageHandler for Dictionary {
         error: FramingError,
         conn: &mut Conn<'_>,
     ) -> io::Result<()> {
-        if let FramingError::LineTooLong { max } = error {
-            log::info!("{}: a line over {max} bytes; closing", conn.peer());
-            writeln!(conn, "{LINE_TOO_LONG}")?;
-        }
-        Ok(())
+        refuse_long_line(conn, error, "a line", LINE_TOO_LONG)
     }
 }
 

@@ -398,7 +398,7 @@ impl Exec {
     /// Reads a started command's output and waits for it, within the
     /// timeout; then kills what it left.
     fn collect(&self, mut started: Started, client: Option<RawFd>) -> Result<Outcome, String> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = crate::deadline::after(self.timeout);
         let mut streams = [
             Capture::new(started.child.stdout.take().map(OwnedFd::from)),
             Capture::new(started.child.stderr.take().map(OwnedFd::from)),
@@ -1500,6 +1500,17 @@ mod tests {
         assert_eq!(outcome.stderr.len(), 1000);
         assert!(outcome.truncated);
         assert_eq!(outcome.exit_code, Some(0));
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_an_instant_means_none() {
+        // Issue 14 item 5: `Instant + Duration::MAX` panicked after the spawn.
+        let outcome = exec()
+            .timeout(Duration::MAX)
+            .run("echo still here")
+            .unwrap();
+        assert_eq!(outcome.stdout, b"still here\n");
+        assert!(!outcome.timed_out);
     }
 
     #[test]

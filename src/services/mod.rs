@@ -12,6 +12,7 @@ mod echo_upper;
 pub mod exec;
 pub mod files;
 pub mod http;
+mod line_reply;
 pub mod qa;
 
 pub use auth::{AuthConfig, Authenticated};

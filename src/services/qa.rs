@@ -32,10 +32,11 @@
 //! ```
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::request::{Conn, Framing, FramingError, MessageHandler, Next};
+use crate::services::line_reply::{refuse_long_line, write_line};
 
 /// The built-in table: (keyword, answer), in matching order.
 pub const BUILTIN: [(&str, &str); 5] = [
@@ -185,8 +186,7 @@ impl MessageHandler for QaBot {
             Ok(question) => self.answer(question),
             Err(_) => INVALID_UTF8,
         };
-        conn.write_all(answer.as_bytes())?;
-        conn.write_all(b"\n")?;
+        write_line(conn, answer)?;
         Ok(Next::Continue)
     }
 
@@ -196,11 +196,7 @@ impl MessageHandler for QaBot {
         error: FramingError,
         conn: &mut Conn<'_>,
     ) -> io::Result<()> {
-        if let FramingError::LineTooLong { max } = error {
-            log::info!("{}: a question over {max} bytes; closing", conn.peer());
-            writeln!(conn, "{LINE_TOO_LONG}")?;
-        }
-        Ok(())
+        refuse_long_line(conn, error, "a question", LINE_TOO_LONG)
     }
 }
 

@@ -50,6 +50,10 @@ pub struct Datagram {
     pub packet: Vec<u8>,
     pub peer: Address,
     pub listener: Arc<Listener>,
+    /// The datagram's real size when it was larger than the receive buffer
+    /// ([`MAX_DATAGRAM`]); its packet is then empty, and it must be dropped,
+    /// never answered as if it were whole.
+    pub oversized: Option<usize>,
 }
 
 /// The bound socket of a server; for a datagram server it is shared with the
@@ -63,7 +67,8 @@ pub struct Listener {
     spare: Mutex<Vec<Vec<u8>>>,
 }
 
-/// The largest datagram a server receives whole.
+/// The largest datagram a server receives whole; a larger one (possible on
+/// Unix datagram sockets) is dropped.
 pub(crate) const MAX_DATAGRAM: usize = 65_536;
 /// How many spare packet buffers a datagram server keeps for reuse.
 const SPARE_BUFFERS: usize = 256;
@@ -139,14 +144,23 @@ impl Listener {
     }
 
     /// Receives one datagram into a reused buffer; `None` when none is waiting.
+    /// A datagram larger than `scratch` comes back with an empty packet and
+    /// its real size in [`Datagram::oversized`] (`MSG_TRUNC` makes
+    /// `recvfrom` return the real size instead of the size it copied).
     pub fn receive(
         self: &Arc<Self>,
         scratch: &mut [MaybeUninit<u8>],
     ) -> io::Result<Option<Datagram>> {
         match self
             .socket
-            .recv_from_with_flags(scratch, libc::MSG_DONTWAIT)
+            .recv_from_with_flags(scratch, libc::MSG_DONTWAIT | libc::MSG_TRUNC)
         {
+            Ok((n, from)) if n > scratch.len() => Ok(Some(Datagram {
+                packet: Vec::new(),
+                peer: Address::from_sockaddr(&from),
+                listener: Arc::clone(self),
+                oversized: Some(n),
+            })),
             Ok((n, from)) => {
                 // SAFETY: recvfrom initialised the first `n` bytes.
                 let data = unsafe { std::slice::from_raw_parts(scratch.as_ptr().cast::<u8>(), n) };
@@ -166,6 +180,7 @@ impl Listener {
             packet,
             peer,
             listener: Arc::clone(self),
+            oversized: None,
         }
     }
 

@@ -29,7 +29,9 @@ pub(crate) mod listener;
 pub(crate) mod url;
 
 pub use address::Address;
-pub(crate) use listener::{bind_inet, bind_unix, Accepted, Datagram, ListenOptions, Listener};
+pub(crate) use listener::{
+    bind_inet, bind_unix, Accepted, Datagram, ListenOptions, Listener, MAX_DATAGRAM,
+};
 pub use url::{ParseUrlError, SocketUrl};
 
 use crate::request::{DatagramRequest, StreamRequest};
@@ -181,6 +183,11 @@ pub(crate) mod private {
         const IS_CONNECTION: bool;
         /// Who sent it.
         fn peer(&self) -> &Address;
+        /// The real size of a datagram too large to be received whole: it is
+        /// dropped, never answered.
+        fn oversized(&self) -> Option<usize> {
+            None
+        }
     }
 
     impl Arrival for Accepted {
@@ -194,6 +201,9 @@ pub(crate) mod private {
         const IS_CONNECTION: bool = false;
         fn peer(&self) -> &Address {
             &self.peer
+        }
+        fn oversized(&self) -> Option<usize> {
+            self.oversized
         }
     }
 }

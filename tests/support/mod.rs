@@ -9,6 +9,7 @@
 //! - [`library`]: a library server on its own thread ([`Running`],
 //!   [`run_messages`] in either mode);
 //! - [`net`]: connections with timeouts, resets, waiting for a close;
+//! - [`certs`] (feature `tls`): certificate authorities made on the spot;
 //! - [`http`]: the one HTTP/1.1 response reader;
 //! - [`frames`] (feature `protocols`): JSON-header answers and digests;
 //! - [`ops`]: the agent check, `/metrics` parsed by Prometheus' parser;
@@ -19,6 +20,8 @@
 //! Every service test runs in both dispatch modes through [`both_modes!`].
 #![allow(dead_code, unused_imports)]
 
+#[cfg(feature = "tls")]
+pub mod certs;
 #[cfg(feature = "protocols")]
 pub mod frames;
 pub mod http;
@@ -37,7 +40,7 @@ pub use library::{run_messages, Running};
 pub use net::{assert_closed, connect, reset, until_closed};
 #[cfg(feature = "cli")]
 pub use process::{program, serve, serve_command};
-pub use process::{run_with_input, ServerProcess};
+pub use process::{run_with_input, run_with_input_within, ServerProcess};
 pub use tools::{course_client, skipped, tool, Tool};
 
 /// How long any single step of a test may take before it fails.

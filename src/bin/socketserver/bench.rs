@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use crate::loadgen::{self, processes, Config, Mode, Service, TlsTarget, Transport};
 use clap::{ArgAction, Args, ValueEnum};
-use socketserver::client::ClientTls;
 use socketserver::layer::tls::rustls::client::Resumption;
-use socketserver::layer::tls::ClientConfigError;
 use socketserver::SocketUrl;
 
 use crate::common::{parse_duration, parse_size, CliError};
+use crate::connect::client_tls;
 use crate::services;
 
 /// The services whose answers the load generator knows how to check.
@@ -156,19 +155,7 @@ impl BenchArgs {
         if !self.tls {
             return Ok(None);
         }
-        let tls = ClientTls::new(self.tls_ca.as_deref(), &[]).map_err(|e| match e {
-            ClientConfigError::CaFile(e) => CliError::Failed(format!(
-                "cannot load {} {}: {}",
-                e.file().flag(),
-                e.path().display(),
-                e.reason()
-            )),
-            other => CliError::Failed(format!("--tls: {other}")),
-        })?;
-        let tls = match &self.tls_server_name {
-            Some(name) => tls.server_name(name.as_str()),
-            None => tls,
-        };
+        let tls = client_tls(self.tls_ca.as_deref(), self.tls_server_name.as_deref(), &[])?;
         let name = tls
             .name_for(url)
             .map_err(|e| CliError::Usage(format!("--tls-server-name: {e}")))?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use socketserver::client::chat::ChatClient;
 use socketserver::client::WrongProtocol;
-use socketserver::services::chat::{LINE_TOO_LONG, SHUTTING_DOWN};
+use socketserver::services::chat::{sanitize, LINE_TOO_LONG, SHUTTING_DOWN};
 use socketserver::services::ChatRoom;
 
 use crate::common::{parse_size, CliError};
@@ -117,7 +117,9 @@ pub fn client(args: ClientArgs) -> Result<(), CliError> {
     let outcome = loop {
         match receiver.receive() {
             Ok(Some(line)) => {
-                print(&line)?;
+                // Never a control sequence the client did not make,
+                // whatever the server relays (SPEC rule 19).
+                print(&sanitize(line.as_bytes()))?;
                 last_line = Some(line);
             }
             Ok(None) if left.load(SeqCst) => break Ok(()),

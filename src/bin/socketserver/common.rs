@@ -137,13 +137,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses a duration in seconds, fractions allowed (`0.5`, `10`).
+/// The longest duration any flag takes: a year, in seconds (SPEC rule 6).
+pub const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// Parses a duration in seconds, fractions allowed (`0.5`, `10`), at most
+/// [`MAX_SECONDS`] (a year); negative values, NaN and infinity are refused.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .trim()
         .trim_end_matches('s')
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!(
+            "{text:?} is not a valid number of seconds (0 to {MAX_SECONDS})"
+        ));
+    }
+    if seconds > MAX_SECONDS as f64 {
+        return Err(format!(
+            "{text:?} seconds is too long: at most {MAX_SECONDS} (a year)"
+        ));
+    }
     Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("{text:?} is not a valid number of seconds"))
 }
@@ -172,5 +186,43 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_are_at_most_a_year() {
+        assert_eq!(
+            parse_duration("31536000"),
+            Ok(Duration::from_secs(MAX_SECONDS))
+        );
+        for text in [
+            "31536000.5",
+            "31536001",
+            "1e19",
+            "1e400",
+            "inf",
+            "-inf",
+            "NaN",
+            "nan",
+        ] {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains(text), "{err}");
+        }
+        assert!(parse_duration("1e19")
+            .unwrap_err()
+            .contains("at most 31536000"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_number_is_a_duration_of_at_most_a_year_or_refused(seconds: f64) {
+            match parse_duration(&seconds.to_string()) {
+                Ok(d) => proptest::prop_assert!(
+                    seconds >= 0.0 && d <= Duration::from_secs(MAX_SECONDS)
+                ),
+                Err(_) => proptest::prop_assert!(
+                    !(0.0..=MAX_SECONDS as f64).contains(&seconds)
+                ),
+            }
+        }
     }
 }

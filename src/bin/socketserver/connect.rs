@@ -1,7 +1,7 @@
 //! What every `client` shares: where to connect, how long to wait, and
 //! TLS (`--tls`, `--tls-ca`, `--tls-server-name`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -58,19 +58,11 @@ impl ConnectArgs {
     ) -> Result<Connection, CliError> {
         self.check()?;
         let connection = if self.tls {
-            let mut tls =
-                ClientTls::new(self.tls_ca.as_deref(), service.alpn).map_err(|e| match e {
-                    ClientConfigError::CaFile(e) => CliError::Failed(format!(
-                        "cannot load {} {}: {}",
-                        e.file().flag(),
-                        e.path().display(),
-                        e.reason()
-                    )),
-                    other => CliError::Failed(format!("--tls: {other}")),
-                })?;
-            if let Some(name) = &self.tls_server_name {
-                tls = tls.server_name(name.as_str());
-            }
+            let tls = client_tls(
+                self.tls_ca.as_deref(),
+                self.tls_server_name.as_deref(),
+                service.alpn,
+            )?;
             Connection::connect_tls(&self.connect, Some(self.timeout), &tls)
         } else {
             Connection::connect(&self.connect, Some(self.timeout))
@@ -80,4 +72,28 @@ impl ConnectArgs {
         connection.set_read_timeout(read_timeout)?;
         Ok(connection)
     }
+}
+
+/// The client TLS settings that `--tls-ca` (trusted roots; the system's when
+/// `None`) and `--tls-server-name` (the name to verify; the URL's host when
+/// `None`) ask for, offering the ALPN protocols `alpn`. A CA file that cannot
+/// be loaded is an error naming the flag, the file and the reason.
+pub fn client_tls(
+    ca: Option<&Path>,
+    server_name: Option<&str>,
+    alpn: &[&[u8]],
+) -> Result<ClientTls, CliError> {
+    let tls = ClientTls::new(ca, alpn).map_err(|e| match e {
+        ClientConfigError::CaFile(e) => CliError::Failed(format!(
+            "cannot load {} {}: {}",
+            e.file().flag(),
+            e.path().display(),
+            e.reason()
+        )),
+        other => CliError::Failed(format!("--tls: {other}")),
+    })?;
+    Ok(match server_name {
+        Some(name) => tls.server_name(name),
+        None => tls,
+    })
 }

@@ -52,7 +52,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run a service's server until Ctrl-C or SIGTERM.
+    /// Run a service's server until Ctrl-C, SIGTERM or SIGHUP (each drains, then exits 0).
     #[command(subcommand)]
     Serve(Serve),
     /// Talk to a service (reads standard input when no ARGS are given).

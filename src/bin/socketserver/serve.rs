@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
+use socketserver::dispatch::{Dispatch, ThreadsError};
 use socketserver::ops::admin::AdminServer;
 use socketserver::ops::agent::AgentCheck;
 use socketserver::ops::systemd::{inherited_sockets, InheritedSocket, Notifier, NotifyConfig};
 use socketserver::ops::ServerOps;
 use socketserver::request::MessageHandler;
-use socketserver::transport::Scheme;
+use socketserver::transport::{Scheme, Transport};
 use socketserver::{
     DatagramRequest, Options, ReactorTcpServer, ReactorUnixStreamServer, Readiness, RequestHandler,
-    ServerGroup, SocketUrl, StreamRequest, ThreadingTcpServer, ThreadingUdpServer,
+    Server, ServerGroup, SocketUrl, ThreadingTcpServer, ThreadingUdpServer,
     ThreadingUnixDatagramServer, ThreadingUnixStreamServer,
 };
 
@@ -115,7 +116,7 @@ pub struct ServerArgs {
     /// Give up on a client that accepts no byte of a reply for SECS (0: wait for ever)
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "60")]
     write_timeout: Duration,
-    /// On shutdown, let requests finish for SECS, then cut them
+    /// On shutdown (SIGINT, SIGTERM or SIGHUP), let requests finish for SECS, then cut them
     #[arg(long, value_name = "SECS", value_parser = parse_duration, default_value = "10")]
     shutdown_timeout: Duration,
     /// When full, close new connections at once instead of leaving them in the backlog
@@ -371,22 +372,24 @@ impl Launcher {
         let fd = socket.as_raw_fd();
         let failed = |e: io::Error| cannot_serve_inherited(fd, e);
         match (scheme, self.dispatch) {
-            (Scheme::Tcp, DispatchMode::Reactor) => self
-                .group
-                .add(ReactorTcpServer::from_listener(socket, handler, options).map_err(failed)?),
-            (Scheme::Unix, DispatchMode::Reactor) => self.group.add(
-                ReactorUnixStreamServer::from_listener(socket, handler, options).map_err(failed)?,
+            (Scheme::Tcp, DispatchMode::Reactor) => self.add_started(
+                ReactorTcpServer::from_listener(socket, handler, options),
+                failed,
             ),
-            (Scheme::Tcp, DispatchMode::Threads) => self
-                .group
-                .add(ThreadingTcpServer::from_listener(socket, handler, options).map_err(failed)?),
-            (Scheme::Unix, DispatchMode::Threads) => self.group.add(
-                ThreadingUnixStreamServer::from_listener(socket, handler, options)
-                    .map_err(failed)?,
+            (Scheme::Unix, DispatchMode::Reactor) => self.add_started(
+                ReactorUnixStreamServer::from_listener(socket, handler, options),
+                failed,
             ),
-            _ => return Err(failed(io::Error::other("not a stream socket"))),
+            (Scheme::Tcp, DispatchMode::Threads) => self.add_started(
+                ThreadingTcpServer::from_listener(socket, handler, options),
+                failed,
+            ),
+            (Scheme::Unix, DispatchMode::Threads) => self.add_started(
+                ThreadingUnixStreamServer::from_listener(socket, handler, options),
+                failed,
+            ),
+            _ => Err(failed(io::Error::other("not a stream socket"))),
         }
-        Ok(())
     }
 
     /// Serves a datagram handler on an inherited datagram socket.
@@ -400,16 +403,16 @@ impl Launcher {
         let fd = socket.as_raw_fd();
         let failed = |e: io::Error| cannot_serve_inherited(fd, e);
         match scheme {
-            Scheme::Udp => self
-                .group
-                .add(ThreadingUdpServer::from_listener(socket, handler, options).map_err(failed)?),
-            Scheme::Unixgram => self.group.add(
-                ThreadingUnixDatagramServer::from_listener(socket, handler, options)
-                    .map_err(failed)?,
+            Scheme::Udp => self.add_started(
+                ThreadingUdpServer::from_listener(socket, handler, options),
+                failed,
             ),
-            _ => return Err(failed(io::Error::other("not a datagram socket"))),
+            Scheme::Unixgram => self.add_started(
+                ThreadingUnixDatagramServer::from_listener(socket, handler, options),
+                failed,
+            ),
+            _ => Err(failed(io::Error::other("not a datagram socket"))),
         }
-        Ok(())
     }
 
     /// Binds a stream server (TCP or Unix) at `url` for a message handler,
@@ -421,40 +424,26 @@ impl Launcher {
     ) -> Result<(), CliError> {
         let options = self.options.clone();
         let handler = handler.clone();
+        let failed = |e: io::Error| cannot_bind(url, e);
         match (url, self.dispatch) {
-            (SocketUrl::Tcp(addr), DispatchMode::Reactor) => self.group.add(
-                ReactorTcpServer::bind_with(addr.as_str(), handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
+            (SocketUrl::Tcp(addr), DispatchMode::Reactor) => self.add_started(
+                ReactorTcpServer::bind_with(addr.as_str(), handler, options),
+                failed,
             ),
-            (SocketUrl::Unix(path), DispatchMode::Reactor) => self.group.add(
-                ReactorUnixStreamServer::bind_with(path, handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
+            (SocketUrl::Unix(path), DispatchMode::Reactor) => self.add_started(
+                ReactorUnixStreamServer::bind_with(path, handler, options),
+                failed,
             ),
-            (_, DispatchMode::Threads) => return self.stream_threads(url, handler),
-            _ => return Err(CliError::Usage(format!("{url} is not a stream URL"))),
+            (SocketUrl::Tcp(addr), DispatchMode::Threads) => self.add_started(
+                ThreadingTcpServer::bind_with(addr.as_str(), handler, options),
+                failed,
+            ),
+            (SocketUrl::Unix(path), DispatchMode::Threads) => self.add_started(
+                ThreadingUnixStreamServer::bind_with(path, handler, options),
+                failed,
+            ),
+            _ => Err(CliError::Usage(format!("{url} is not a stream URL"))),
         }
-        Ok(())
-    }
-
-    /// Binds a threading stream server (TCP or Unix) at `url`.
-    fn stream_threads<H: RequestHandler<StreamRequest>>(
-        &mut self,
-        url: &SocketUrl,
-        handler: H,
-    ) -> Result<(), CliError> {
-        let options = self.options.clone();
-        match url {
-            SocketUrl::Tcp(addr) => self.group.add(
-                ThreadingTcpServer::bind_with(addr.as_str(), handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            SocketUrl::Unix(path) => self.group.add(
-                ThreadingUnixStreamServer::bind_with(path, handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
-            ),
-            _ => return Err(CliError::Usage(format!("{url} is not a stream URL"))),
-        }
-        Ok(())
     }
 
     /// Binds a threading datagram server (UDP or Unix) at `url`; the
@@ -465,17 +454,34 @@ impl Launcher {
         handler: H,
     ) -> Result<(), CliError> {
         let options = self.options.clone();
+        let failed = |e: io::Error| cannot_bind(url, e);
         match url {
-            SocketUrl::Udp(addr) => self.group.add(
-                ThreadingUdpServer::bind_with(addr.as_str(), handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
+            SocketUrl::Udp(addr) => self.add_started(
+                ThreadingUdpServer::bind_with(addr.as_str(), handler, options),
+                failed,
             ),
-            SocketUrl::Unixgram(path) => self.group.add(
-                ThreadingUnixDatagramServer::bind_with(path, handler, options)
-                    .map_err(|e| cannot_bind(url, e))?,
+            SocketUrl::Unixgram(path) => self.add_started(
+                ThreadingUnixDatagramServer::bind_with(path, handler, options),
+                failed,
             ),
-            _ => return Err(CliError::Usage(format!("{url} is not a datagram URL"))),
+            _ => Err(CliError::Usage(format!("{url} is not a datagram URL"))),
         }
+    }
+
+    /// Adds a server that has just bound (or adopted) its socket to the
+    /// group, or returns the error of one that could not start, worded by
+    /// `failed`.
+    fn add_started<T, H, D>(
+        &mut self,
+        started: io::Result<Server<T, H, D>>,
+        failed: impl FnOnce(io::Error) -> CliError,
+    ) -> Result<(), CliError>
+    where
+        T: Transport,
+        H: Send + Sync + 'static,
+        D: Dispatch<T, H>,
+    {
+        self.group.add(started.map_err(failed)?);
         Ok(())
     }
 
@@ -548,12 +554,31 @@ fn resolve(url: &SocketUrl) -> io::Result<SocketAddr> {
     })
 }
 
+/// The error of a server that could not start at `url`: see
+/// [`threads_error`]; anything else is a bind error.
 fn cannot_bind(url: &SocketUrl, e: io::Error) -> CliError {
-    CliError::Failed(format!("cannot bind {url}: {e}"))
+    threads_error(&url.to_string(), &e)
+        .unwrap_or_else(|| CliError::Failed(format!("cannot bind {url}: {e}")))
 }
 
+/// The error of a server that could not start on an inherited socket.
 fn cannot_serve_inherited(fd: i32, e: io::Error) -> CliError {
-    CliError::Failed(format!(
-        "socket activation: cannot serve on descriptor {fd}: {e}"
-    ))
+    threads_error(&format!("descriptor {fd}"), &e).unwrap_or_else(|| {
+        CliError::Failed(format!(
+            "socket activation: cannot serve on descriptor {fd}: {e}"
+        ))
+    })
+}
+
+/// A thread count the system cannot honour is a usage error; a thread the
+/// system refused is said to be one. `None` when `e` is about neither.
+fn threads_error(place: &str, e: &io::Error) -> Option<CliError> {
+    let threads = e.get_ref()?.downcast_ref::<ThreadsError>()?;
+    Some(if threads.is_over_limit() {
+        CliError::Usage(format!(
+            "{threads} (see --threads, --max-threads, --reactor-threads)"
+        ))
+    } else {
+        CliError::Failed(format!("cannot start the server for {place}: {threads}"))
+    })
 }

@@ -222,7 +222,7 @@ impl<H: MessageHandler> ConnIo for BlockingIo<'_, H> {
     }
 
     fn pause_reading(&mut self, pause: Duration) {
-        self.conn.paused_until = Some(std::time::Instant::now() + pause);
+        self.conn.paused_until = Some(crate::deadline::after(pause));
     }
 
     fn raw_fd(&self) -> RawFd {

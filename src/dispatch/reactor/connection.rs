@@ -348,11 +348,15 @@ impl<H: MessageHandler> Connection<H> {
             Phase::Lingering { until, .. } | Phase::Proxy { until } => earliest(Some(until)),
             Phase::Handshake { until } => earliest(until),
             Phase::Open => {
-                earliest(self.timeouts.idle.map(|idle| self.last_active + idle));
+                earliest(
+                    self.timeouts
+                        .idle
+                        .map(|idle| crate::deadline::later(self.last_active, idle)),
+                );
                 earliest(self.timeouts.next_by);
                 if let (Some(started), Some(limit)) = (self.message_started, self.timeouts.message)
                 {
-                    earliest(Some(started + limit));
+                    earliest(Some(crate::deadline::later(started, limit)));
                 }
                 earliest(self.paused_until);
             }
@@ -470,7 +474,7 @@ impl<H: MessageHandler> ConnIo for LoopIo<'_, H> {
     }
 
     fn pause_reading(&mut self, pause: Duration) {
-        self.conn.paused_until = Some(Instant::now() + pause);
+        self.conn.paused_until = Some(crate::deadline::after(pause));
     }
 
     fn raw_fd(&self) -> RawFd {

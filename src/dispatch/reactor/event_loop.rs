@@ -114,7 +114,7 @@ impl<H: MessageHandler> EventLoop<H> {
         let mut events = Events::with_capacity(1024);
         loop {
             if let Some(deadline) = self.shutdown_deadline {
-                if self.open == 0 || Instant::now() >= deadline + CUT_GRACE {
+                if self.open == 0 || Instant::now() >= crate::deadline::later(deadline, CUT_GRACE) {
                     break;
                 }
             }
@@ -602,7 +602,6 @@ impl<H: MessageHandler> EventLoop<H> {
     fn handle_input(&mut self, key: Key, n: usize) -> bool {
         let lifecycle = Arc::clone(&self.lifecycle);
         let handler = &lifecycle.handler;
-        let server = lifecycle.server();
         let notify = self.notify.clone();
         let Some(conn) = self.slots[key.slot].conn.as_deref_mut() else {
             return false;
@@ -639,18 +638,13 @@ impl<H: MessageHandler> EventLoop<H> {
                         break;
                     }
                     let message = &data[at + start..at + end];
-                    let mut session = conn.session.take().expect("checked above");
-                    let peer = conn.peer.clone();
-                    let mut io = LoopIo {
-                        conn: &mut *conn,
-                        out: &mut self.write_buf,
-                        server,
-                        notify: &notify,
-                    };
-                    let next = lifecycle.run_message(&peer, || {
-                        handler.on_message(&mut session, message, &mut Conn::new(&mut io))
-                    });
-                    conn.session = Some(session);
+                    let next = run_session_call(
+                        &lifecycle,
+                        conn,
+                        &mut self.write_buf,
+                        &notify,
+                        |session, io| handler.on_message(session, message, io),
+                    );
                     at += consumed;
                     conn.message_started = None;
                     conn.timeouts.next_by = None;
@@ -666,18 +660,13 @@ impl<H: MessageHandler> EventLoop<H> {
                 Ok(Found::NeedMore) => outcome = Outcome::NeedMore,
                 Ok(Found::End) => outcome = Outcome::Close(Closing::Eof),
                 Err(error) => {
-                    let mut session = conn.session.take().expect("checked above");
-                    let peer = conn.peer.clone();
-                    let mut io = LoopIo {
-                        conn: &mut *conn,
-                        out: &mut self.write_buf,
-                        server,
-                        notify: &notify,
-                    };
-                    let answered = lifecycle.run_message(&peer, || {
-                        handler.on_bad_message(&mut session, error, &mut Conn::new(&mut io))
-                    });
-                    conn.session = Some(session);
+                    let answered = run_session_call(
+                        &lifecycle,
+                        conn,
+                        &mut self.write_buf,
+                        &notify,
+                        |session, io| handler.on_bad_message(session, error, io),
+                    );
                     at = data.len();
                     outcome = match (answered, error) {
                         (None, _) => Outcome::Close(Closing::Error),
@@ -1040,7 +1029,13 @@ impl<H: MessageHandler> EventLoop<H> {
             }
             if conn.paused_until.is_some_and(|until| until <= now) {
                 conn.paused_until = None;
-                self.readable(key);
+                // What was read before the pause comes first: reading on
+                // while it holds whole messages would pile input up faster
+                // than a paced sender is handled (a flooder's bytes grew
+                // the kept input by a read buffer per pause).
+                if self.handle_input(key, 0) {
+                    self.readable(key);
+                }
                 self.reschedule(key);
                 continue;
             }
@@ -1060,6 +1055,31 @@ impl<H: MessageHandler> EventLoop<H> {
 }
 
 /// The connection at `key`, if it is still there and in the loop.
+/// Runs one message call of the handler (`on_message`, `on_bad_message`) on
+/// `conn`'s session, through [`Lifecycle::run_message`], with a [`Conn`] that
+/// writes into the loop's write buffer `out`. `None` when the call failed or
+/// panicked: the connection must close. The caller has checked that the
+/// session is there.
+fn run_session_call<H: MessageHandler, T>(
+    lifecycle: &Lifecycle<H>,
+    conn: &mut Connection<H>,
+    out: &mut Vec<u8>,
+    notify: &Notify,
+    call: impl FnOnce(&mut H::Session, &mut Conn<'_>) -> io::Result<T>,
+) -> Option<T> {
+    let mut session = conn.session.take().expect("checked by the caller");
+    let peer = conn.peer.clone();
+    let mut io = LoopIo {
+        conn: &mut *conn,
+        out,
+        server: lifecycle.server(),
+        notify,
+    };
+    let result = lifecycle.run_message(&peer, || call(&mut session, &mut Conn::new(&mut io)));
+    conn.session = Some(session);
+    result
+}
+
 fn conn_in<H: MessageHandler>(slots: &mut [Slot<H>], key: Key) -> Option<&mut Connection<H>> {
     let slot = slots.get_mut(key.slot)?;
     if slot.generation != key.generation {

@@ -19,7 +19,7 @@ mod outlet;
 mod timers;
 
 use super::private::{Dispatch, Running};
-use super::{Pool, PoolConfig};
+use super::{Pool, PoolConfig, ThreadLimit, ThreadsError};
 use crate::request::MessageHandler;
 use crate::server::lifecycle::Lifecycle;
 use crate::transport::{Accepted, Address, Listener, StreamTransport};
@@ -111,6 +111,12 @@ impl<H: MessageHandler> Reactors<H> {
         let waiting = Arc::new(AtomicUsize::new(0));
         let mut loops = Vec::new();
         let mut threads = Vec::new();
+        let limit = ThreadLimit::now();
+        limit.check(options.reactor_threads, "event loop threads")?;
+        limit.check(
+            options.reactor_threads.saturating_add(options.threads),
+            "threads (event loops and warm workers)",
+        )?;
         for index in 0..options.reactor_threads {
             let (event_loop, handle) = EventLoop::new(
                 Arc::clone(lifecycle),
@@ -120,7 +126,16 @@ impl<H: MessageHandler> Reactors<H> {
             let thread = thread::Builder::new()
                 .name(format!("socketserver-loop-{index}"))
                 .spawn(move || event_loop.run())
-                .map_err(|e| io::Error::other(format!("cannot start an event loop thread: {e}")))?;
+                .map_err(|e| {
+                    ThreadsError::spawn(
+                        &format!(
+                            "event loop thread {} of {}",
+                            index + 1,
+                            options.reactor_threads
+                        ),
+                        &e,
+                    )
+                })?;
             loops.push(handle);
             threads.push(thread);
         }

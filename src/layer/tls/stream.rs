@@ -234,7 +234,8 @@ impl TlsStream {
     /// peer that does not read leaves it unsent, with a `TimedOut` error.
     /// Call it before closing; writes after it fail.
     pub fn close_notify(&self, within: Duration) -> io::Result<()> {
-        self.inner.close_notify(Some(Instant::now() + within))
+        self.inner
+            .close_notify(Some(crate::deadline::after(within)))
     }
 }
 
@@ -268,7 +269,8 @@ impl TlsWriter {
 
     /// Sends `close_notify` (see [`TlsStream::close_notify`]).
     pub fn close_notify(&self, within: Duration) -> io::Result<()> {
-        self.inner.close_notify(Some(Instant::now() + within))
+        self.inner
+            .close_notify(Some(crate::deadline::after(within)))
     }
 }
 
@@ -475,80 +477,47 @@ impl Read for &TlsStream {
     }
 }
 
-impl Write for TlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.inner.write(first_nonempty(bufs))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush(self.inner.writing.lock())
-    }
+/// `Write` for the handles to a [`Duplex`] (and references to them): each
+/// writes and flushes through the shared connection the same way.
+macro_rules! write_through_duplex {
+    ($($handle:ty),+) => {$(
+        impl Write for $handle {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.inner.write(buf)
+            }
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                self.inner.write(first_nonempty(bufs))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.inner.flush(self.inner.writing.lock())
+            }
+        }
+    )+};
 }
 
-impl Write for &TlsStream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.inner.write(first_nonempty(bufs))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush(self.inner.writing.lock())
-    }
+write_through_duplex!(TlsStream, &TlsStream, TlsWriter, &TlsWriter);
+
+/// The descriptor of the handles to a [`Duplex`]: the shared socket.
+macro_rules! socket_of_duplex {
+    ($($handle:ty),+) => {$(
+        impl AsFd for $handle {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.inner.socket.as_fd()
+            }
+        }
+
+        impl AsRawFd for $handle {
+            fn as_raw_fd(&self) -> RawFd {
+                self.inner.socket.as_raw_fd()
+            }
+        }
+    )+};
 }
 
-impl Write for TlsWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.inner.write(first_nonempty(bufs))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush(self.inner.writing.lock())
-    }
-}
-
-impl Write for &TlsWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.inner.write(first_nonempty(bufs))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush(self.inner.writing.lock())
-    }
-}
+socket_of_duplex!(TlsStream, TlsWriter);
 
 fn first_nonempty<'a>(bufs: &'a [IoSlice<'a>]) -> &'a [u8] {
     bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b)
-}
-
-impl AsFd for TlsStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.socket.as_fd()
-    }
-}
-
-impl AsRawFd for TlsStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.socket.as_raw_fd()
-    }
-}
-
-impl AsFd for TlsWriter {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.socket.as_fd()
-    }
-}
-
-impl AsRawFd for TlsWriter {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.socket.as_raw_fd()
-    }
 }
 
 impl fmt::Debug for TlsStream {

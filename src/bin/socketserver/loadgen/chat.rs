@@ -15,7 +15,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
-use super::{connect, Config, ErrorKind, Phases, Tally, CONNECT_BURST, MAX_CHAT_LINE};
+use super::{
+    connect, could_not_start, poll_ready, Config, ErrorKind, Phases, Tally, CONNECT_BURST,
+    MAX_CHAT_LINE,
+};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);
@@ -86,16 +89,7 @@ struct Room<'a> {
 pub(super) fn fan_out(config: &Config, share: usize, phases: &Phases) -> Tally {
     let mut room = match Room::new(config, share) {
         Ok(room) => room,
-        Err(_) => {
-            let mut tally = Tally::new();
-            for _ in 0..share {
-                tally.error(ErrorKind::Io);
-            }
-            phases.connected();
-            phases.finished();
-            phases.released();
-            return tally;
-        }
+        Err(_) => return could_not_start(share, phases),
     };
     let mut events = Events::with_capacity(1024);
     room.join_all(&mut events);
@@ -358,10 +352,7 @@ impl<'a> Room<'a> {
 
     /// Waits for readiness at most `timeout` and drives what is ready.
     fn wait(&mut self, events: &mut Events, timeout: Duration) {
-        if let Err(e) = self.poll.poll(events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                self.tally.error(ErrorKind::Io);
-            }
+        if !poll_ready(&mut self.poll, events, timeout, &mut self.tally) {
             return;
         }
         for event in events.iter() {

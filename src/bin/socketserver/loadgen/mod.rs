@@ -100,6 +100,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use mio::{Events, Poll};
 use serde::Serialize;
 
 use payload::Payload;
@@ -755,6 +756,35 @@ impl Phases {
     }
     fn released(&self) {
         self.barrier.wait();
+    }
+}
+
+/// What a client thread that could not start reports: every one of its
+/// `share` connections failed. It still goes through every phase, so that the
+/// other threads are not left waiting.
+fn could_not_start(share: usize, phases: &Phases) -> Tally {
+    let mut tally = Tally::new();
+    for _ in 0..share {
+        tally.error(ErrorKind::Io);
+    }
+    phases.connected();
+    phases.finished();
+    phases.released();
+    tally
+}
+
+/// Waits at most `timeout` for readiness on `poll`, into `events`. False
+/// when the wait failed, and then nothing is ready; a failure other than an
+/// interruption counts as an I/O error in `tally`.
+fn poll_ready(poll: &mut Poll, events: &mut Events, timeout: Duration, tally: &mut Tally) -> bool {
+    match poll.poll(events, Some(timeout)) {
+        Ok(()) => true,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::Interrupted {
+                tally.error(ErrorKind::Io);
+            }
+            false
+        }
     }
 }
 

@@ -8,7 +8,10 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
 use super::wire::Wire;
-use super::{connect, Config, ErrorKind, Mode, Phases, Tally, Window, CONNECT_BURST};
+use super::{
+    connect, could_not_start, poll_ready, Config, ErrorKind, Mode, Phases, Tally, Window,
+    CONNECT_BURST,
+};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);
@@ -111,17 +114,7 @@ pub(super) fn run(
 ) -> Tally {
     let mut client = match Client::new(config, mode, share, payload) {
         Ok(client) => client,
-        Err(_) => {
-            // Nothing can run on this thread; every connection it owed failed.
-            let mut tally = Tally::new();
-            for _ in 0..share {
-                tally.error(ErrorKind::Io);
-            }
-            phases.connected();
-            phases.finished();
-            phases.released();
-            return tally;
-        }
+        Err(_) => return could_not_start(share, phases),
     };
     let mut events = Events::with_capacity(1024);
     match mode {
@@ -309,10 +302,7 @@ impl<'a> Client<'a> {
 
     /// Waits for readiness at most `timeout` and drives what is ready.
     fn wait(&mut self, events: &mut Events, timeout: Duration) {
-        if let Err(e) = self.poll.poll(events, Some(timeout)) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                self.tally.error(ErrorKind::Io);
-            }
+        if !poll_ready(&mut self.poll, events, timeout, &mut self.tally) {
             return;
         }
         for event in events.iter() {

@@ -9,7 +9,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use super::payload::Payload;
-use super::{Config, ErrorKind, Phases, Tally, Window, MAX_DATAGRAM};
+use super::{poll_ready, Config, ErrorKind, Phases, Tally, Window, MAX_DATAGRAM};
 
 /// The longest a thread waits in `epoll` before it checks its timers.
 const TICK: Duration = Duration::from_millis(20);
@@ -70,11 +70,12 @@ pub(super) fn ping_pong(
             if now >= window.end {
                 break;
             }
-            match poll.poll(&mut events, Some((window.end - now).min(TICK))) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => tally.error(ErrorKind::Io),
-            }
+            poll_ready(
+                &mut poll,
+                &mut events,
+                (window.end - now).min(TICK),
+                &mut tally,
+            );
             for event in events.iter() {
                 if let Some(Some(sock)) = socks.get_mut(event.token().0) {
                     receive(sock, config, payload, &window, &mut tally, &mut scratch);
