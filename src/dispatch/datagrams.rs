@@ -36,7 +36,9 @@
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -384,7 +386,15 @@ impl<H> Shared<H> {
         roles.parked += 1;
         self.parked.store(roles.parked, SeqCst);
         self.gauges().idle.fetch_add(1, SeqCst);
-        let role = self.wait_for_offer(&mut roles);
+        // A leader that queued a datagram when nobody was parked, and read
+        // `parked` before this thread counted itself: serve it rather than
+        // wait (the leader, seeing a parked follower, offers it the role).
+        fence(SeqCst);
+        let role = if self.queue.1.is_empty() {
+            self.wait_for_offer(&mut roles)
+        } else {
+            Some(Role::Follower)
+        };
         roles.parked -= 1;
         self.parked.store(roles.parked, SeqCst);
         self.gauges().idle.fetch_sub(1, SeqCst);
@@ -670,15 +680,19 @@ where
             return Exit::Counted;
         }
         role = match role {
-            Role::Follower => match shared.follow() {
-                Some(Role::Leader) => {
-                    // What waits behind a handler that blocked first.
-                    shared.serve_queue();
-                    Role::Leader
+            Role::Follower => {
+                // Queued while every worker was busy: this one is free now.
+                shared.serve_queue();
+                match shared.follow() {
+                    Some(Role::Leader) => {
+                        // What waits behind a handler that blocked first.
+                        shared.serve_queue();
+                        Role::Leader
+                    }
+                    Some(role) => role,
+                    None => return Exit::Retired,
                 }
-                Some(role) => role,
-                None => return Exit::Retired,
-            },
+            }
             Role::Leader => {
                 let batch = batch.get_or_insert_with(Batch::new);
                 lead(shared, batch, &mut load)
@@ -777,6 +791,11 @@ where
                 log::debug!("{}: queue full, datagram dropped", datagram.peer);
                 Counters::bump(&counters.dropped);
             }
+        }
+        // A follower that parked since the promotion failed serves them.
+        fence(SeqCst);
+        if shared.parked.load(SeqCst) > 0 {
+            shared.promote(0, false, false);
         }
         return Role::Leader;
     }
