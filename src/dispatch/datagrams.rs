@@ -8,11 +8,14 @@
 //!
 //! - **Quick handlers** (the last datagrams took under [`CHEAP`] each): the
 //!   leader handles what it received and receives again, as a hand-written
-//!   `recv_from`/`send_to` loop does: no other thread wakes, and datagrams
-//!   that arrive meanwhile wait in the socket, to be taken by the next
-//!   receive, up to [`BATCH`] in one `recvmmsg`. When a receive takes a full
-//!   batch, the leader also wakes a follower to receive beside it; a leader
-//!   whose batch was not full steps down while another leads.
+//!   `recv_from`/`send_to` loop does: no other thread wakes. A receive
+//!   takes one datagram (`recvfrom`) while they come one by one; once
+//!   datagrams are found waiting, up to [`BATCH`] in one `recvmmsg`: the
+//!   first is handled at once, the others go to the queue, for whichever
+//!   worker is free first (this one next, unless the first handler blocks).
+//!   A leader that hardly waits in its receives wakes a follower to receive
+//!   beside it; one that waits more than it works steps down while another
+//!   leads.
 //! - **Slow handlers** (or not yet measured): the leader first promotes a
 //!   follower (or starts a thread, up to `max_threads`), then handles its
 //!   datagram while the new leader receives: a slow request never holds up
@@ -25,8 +28,9 @@
 //! one more thread receives, and what it receives waits in the queue
 //! (`Options::queue` places) for the first worker that finishes, or is
 //! dropped and counted when the queue is full, as with a pool fed by a
-//! receiving thread. A datagram that `verify_request` refuses is dropped and
-//! counted. The pool keeps at least two threads (one receives, one stands
+//! receiving thread; a follower serves the queue before it parks. A
+//! datagram that `verify_request` refuses, or one larger than
+//! [`MAX_DATAGRAM`] (`MSG_TRUNC`), is dropped and counted. The pool keeps at least two threads (one receives, one stands
 //! by); followers beyond the core retire after the keep-alive.
 //!
 //! Shutting down closes the socket for reading, which wakes the leaders;
