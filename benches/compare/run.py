@@ -850,7 +850,7 @@ def memory_slopes(table, holds=None):
 
 
 def targets(table):
-    """Each target of issue 4: (text, measured, met)."""
+    """Each target of issues 4, 10, 11 and 13: (text, measured, met)."""
     rows = []
 
     def get(sid, name, key):
@@ -880,6 +880,62 @@ def targets(table):
                  '%s answered, %s' % (answered if answered is not None else '—',
                                       '—' if rss is None else '%.1f MiB' % (rss / 1024)),
                  answered == 10000 and rss is not None and rss < 100 * 1024))
+    # Issue 13: the threads mode at the std floor's cost, UDP without a
+    # thread hop, and every idle connection answered with the defaults.
+    for sid in TCP_CURVE[:4]:
+        cpu = ratio(get(sid, 'socketserver', 'cpu_us_per_request'),
+                    get(sid, 'std', 'cpu_us_per_request'))
+        rows.append(('%s: server CPU per request ≤ std\'s' % sid, fmt_ratio(cpu),
+                     cpu is not None and cpu <= 1.0))
+    for sid in ('udp-64-c1',):
+        a = ratio(get(sid, 'socketserver', 'rps'), get(sid, 'std', 'rps'))
+        b = ratio(get(sid, 'socketserver', 'rps'), get(sid, 'tokio', 'rps'))
+        rows.append(('%s: ≥ 1.0× std requests/s' % sid, fmt_ratio(a), a is not None and a >= 1.0))
+        rows.append(('%s: ≥ 1.2× tokio requests/s' % sid, fmt_ratio(b),
+                     b is not None and b >= 1.2))
+    held = get('hold-5000', 'socketserver', 'answered')
+    rows.append(('hold-5000 with default options: all 5,000 answer',
+                 '—' if held is None else '%d answered' % held, held == 5000))
+    # Issue 10: the reactor against tokio, and what one process holds.
+    for sid in TCP_CURVE[1:]:
+        rps = ratio(get(sid, 'socketserver-reactor', 'rps'), get(sid, 'tokio', 'rps'))
+        cpu = ratio(get(sid, 'socketserver-reactor', 'cpu_us_per_request'),
+                    get(sid, 'tokio', 'cpu_us_per_request'))
+        p99 = ratio(get(sid, 'socketserver-reactor', 'p99_us'), get(sid, 'tokio', 'p99_us'))
+        met = (rps is not None and cpu is not None and p99 is not None and rps >= 1.1
+               and cpu < 1.0 and p99 <= 1.05)
+        rows.append(('%s (reactor): ≥ 1.1× tokio requests/s, CPU per request below tokio\'s, '
+                     'p99 no worse (within 5%%)' % sid,
+                     'requests/s %s, CPU %s, p99 %s' % (fmt_ratio(rps), fmt_ratio(cpu),
+                                                      fmt_ratio(p99)), met))
+    held = table.get(('hold-19000', 'socketserver-reactor'), {})
+    answered, rss, threads = held.get('answered'), held.get('rss_kib'), held.get('threads')
+    cpus = os.cpu_count() or 1
+    # Two loops per CPU at most, the pool's core (one per CPU), and the
+    # signal-handling thread.
+    most_threads = 2 * cpus + cpus + 1
+    rows.append(('hold-19000 (reactor): all answer, RSS ≤ 35 MiB, threads ≤ 2 × CPUs + the '
+                 'pool\'s core (+ the signal thread: %d here)' % most_threads,
+                 '%s answered, %s, %s threads' % (
+                     answered if answered is not None else '—',
+                     '—' if rss is None else '%.1f MiB' % (rss / 1024),
+                     threads if threads is not None else '—'),
+                 answered == 19000 and rss is not None and rss <= 35 * 1024
+                 and threads is not None and threads <= most_threads))
+    fit = memory_slopes(table).get('socketserver-reactor')
+    rows.append(('100,000 connections in reactor mode, projected from the slope over %s: '
+                 '≤ 150 MiB' % ', '.join(SLOPE),
+                 '—' if fit is None else '%.1f MiB (%.2f KiB per connection)'
+                 % (fit['projected_100k_mib'], fit['kib_per_connection']),
+                 fit is not None and fit['projected_100k_mib'] <= 150))
+    answered = get('hold-95000-reuseport', 'socketserver-reactor', 'answered')
+    rows.append(('hold-95000-reuseport (reactor, five processes): all 95,000 answer',
+                 '—' if answered is None else '%d answered' % answered, answered == 95000))
+    for name in ('socketserver', 'socketserver-reactor'):
+        r = ratio(get('http-keepalive-c1000', name, 'rps'),
+                  get('http-keepalive-c1000', 'nginx', 'rps'))
+        rows.append(('http-keepalive-c1000 (%s): ≥ 1.0× nginx requests/s' % SHORT_NAMES[name],
+                     fmt_ratio(r), r is not None and r >= 1.0))
     # Issue 11 (TLS), against tokio-rustls with the same provider and
     # certificate.
     for name in ('socketserver', 'socketserver-reactor'):

@@ -333,6 +333,20 @@ pub(crate) trait ConnIo {
     fn raw_fd(&self) -> RawFd;
 }
 
+/// Reads from `kept` (bytes that came after the message being handled)
+/// before the socket: copies what fits into `buf` and counts it in `used`;
+/// `None` once every kept byte was read.
+pub(crate) fn read_kept(kept: &[u8], used: &mut usize, buf: &mut [u8]) -> Option<usize> {
+    let rest = &kept[(*used).min(kept.len())..];
+    if rest.is_empty() {
+        return None;
+    }
+    let n = rest.len().min(buf.len());
+    buf[..n].copy_from_slice(&rest[..n]);
+    *used += n;
+    Some(n)
+}
+
 /// The error of a [`Conn::read`] outside a blocking call.
 pub(crate) fn cannot_read() -> io::Error {
     io::Error::new(

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::framing::{Found, Framer, FramingError};
-use super::message::{cannot_read, Closing, Conn, ConnHandle, ConnIo, MessageHandler, Next};
+use super::message::{
+    cannot_read, read_kept, Closing, Conn, ConnHandle, ConnIo, MessageHandler, Next,
+};
 use super::outbox::Outbox;
 use super::stream::StreamRequest;
 use crate::server::control::ServerHandle;
@@ -403,11 +405,7 @@ impl ConnIo for ThreadIo<'_> {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = &self.rest[self.rest_used..];
-        if !rest.is_empty() {
-            let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            self.rest_used += n;
+        if let Some(n) = read_kept(self.rest, &mut self.rest_used, buf) {
             return Ok(n);
         }
         if !self.is_blocking() {

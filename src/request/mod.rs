@@ -20,7 +20,7 @@ mod stream;
 pub use datagram::DatagramRequest;
 pub use framing::{Endian, Found, Framer, Framing, FramingError, MAX_LEADING_EMPTY_LINES};
 pub use handler::{handler_fn, log_request_error, HandlerFn, RequestHandler};
-pub(crate) use message::{cannot_read, ConnIo, Outlet};
+pub(crate) use message::{cannot_read, read_kept, ConnIo, Outlet};
 pub use message::{Closing, Conn, ConnHandle, MessageHandler, Next, Shared};
 pub(crate) use message_loop::{Timeouts, DEFAULT_LINGER};
 pub use stream::{StreamRequest, StreamWriter};

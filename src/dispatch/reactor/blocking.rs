@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use super::connection::Connection;
 use super::mailbox::{Command, LoopHandle};
-use crate::request::{cannot_read, Closing, Conn, ConnHandle, ConnIo, Found, MessageHandler, Next};
+use crate::request::{
+    cannot_read, read_kept, Closing, Conn, ConnHandle, ConnIo, Found, MessageHandler, Next,
+};
 use crate::server::control::ServerHandle;
 use crate::server::lifecycle::Lifecycle;
 use crate::transport::Address;
@@ -182,11 +184,7 @@ impl<H: MessageHandler> ConnIo for BlockingIo<'_, H> {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = &self.rest[self.rest_used..];
-        if !rest.is_empty() {
-            let n = rest.len().min(buf.len());
-            buf[..n].copy_from_slice(&rest[..n]);
-            self.rest_used += n;
+        if let Some(n) = read_kept(self.rest, &mut self.rest_used, buf) {
             return Ok(n);
         }
         if self.rest_used > self.rest.len() {
