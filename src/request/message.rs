@@ -337,7 +337,7 @@ pub(crate) trait ConnIo {
 /// before the socket: copies what fits into `buf` and counts it in `used`;
 /// `None` once every kept byte was read.
 pub(crate) fn read_kept(kept: &[u8], used: &mut usize, buf: &mut [u8]) -> Option<usize> {
-    let rest = &kept[(*used).min(kept.len())..];
+    let rest = &kept[*used..];
     if rest.is_empty() {
         return None;
     }

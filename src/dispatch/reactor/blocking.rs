@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use super::connection::Connection;
 use super::mailbox::{Command, LoopHandle};
-use crate::request::{
-    cannot_read, read_kept, Closing, Conn, ConnHandle, ConnIo, Found, MessageHandler, Next,
-};
+use crate::request::{read_kept, Closing, Conn, ConnHandle, ConnIo, Found, MessageHandler, Next};
 use crate::server::control::ServerHandle;
 use crate::server::lifecycle::Lifecycle;
 use crate::transport::Address;
@@ -186,9 +184,6 @@ impl<H: MessageHandler> ConnIo for BlockingIo<'_, H> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(n) = read_kept(self.rest, &mut self.rest_used, buf) {
             return Ok(n);
-        }
-        if self.rest_used > self.rest.len() {
-            return Err(cannot_read());
         }
         let timeout = self.conn.timeouts.idle;
         self.conn.socket.set_read_timeout(timeout)?;
