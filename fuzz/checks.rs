@@ -4,6 +4,11 @@
 //! `fuzz/seeds/` and `fuzz/regressions/` through them.
 #![allow(dead_code)]
 
+#[path = "ppp_reference.rs"]
+mod ppp_reference;
+#[path = "proxy_checks.rs"]
+mod proxy_checks;
+
 use std::io::{BufReader, Read};
 use std::path::{Component, Path};
 
@@ -31,6 +36,7 @@ pub fn run(target: &str, data: &[u8]) {
         "http_head" => http_head(data),
         "files_request" => files_request(data),
         "answers" => answers(data),
+        "proxy_header" => proxy_checks::check(data),
         other => panic!("no fuzz target named {other}"),
     }
 }
@@ -46,6 +52,7 @@ pub const TARGETS: &[&str] = &[
     "http_head",
     "files_request",
     "answers",
+    "proxy_header",
 ];
 
 /// Length-prefixed frames and bodies: any input reads as whole frames, a

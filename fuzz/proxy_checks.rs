@@ -1,7 +1,7 @@
 //! The checks of the PROXY protocol header parser
 //! (`socketserver::layer::proxy`) for one input, shared by the fuzz target
-//! (`fuzz_targets/proxy_header.rs`) and the replay of its seeds in
-//! `tests/proxy_protocol.rs`.
+//! (`fuzz_targets/proxy_header.rs`) and, through `checks.rs`, the replay of
+//! its saved inputs in `tests/fuzz_regressions.rs`.
 //!
 //! For any input: no panic; the verdicts of its prefixes are "incomplete"
 //! up to one byte and then one verdict that stays (a refusal or a header of
@@ -11,11 +11,11 @@
 //! unread bytes; and where the `ppp` crate also finds a header, both find
 //! the same length and addresses (`ppp`'s addresses mapped as this crate's
 //! rules map them: `LOCAL`, transport UNSPEC, UNSPEC, UNIX and `UNKNOWN` keep
-//! the real peer). Its includer includes `ppp_reference.rs` at its root.
+//! the real peer). Its includer includes `ppp_reference.rs` beside it.
 
 use std::io::{self, Read};
 
-use crate::ppp_reference::ppp_header;
+use super::ppp_reference::ppp_header;
 use socketserver::layer::proxy::{self, Parsed, ProxyError, Version};
 
 /// Checks the parser on `data`; panics where a rule is broken.
