@@ -527,8 +527,10 @@ def server_command(commands, name, scenario, port=0, reuse=False):
         # of several behind one port may get more than its even share. In
         # threads mode the most threads follows --max-connections (lowered,
         # with a warning, to what the system can start: vm.max_map_count).
+        connections = scenario.get('connections') or 0
         processes = scenario.get('server_processes', 1)
-        room = -(-(scenario.get('connections') or 0) // processes) * 5 // 4 + 64
+        share = connections if processes == 1 else -(-connections // processes) * 5 // 4
+        room = share + 64
         if room > DEFAULT_MAX_CONNECTIONS:
             cmd += ['--max-connections', str(room)]
         if scenario.get('tls'):
