@@ -186,7 +186,7 @@ crate::both_modes! {
     fn the_server_cpu_per_request_is_measured(mode) {
         let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
         let pid = server.pid().to_string();
-        let (status, json, stdout, stderr) = bench(&[
+        let json = successful_bench(&[
             "--connect",
             server.url(),
             "-c",
@@ -198,7 +198,6 @@ crate::both_modes! {
             "--watch-pid",
             &pid,
         ]);
-        assert!(status.success(), "{stdout}\n{stderr}");
         assert_eq!(u64_of(&json, "errors"), 0, "{json}");
         let cpu = json["server_cpu_s"].as_f64().expect("server CPU seconds");
         // The server answered thousands of requests in a second: it used some
@@ -217,7 +216,7 @@ crate::both_modes! {
 
     fn large_messages_and_several_threads(mode) {
         let server = serve("echo-upper", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
-        let (status, json, stdout, stderr) = bench(
+        let json = successful_bench(
             &[
                 &[
                     "--connect",
@@ -233,7 +232,6 @@ crate::both_modes! {
             ]
             .concat(),
         );
-        assert!(status.success(), "{stdout}\n{stderr}");
         assert_eq!(u64_of(&json, "size"), 100 * 1024);
         assert_eq!(u64_of(&json, "threads"), 2);
         assert_eq!(u64_of(&json, "errors"), 0, "{json}");
@@ -300,7 +298,7 @@ crate::both_modes! {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         gone.wait().unwrap();
         let pid = gone.id().to_string();
-        let (status, json, stdout, stderr) = bench(&[
+        let json = successful_bench(&[
             "--connect",
             server.url(),
             "--mode",
@@ -312,7 +310,6 @@ crate::both_modes! {
             "--watch-pid",
             &pid,
         ]);
-        assert!(status.success(), "{stdout}\n{stderr}");
         assert_eq!(json["answered"], 5, "{json}");
         assert!(json["server"].is_null(), "{json}");
         assert!(json["server_cpu_s"].is_null(), "{json}");
@@ -443,7 +440,7 @@ fn recording_tcp_server(connections: usize) -> (String, mpsc::Receiver<IpAddr>) 
 #[test]
 fn connections_come_from_each_source_in_turn() {
     let (url, peers) = recording_tcp_server(6);
-    let (status, json, stdout, stderr) = bench(&[
+    let json = successful_bench(&[
         "--connect",
         &url,
         "--mode",
@@ -455,7 +452,6 @@ fn connections_come_from_each_source_in_turn() {
         "--sources",
         "127.0.0.2,127.0.0.3,127.0.0.4",
     ]);
-    assert!(status.success(), "{stdout}\n{stderr}");
     assert_eq!(json["answered"], 6, "{json}");
     let mut seen: Vec<IpAddr> = (0..6).map(|_| peers.recv_timeout(STEP).unwrap()).collect();
     seen.sort();
