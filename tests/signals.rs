@@ -206,10 +206,11 @@ fn sighup_drains_like_sigterm() {
     assert!(log.contains("cut 1 connection"), "{log}");
 }
 
-#[test]
-fn nothing_in_progress_is_said_too() {
-    let mut server = Watched::start(&[], &[]);
-    server.signal("TERM");
-    server.wait_for_line("shutting down: nothing in progress", STEP);
-    assert_eq!(server.exit().0, Some(0));
+crate::both_modes! {
+    fn nothing_in_progress_is_said_too(mode) {
+        let mut server = Watched::start(&[], &mode.flag());
+        server.signal("TERM");
+        server.wait_for_line("shutting down: nothing in progress", STEP);
+        assert_eq!(server.exit().0, Some(0));
+    }
 }
