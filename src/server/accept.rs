@@ -244,6 +244,10 @@ impl<T: Transport> Serving<T> {
         // New connections are refused from here on: the listening socket
         // closes, and a connection that waited for room with it.
         self.pending = None;
+        let dropped_by_kernel = match &self.listener {
+            Some(listener) if !T::SCHEME.is_stream() => listener.kernel_drops().unwrap_or(0),
+            _ => 0,
+        };
         self.listener = None;
         self.dispatch.close();
         let deadline = crate::deadline::after(control.options.shutdown_timeout);
@@ -262,6 +266,7 @@ impl<T: Transport> Serving<T> {
             panicked: stats.panicked,
             rejected: stats.rejected,
             dropped: stats.dropped,
+            dropped_by_kernel,
             in_flight,
             cut: stats.cut,
             threads_left: stats.threads,

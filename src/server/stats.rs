@@ -152,8 +152,13 @@ pub struct Summary {
     /// Connections closed unserved over the server's life (see
     /// [`Stats::rejected`]).
     pub rejected: u64,
-    /// Datagrams dropped over the server's life (see [`Stats::dropped`]).
+    /// Datagrams dropped over the server's life (see [`Stats::dropped`]),
+    /// not counting [`dropped_by_kernel`](Self::dropped_by_kernel).
     pub dropped: u64,
+    /// Datagrams the kernel dropped before the server could receive them,
+    /// because the socket's receive buffer was full (read from the socket
+    /// when it closes; Linux only, 0 elsewhere and for streams).
+    pub dropped_by_kernel: u64,
     /// Requests running or queued when the shutdown began.
     pub in_flight: usize,
     /// Requests cut at the shutdown deadline, running or queued.
@@ -180,8 +185,16 @@ impl fmt::Display for Summary {
         if self.rejected > 0 {
             write!(f, ", rejected {}", self.rejected)?;
         }
-        if self.dropped > 0 {
-            write!(f, ", dropped {} datagram(s)", self.dropped)?;
+        let dropped = self.dropped + self.dropped_by_kernel;
+        if dropped > 0 {
+            write!(f, ", dropped {dropped} datagram(s)")?;
+            if self.dropped_by_kernel > 0 {
+                write!(
+                    f,
+                    " ({} by the kernel: receive buffer full)",
+                    self.dropped_by_kernel
+                )?;
+            }
         }
         write!(
             f,
@@ -209,6 +222,7 @@ mod tests {
             panicked: 1,
             rejected: 0,
             dropped: 0,
+            dropped_by_kernel: 0,
             in_flight: 0,
             cut: 0,
             threads_left: 0,
@@ -218,6 +232,27 @@ mod tests {
             summary.to_string(),
             "served 3 request(s) (1 failed, 1 panicked); 0 in flight at shutdown, \
              0 cut at the deadline; stopped in 0.005 s"
+        );
+    }
+
+    #[test]
+    fn a_summary_counts_the_kernels_drops_with_the_servers() {
+        let summary = Summary {
+            served: 10,
+            failed: 0,
+            panicked: 0,
+            rejected: 0,
+            dropped: 2,
+            dropped_by_kernel: 5,
+            in_flight: 0,
+            cut: 0,
+            threads_left: 0,
+            elapsed: Duration::from_millis(1),
+        };
+        assert_eq!(
+            summary.to_string(),
+            "served 10 request(s), dropped 7 datagram(s) (5 by the kernel: receive buffer full); \
+             0 in flight at shutdown, 0 cut at the deadline; stopped in 0.001 s"
         );
     }
 }

@@ -171,6 +171,28 @@ impl Listener {
         }
     }
 
+    /// Datagrams the kernel dropped on this socket because its receive
+    /// buffer was full, over the socket's life (Linux's `SO_MEMINFO` drop
+    /// count); `None` where the kernel does not say. Drops before the socket
+    /// (a device's backlog) are not counted here.
+    pub fn kernel_drops(&self) -> Option<u64> {
+        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+        // SAFETY: `info` is writable for `len` bytes, and the kernel writes
+        // at most `len` bytes and sets `len` to what it wrote.
+        let done = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.socket),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let drops = libc::SK_MEMINFO_DROPS as usize;
+        (done == 0 && len as usize > drops * 4).then(|| u64::from(info[drops]))
+    }
+
     /// A datagram of `data` from `peer`, in a reused buffer, to answer from
     /// this listener.
     pub fn datagram(self: &Arc<Self>, data: &[u8], peer: Address) -> Datagram {
@@ -345,6 +367,33 @@ mod tests {
         let unix = Socket::new(Domain::UNIX, Type::DGRAM, None).unwrap();
         let err = Listener::adopt(unix.into(), Scheme::Unix, &options).unwrap_err();
         assert_eq!(err.to_string(), "a Unix datagram socket cannot serve unix");
+    }
+
+    #[test]
+    fn the_kernel_counts_datagrams_dropped_on_a_full_receive_buffer() {
+        let listener = bind_inet("127.0.0.1:0", Type::DGRAM, &ListenOptions::default()).unwrap();
+        listener.socket.set_recv_buffer_size(4096).unwrap();
+        assert_eq!(listener.kernel_drops(), Some(0));
+        let addr = listener.local_addr().unwrap().as_inet().unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sent = (0..200)
+            .filter(|_| sender.send_to(&[b'x'; 1024], addr).is_ok())
+            .count() as u64;
+        let mut scratch = Listener::scratch();
+        let listener = Arc::new(listener);
+        let mut received = 0;
+        while listener.receive(&mut scratch).unwrap().is_some() {
+            received += 1;
+        }
+        let dropped = listener.kernel_drops().unwrap();
+        assert!(
+            received > 0 && dropped > 0,
+            "{received} received, {dropped} dropped"
+        );
+        assert!(
+            received + dropped <= sent,
+            "{received} + {dropped} > {sent} sent"
+        );
     }
 
     #[test]
