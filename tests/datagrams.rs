@@ -243,6 +243,39 @@ impl RequestHandler<DatagramRequest> for Bouncer {
     }
 }
 
+/// Datagrams the kernel drops from a full receive buffer, before the
+/// server receives them, are counted too: in the metrics while it runs, in
+/// the summary when it stops.
+#[test]
+fn datagrams_the_kernel_dropped_are_counted_in_the_metrics_and_the_summary() {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Nothing receives yet: the buffer fills, and the kernel drops the rest.
+    let flood = client(addr);
+    for _ in 0..200 {
+        let _ = flood.send(&[b'x'; 1024]);
+    }
+    let server =
+        ThreadingUdpServer::from_listener(socket, upper_behind(Arc::default()), Options::new())
+            .unwrap();
+    let dropped = server.metrics().dropped_by_kernel;
+    assert!(dropped > 0 && dropped < 200, "{dropped} of 200");
+    let running = Running::start(server);
+    assert_eq!(ask(&client(addr), b"after"), b"AFTER");
+    let summary = running.stop();
+    assert_eq!(summary.dropped_by_kernel, dropped, "{summary}");
+    assert!(
+        summary
+            .to_string()
+            .contains(&format!("({dropped} by the kernel: receive buffer full)")),
+        "{summary}"
+    );
+}
+
 #[test]
 fn datagrams_refused_by_verify_request_are_counted_as_dropped() {
     let banned = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -484,6 +484,87 @@ fn a_reactor_serves_a_thousand_connections_on_two_loops() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+#[test]
+fn with_a_listener_per_loop_each_loop_accepts_and_all_close_at_shutdown() {
+    let options = Options::new()
+        .reactor_threads(3)
+        .threads(1)
+        .listener_per_loop(true);
+    let server = run_messages(Mode::Reactor, Lines, options);
+    let addr = server.inet();
+    assert_eq!(
+        support::net::listening_on(addr.port()),
+        3,
+        "one listener per loop"
+    );
+    let mut clients: Vec<BufReader<TcpStream>> =
+        (0..200).map(|_| BufReader::new(connect(&server))).collect();
+    for client in clients.iter_mut() {
+        client.get_mut().write_all(b"abc\n").unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(line(client), "3", "client {i}");
+    }
+    assert_eq!(server.handle.stats().active, 0);
+    let summary = server.stop();
+    assert_eq!(summary.served, 200, "{summary}");
+    assert_eq!(
+        support::net::listening_on(addr.port()),
+        0,
+        "every listener closed"
+    );
+    assert!(support::net::refuses(addr));
+}
+
+#[test]
+fn with_a_listener_per_loop_the_connection_limit_holds_and_frees() {
+    let options = Options::new()
+        .reactor_threads(2)
+        .threads(1)
+        .max_connections(3)
+        .listener_per_loop(true);
+    let server = run_messages(Mode::Reactor, Lines, options);
+    let mut admitted: Vec<BufReader<TcpStream>> =
+        (0..3).map(|_| BufReader::new(connect(&server))).collect();
+    for client in admitted.iter_mut() {
+        client.get_mut().write_all(b"ab\n").unwrap();
+        assert_eq!(line(client), "2");
+    }
+    // The fourth waits in a listen backlog, unanswered...
+    let mut waiting = BufReader::new(connect(&server));
+    waiting.get_mut().write_all(b"abcd\n").unwrap();
+    waiting
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 8];
+    let early = waiting.read(&mut buf);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "answered past the limit: {early:?}"
+    );
+    // ...until a connection closes: whichever loop's backlog holds it
+    // takes it in.
+    drop(admitted.pop());
+    waiting.get_mut().set_read_timeout(Some(STEP)).unwrap();
+    assert_eq!(line(&mut waiting), "4");
+    server.stop();
+}
+
+#[test]
+fn a_given_socket_without_reuse_port_keeps_one_listener_and_serves() {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let options = Options::new().reactor_threads(2).listener_per_loop(true);
+    let server = Running::start(
+        socketserver::ReactorTcpServer::from_listener(socket, Lines, options).unwrap(),
+    );
+    assert_eq!(support::net::listening_on(server.inet().port()), 1);
+    let mut client = BufReader::new(connect(&server));
+    client.get_mut().write_all(b"abcde\n").unwrap();
+    assert_eq!(line(&mut client), "5");
+    server.stop();
+}
+
 /// A request in two lines: `begin` (answered `go on`), then the rest
 /// (answered `done: REST`); in between, the session is inside a request.
 #[derive(Clone)]

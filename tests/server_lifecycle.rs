@@ -1161,7 +1161,8 @@ fn a_handler_stuck_past_the_deadline_is_cut() {
     let summary = running.stop();
     assert_eq!(
         (summary.in_flight, summary.cut, summary.threads_left),
-        (1, 1, 0)
+        (1, 1, 0),
+        "in flight, cut, threads left: {summary}"
     );
     let mut buf = [0u8; 1];
     assert_eq!(

@@ -105,6 +105,44 @@ crate::both_modes! {
 // Datagrams: `--dispatch` changes nothing for them (SPEC rule 21), so
 // these run once.
 
+/// `--listener-per-loop`: every TCP loop accepts on its own listener
+/// (the Unix one keeps a single listener), the same bytes come back, and
+/// SIGTERM still exits 0.
+#[test]
+fn a_listener_per_loop_serves_tcp_and_unix_alike() {
+    let dir = TempDir::new("echo-upper-per-loop");
+    let sock = dir.join("echo.sock");
+    let unix = format!("unix:{}", sock.display());
+    let mut server = serve(
+        "echo-upper",
+        support::Mode::Reactor,
+        &[
+            "--bind",
+            "tcp://127.0.0.1:0",
+            "--bind",
+            &unix,
+            "--reactor-threads",
+            "2",
+            "--listener-per-loop",
+        ],
+        2,
+    );
+    let port: u16 = server.urls[0].rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(support::net::listening_on(port), 2, "one listener per loop");
+    for url in [&server.urls[0], &unix] {
+        for _ in 0..4 {
+            let (status, out, _) = run_with_input(
+                program().args(["client", "echo-upper", "--connect", url]),
+                b"per loop\n",
+            );
+            assert!(status.success(), "{url}");
+            assert_eq!(out, b"PER LOOP\n", "{url}");
+        }
+    }
+    server.terminate();
+    assert_eq!(support::net::listening_on(port), 0);
+}
+
 #[test]
 fn udp_empty_datagram_gets_empty_reply_and_the_largest_is_whole() {
     let server =

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# The reactor with two event loops (the default on 2 cores) and with one,
-# against tokio, echo-upper ping-pong, the load generator on the same
-# machine: what a loop that owns its connections costs when the client
-# needs a core too. Rounds interleaved; prints one line per point.
+# The reactor's ways to reach its event loops, against tokio, echo-upper
+# ping-pong, the load generator on the same machine: two loops fed by one
+# listener that deals connections in turn (the default on 2 cores), two
+# loops each accepting on its own SO_REUSEPORT listener
+# (--listener-per-loop), and one loop (what a loop that owns its
+# connections costs when the client needs a core too). Rounds interleaved;
+# prints one line per point.
 #
-#   benches/compare/reactor-loops.sh [ROUNDS]   (run.py builds the peers first)
+#   benches/compare/reactor-loops.sh [ROUNDS] [CONNECTIONS...]
+#   (run.py builds the peers first; connections default to 16 128 1000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds="${1:-3}"
+shift || true
+counts=("$@")
+[ ${#counts[@]} -gt 0 ] || counts=(16 128 1000)
 bin=target/release/socketserver
 tokio=target/compare-peers/release/tokio-echo
 cargo build --release --quiet --features cli --bin socketserver
@@ -32,9 +39,10 @@ print('%-6s %-10s %8.0f req/s %5.2f us/req (server CPU) p99 %7.0f us' % (
   kill "$pid"
   wait "$pid" 2>/dev/null || true
 }
-for connections in 16 1000; do
+for connections in "${counts[@]}"; do
   for _ in $(seq 1 "$rounds"); do
     point "$connections" reactor-2 "$bin" serve echo-upper --bind tcp://127.0.0.1:0 --dispatch reactor --reactor-threads 2
+    point "$connections" per-loop-2 "$bin" serve echo-upper --bind tcp://127.0.0.1:0 --dispatch reactor --reactor-threads 2 --listener-per-loop
     point "$connections" reactor-1 "$bin" serve echo-upper --bind tcp://127.0.0.1:0 --dispatch reactor --reactor-threads 1
     point "$connections" tokio "$tokio"
   done

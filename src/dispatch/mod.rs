@@ -124,6 +124,9 @@ pub(crate) mod private {
         fn begin(&self) -> bool {
             false
         }
+        /// A dispatcher that receives itself had stopped at the server's
+        /// limit, and room has freed since: take in what waits.
+        fn room(&self) {}
         /// Takes no more arrivals; those already taken still run.
         fn close(&mut self);
         /// Waits for every thread to exit, or `deadline`; true when none is

@@ -29,6 +29,10 @@ pub(crate) struct PoolConfig {
     /// `max` was set explicitly (not following the connection cap): over the
     /// system's limit it is an error rather than capped.
     pub max_explicit: bool,
+    /// The pool runs only messages that may block (the reactor's): event
+    /// loops, not threads, hold the connections, so a `max` that follows the
+    /// connection cap is lowered to the system's limit without a warning.
+    pub blocking_messages_only: bool,
 }
 
 impl PoolConfig {
@@ -44,7 +48,13 @@ impl PoolConfig {
                 limit.check(self.max, "worker threads at most (max_threads)")?;
             }
             let capped = limit.available.max(self.core).max(1);
-            log::warn!(
+            let level = if self.blocking_messages_only {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "the pool would grow to {} threads, more than the system allows ({limit}): \
                  it stops at {capped}",
                 self.max
@@ -64,6 +74,7 @@ impl PoolConfig {
             name: options.thread_name.clone(),
             stack_size: options.stack_size,
             max_explicit: options.max_threads_given(),
+            blocking_messages_only: false,
         }
     }
 }
@@ -306,6 +317,7 @@ mod tests {
             name: "pool-test".into(),
             stack_size: None,
             max_explicit: true,
+            blocking_messages_only: false,
         }
     }
 

@@ -85,7 +85,7 @@ impl From<&Metrics> for ListenerMetrics {
             connections_open: metrics.connections_open as u64,
             requests_in_flight: metrics.requests_in_flight as u64,
             rejected_total: stats.rejected,
-            dropped_total: stats.dropped,
+            dropped_total: stats.dropped + metrics.dropped_by_kernel,
             failed_total: stats.failed,
             panicked_total: stats.panicked,
             cut_total: stats.cut,
@@ -150,7 +150,7 @@ const SIMPLE_FAMILIES: [Family; 10] = [
     Family {
         name: "socketserver_dropped_total",
         kind: Kind::Counter,
-        help: "Datagrams dropped: the queue was full, or they were refused.",
+        help: "Datagrams dropped: the socket's receive buffer or the queue was full, or they were refused.",
         value: |m| m.dropped_total,
     },
     Family {

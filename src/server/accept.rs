@@ -122,7 +122,11 @@ impl<T: Transport> Serving<T> {
     ) -> io::Result<bool> {
         let control = Arc::clone(&self.control);
         if self.receives {
-            // The dispatcher's own threads receive and admit.
+            // The dispatcher's own threads receive and admit; room freed
+            // while they were full is theirs to take.
+            if control.paused.swap(false, SeqCst) {
+                self.dispatch.room();
+            }
             return Ok(control.take_arrival());
         }
         if !T::SCHEME.is_stream() && self.scratch.is_empty() {
@@ -244,10 +248,8 @@ impl<T: Transport> Serving<T> {
         // New connections are refused from here on: the listening socket
         // closes, and a connection that waited for room with it.
         self.pending = None;
-        let dropped_by_kernel = match &self.listener {
-            Some(listener) if !T::SCHEME.is_stream() => listener.kernel_drops().unwrap_or(0),
-            _ => 0,
-        };
+        // The kernel's count is read while the socket is still open.
+        let dropped_by_kernel = control.dropped_by_kernel();
         self.listener = None;
         self.dispatch.close();
         let deadline = crate::deadline::after(control.options.shutdown_timeout);

@@ -3,8 +3,10 @@
 
 use std::fmt;
 use std::io;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -14,6 +16,7 @@ use super::readiness::Readiness;
 use super::registry::Registry;
 use super::stats::{Counters, Gauges, Metrics, Stats};
 use crate::server::options::Options;
+use crate::transport::Listener;
 
 /// A cloneable handle to a server, for any thread, a handler's own included:
 /// ask it to shut down (at once, or after its drain delay), wait for its
@@ -64,6 +67,11 @@ pub(crate) struct Control {
     kind: ServerKind,
     /// When a drain asked for began: the shutdown is due then.
     shutdown_at: Mutex<Option<Instant>>,
+    /// A datagram server's socket, to ask the kernel what it dropped; weak,
+    /// so that closing the server closes it.
+    datagram_socket: OnceLock<Weak<Listener>>,
+    /// The kernel's drop count last read from it.
+    dropped_by_kernel: AtomicU64,
 }
 
 /// What a [`Control`] knows of its server beyond its options.
@@ -102,7 +110,26 @@ impl Control {
             flusher: OnceLock::new(),
             kind,
             shutdown_at: Mutex::new(None),
+            datagram_socket: OnceLock::new(),
+            dropped_by_kernel: AtomicU64::new(0),
         }
+    }
+
+    /// Remembers a datagram server's socket, whose kernel drop count
+    /// [`dropped_by_kernel`](Self::dropped_by_kernel) reads.
+    pub fn watch_kernel_drops(&self, socket: &Arc<Listener>) {
+        let _ = self.datagram_socket.set(Arc::downgrade(socket));
+    }
+
+    /// Datagrams the kernel dropped from the server's full receive buffer
+    /// so far: read from the socket while it is open, the last count read
+    /// once it is closed.
+    pub fn dropped_by_kernel(&self) -> u64 {
+        let socket = self.datagram_socket.get().and_then(Weak::upgrade);
+        if let Some(dropped) = socket.and_then(|socket| socket.kernel_drops()) {
+            self.dropped_by_kernel.fetch_max(dropped, SeqCst);
+        }
+        self.dropped_by_kernel.load(SeqCst)
     }
 
     /// Marks the shutdown, turns the readiness to draining, closes the idle
@@ -151,6 +178,7 @@ impl Control {
                 in_flight
             },
             durations: counters.durations.snapshot(),
+            dropped_by_kernel: self.dropped_by_kernel(),
         }
     }
 
@@ -207,6 +235,11 @@ impl Control {
     /// call.
     pub fn take_arrival(&self) -> bool {
         self.arrived.swap(false, SeqCst)
+    }
+
+    /// The server's URL, as its `listening on` line shows it.
+    pub fn url(&self) -> &str {
+        &self.kind.url
     }
 
     pub fn wake(&self) {

@@ -189,6 +189,9 @@ where
             runs_on_serving_thread: D::RUNS_ON_SERVING_THREAD,
         };
         let control = Arc::new(Control::new(waker, options, kind));
+        if !T::SCHEME.is_stream() {
+            control.watch_kernel_drops(&listener);
+        }
         let lifecycle = Arc::new(Lifecycle::new(handler, ServerHandle(Arc::clone(&control))));
         let dispatch = D::start(&lifecycle, &listener)?;
         log::info!("listening on {url}");

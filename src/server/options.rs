@@ -58,6 +58,7 @@ pub struct Options {
     pub(crate) stack_size: Option<usize>,
     pub(crate) read_buffer: usize,
     pub(crate) reactor_threads: usize,
+    pub(crate) listener_per_loop: bool,
     pub(crate) layers: Layers,
     pub(crate) readiness: Readiness,
     pub(crate) drain_delay: Duration,
@@ -83,6 +84,7 @@ impl Default for Options {
             stack_size: None,
             read_buffer: 8 * 1024,
             reactor_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            listener_per_loop: false,
             layers: Layers::default(),
             readiness: Readiness::new(),
             drain_delay: Duration::ZERO,
@@ -263,6 +265,25 @@ impl Options {
     /// Default: the number of CPUs.
     pub fn reactor_threads(mut self, loops: usize) -> Self {
         self.reactor_threads = loops.max(1);
+        self
+    }
+
+    /// Each event loop of a reactor server accepts on a listening socket of
+    /// its own, all bound to the server's address with SO_REUSEPORT (so
+    /// this turns [`reuse_port`](Options::reuse_port) on), and the kernel
+    /// spreads new connections among them: no accept loop deals them out,
+    /// and no connection crosses threads to reach its loop. The kernel
+    /// spreads by a hash of the client's address and port, not by load, so
+    /// a few connections may land unevenly. TCP only: a Unix-socket server,
+    /// or a socket given to [`Server::from_listener`](crate::Server::from_listener)
+    /// without SO_REUSEPORT, keeps one listener that deals connections to
+    /// the loops in turn (with a warning in the second case). Default off:
+    /// one listener, connections dealt in turn.
+    pub fn listener_per_loop(mut self, on: bool) -> Self {
+        self.listener_per_loop = on;
+        if on {
+            self.listen.reuse_port = true;
+        }
         self
     }
 

@@ -97,6 +97,10 @@ pub struct Metrics {
     pub requests_in_flight: usize,
     /// How long requests took; its count is the number of requests served.
     pub durations: HistogramSnapshot,
+    /// Datagrams the kernel dropped before the server could receive them,
+    /// because the socket's receive buffer was full (see
+    /// [`Summary::dropped_by_kernel`]; 0 for streams).
+    pub dropped_by_kernel: u64,
 }
 
 impl Counters {

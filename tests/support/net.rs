@@ -89,3 +89,17 @@ pub fn wait_until_refused(addr: &str) {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// The sockets listening on `port` on 127.0.0.1, from `/proc/net/tcp`.
+pub fn listening_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
+}

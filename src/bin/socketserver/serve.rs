@@ -98,6 +98,9 @@ pub struct ServerArgs {
     /// Event loops in reactor mode [default: number of CPUs]
     #[arg(long, value_name = "N")]
     reactor_threads: Option<usize>,
+    /// In reactor mode, each event loop accepts on its own SO_REUSEPORT listener (TCP) instead of one listener dealing connections to the loops
+    #[arg(long)]
+    listener_per_loop: bool,
     /// Worker threads kept warm [default: number of CPUs]
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -234,6 +237,9 @@ impl ServerArgs {
         }
         if let Some(loops) = self.reactor_threads {
             options = options.reactor_threads(loops);
+        }
+        if self.listener_per_loop {
+            options = options.listener_per_loop(true);
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             let config = socketserver::layer::tls::server_config_from_pem(cert, key, service.alpn)

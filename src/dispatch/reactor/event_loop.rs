@@ -22,9 +22,14 @@ use crate::dispatch::Pool;
 use crate::request::{Closing, Conn, Found, Framer, FramingError, MessageHandler, Next, Timeouts};
 use crate::server::lifecycle::{panic_message, Lifecycle};
 use crate::server::stats::Counters;
-use crate::transport::Accepted;
+use crate::transport::{Accepted, Listener};
 
 const WAKE: Token = Token(usize::MAX);
+/// The loop's own listening socket, when it accepts on one.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// How long a loop waits to accept again after accepting failed (out of
+/// descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// What one read brings at most; the loop's read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// What a connection may read in one turn of the loop before the others get
@@ -73,6 +78,22 @@ pub(super) struct EventLoop<H: MessageHandler> {
     tls_plain: Vec<u8>,
     /// The shutdown deadline, once shutting down.
     shutdown_deadline: Option<Instant>,
+    /// The loop's own listening socket, when it accepts on one.
+    listener: Option<Arc<Listener>>,
+    /// How accepting on it goes.
+    accepting: Accepting,
+}
+
+/// How a loop's accepting on its own listener goes.
+#[derive(Debug, Default)]
+struct Accepting {
+    /// Since when the server has been full, for the log.
+    full_since: Option<Instant>,
+    /// Accepting failed: when to try again.
+    retry_at: Option<Instant>,
+    /// Accepting has failed since the last connection accepted (the error
+    /// is logged once).
+    failing: bool,
 }
 
 impl<H: MessageHandler> EventLoop<H> {
@@ -80,9 +101,17 @@ impl<H: MessageHandler> EventLoop<H> {
         lifecycle: Arc<Lifecycle<H>>,
         pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
         waiting_total: Arc<std::sync::atomic::AtomicUsize>,
+        listener: Option<Arc<Listener>>,
     ) -> io::Result<(Self, LoopHandle<Box<Connection<H>>>)> {
         let poll = Poll::new()?;
         let mailbox = Mailbox::new(poll.registry(), WAKE)?;
+        if let Some(listener) = &listener {
+            poll.registry().register(
+                &mut SourceFd(&listener.socket.as_raw_fd()),
+                LISTENER,
+                Interest::READABLE,
+            )?;
+        }
         let handle = mailbox.handle.clone();
         let event_loop = EventLoop {
             poll,
@@ -104,6 +133,8 @@ impl<H: MessageHandler> EventLoop<H> {
             write_buf: Vec::new(),
             tls_plain: Vec::new(),
             shutdown_deadline: None,
+            listener,
+            accepting: Accepting::default(),
         };
         Ok((event_loop, handle))
     }
@@ -127,9 +158,11 @@ impl<H: MessageHandler> EventLoop<H> {
             {
                 Some(Duration::ZERO)
             } else {
-                self.deadlines
-                    .next()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                let next = match (self.deadlines.next(), self.accepting.retry_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|at| at.saturating_duration_since(Instant::now()))
             };
             let polled = self.poll.poll(&mut events, timeout);
             self.alarm.sleeping.store(false, SeqCst);
@@ -149,6 +182,10 @@ impl<H: MessageHandler> EventLoop<H> {
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKE {
+                    continue;
+                }
+                if token == LISTENER {
+                    self.accept_waiting();
                     continue;
                 }
                 let Some(key) = self.key_of(token.0) else {
@@ -175,6 +212,13 @@ impl<H: MessageHandler> EventLoop<H> {
                     self.resume(key);
                 }
             }
+            if self
+                .accepting
+                .retry_at
+                .is_some_and(|at| at <= Instant::now())
+            {
+                self.accept_waiting();
+            }
             self.expire();
         }
         // Whatever is left at the end is cut.
@@ -200,6 +244,7 @@ impl<H: MessageHandler> EventLoop<H> {
     fn command(&mut self, command: Command<Box<Connection<H>>>) {
         match command {
             Command::Accept(accepted) => self.accept(accepted),
+            Command::Room => self.accept_waiting(),
             Command::Return(conn) => self.returned(conn),
             Command::Shutdown => self.begin_shutdown(),
         }
@@ -232,6 +277,77 @@ impl<H: MessageHandler> EventLoop<H> {
 
     /// A new connection: set it up, register it; then its layers (a PROXY
     /// header, a TLS handshake) as its bytes come, or at once its handler.
+    /// Accepts what waits on the loop's own listener while the server's
+    /// limits allow, as the server's accept loop does for one listener:
+    /// when full, it leaves the rest in the listen backlog and says so, and
+    /// the server sends [`Command::Room`] once a connection has closed.
+    fn accept_waiting(&mut self) {
+        let Some(listener) = self.listener.clone() else {
+            return;
+        };
+        self.accepting.retry_at = None;
+        let lifecycle = Arc::clone(&self.lifecycle);
+        let control = lifecycle.control();
+        let in_flight = &control.counters.in_flight;
+        let max = control.options.max_connections;
+        while !control.is_shutdown() && self.shutdown_deadline.is_none() {
+            if in_flight.load(SeqCst) >= max {
+                // Announce the pause, then look once more: room freed in
+                // between is not missed.
+                control.paused.store(true, SeqCst);
+                if in_flight.load(SeqCst) < max {
+                    continue;
+                }
+                if self.accepting.full_since.is_none() {
+                    self.accepting.full_since = Some(Instant::now());
+                    log::warn!(
+                        "{}: full: {} connections open, the most allowed (max connections): \
+                         not accepting until one closes; new clients wait in the listen backlog",
+                        control.url(),
+                        in_flight.load(SeqCst)
+                    );
+                }
+                return;
+            }
+            match listener.accept() {
+                Ok(Some(accepted)) => {
+                    if std::mem::take(&mut self.accepting.failing) {
+                        log::warn!("{}: accepting again", control.url());
+                    }
+                    if let Some(since) = self.accepting.full_since.take() {
+                        log::warn!(
+                            "{}: accepting again after {} ms full",
+                            control.url(),
+                            since.elapsed().as_millis()
+                        );
+                    }
+                    in_flight.fetch_add(1, SeqCst);
+                    control.note_arrival();
+                    self.accept(accepted);
+                }
+                Ok(None) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_connection_error(&e) => {
+                    // The client gave up before it was accepted.
+                    log::debug!("{}: accept: {e}", control.url());
+                }
+                Err(e) => {
+                    // Out of descriptors, say: retry later, without
+                    // spinning a core or flooding the log.
+                    if !std::mem::replace(&mut self.accepting.failing, true) {
+                        log::error!(
+                            "cannot accept on {}: {e}; retrying every {} ms",
+                            control.url(),
+                            ACCEPT_BACKOFF.as_millis()
+                        );
+                    }
+                    self.accepting.retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
     fn accept(&mut self, accepted: Accepted) {
         let control = self.lifecycle.control();
         let Accepted { socket, peer } = accepted;
@@ -935,6 +1051,14 @@ impl<H: MessageHandler> EventLoop<H> {
     }
 
     fn begin_shutdown(&mut self) {
+        // New connections are refused from here on.
+        if let Some(listener) = self.listener.take() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&listener.socket.as_raw_fd()));
+        }
+        self.accepting.retry_at = None;
         let timeout = self.lifecycle.control().options.shutdown_timeout;
         self.shutdown_deadline = Some(crate::deadline::after(timeout));
         for slot in 0..self.slots.len() {
@@ -1111,4 +1235,13 @@ enum Outcome {
     Close(Closing),
     /// Already closed.
     Closed,
+}
+
+/// True for an accept error that concerns one connection (its client reset
+/// it before it was accepted), not the listener.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    ) || e.raw_os_error() == Some(libc::EPROTO)
 }

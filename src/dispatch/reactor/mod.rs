@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use socket2::Type;
 
 mod blocking;
 mod connection;
@@ -21,8 +22,9 @@ mod timers;
 use super::private::{Dispatch, Running};
 use super::{Pool, PoolConfig, ThreadLimit, ThreadsError};
 use crate::request::MessageHandler;
+use crate::server::control::Control;
 use crate::server::lifecycle::Lifecycle;
-use crate::transport::{Accepted, Address, Listener, StreamTransport};
+use crate::transport::{bind_inet, Accepted, Address, Listener, StreamTransport};
 use blocking::Handoff;
 use connection::Connection;
 use event_loop::EventLoop;
@@ -37,7 +39,9 @@ use mailbox::{Command, LoopHandle};
 /// - `N` event loops (one per CPU by default, [`Options::reactor_threads`]),
 ///   each a thread with its own `epoll` instance (through `mio`) and its own
 ///   table of connections. The server's accept loop deals new connections to
-///   them in turn.
+///   them in turn, or, with [`Options::listener_per_loop`], each loop accepts
+///   on a listening socket of its own (SO_REUSEPORT) and the kernel spreads
+///   the connections.
 /// - A loop reads what is ready until the socket has no more, cuts it into
 ///   messages with the handler's [`Framing`](crate::request::Framing), and
 ///   calls the handler inline for each, on its own thread: no thread hop per
@@ -67,6 +71,7 @@ use mailbox::{Command, LoopHandle};
 /// ```
 ///
 /// [`Options::reactor_threads`]: crate::Options::reactor_threads
+/// [`Options::listener_per_loop`]: crate::Options::listener_per_loop
 #[derive(Debug)]
 pub enum Reactor {}
 
@@ -78,8 +83,11 @@ where
     const RUNS_ON_SERVING_THREAD: bool = false;
     const PER_MESSAGE: bool = true;
 
-    fn start(lifecycle: &Arc<Lifecycle<H>>, _: &Arc<Listener>) -> io::Result<Box<dyn Running<T>>> {
-        Ok(Box::new(Reactors::start(lifecycle)?))
+    fn start(
+        lifecycle: &Arc<Lifecycle<H>>,
+        listener: &Arc<Listener>,
+    ) -> io::Result<Box<dyn Running<T>>> {
+        Ok(Box::new(Reactors::start(lifecycle, listener)?))
     }
 
     fn verify(handler: &H, peer: &Address) -> bool {
@@ -96,13 +104,15 @@ where
 /// The running loops and the pool of blocking messages.
 struct Reactors<H: MessageHandler> {
     loops: Vec<LoopHandle<Box<Connection<H>>>>,
+    /// Each loop accepts on a listener of its own.
+    loops_accept: bool,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     next: AtomicUsize,
     pool: Arc<Mutex<Option<Pool<Handoff<H>>>>>,
 }
 
 impl<H: MessageHandler> Reactors<H> {
-    fn start(lifecycle: &Arc<Lifecycle<H>>) -> io::Result<Self> {
+    fn start(lifecycle: &Arc<Lifecycle<H>>, listener: &Arc<Listener>) -> io::Result<Self> {
         let control = lifecycle.control();
         let options = &control.options;
         let pool_slot: Arc<Mutex<Option<Pool<Handoff<H>>>>> = Arc::default();
@@ -117,11 +127,14 @@ impl<H: MessageHandler> Reactors<H> {
             options.reactor_threads.saturating_add(options.threads),
             "threads (event loops and warm workers)",
         )?;
+        let mut own_listeners = listener_per_loop(listener, control);
+        let loops_accept = !own_listeners.is_empty();
         for index in 0..options.reactor_threads {
             let (event_loop, handle) = EventLoop::new(
                 Arc::clone(lifecycle),
                 Arc::clone(&pool_slot),
                 Arc::clone(&waiting),
+                own_listeners.pop(),
             )?;
             let thread = thread::Builder::new()
                 .name(format!("socketserver-loop-{index}"))
@@ -143,7 +156,10 @@ impl<H: MessageHandler> Reactors<H> {
         let room = Arc::clone(&lifecycle.server().0);
         let waking: Vec<_> = loops.clone();
         let pool = Pool::start(
-            PoolConfig::of(options),
+            PoolConfig {
+                blocking_messages_only: true,
+                ..PoolConfig::of(options)
+            },
             Arc::clone(&control.gauges),
             move |handoff: Handoff<H>| handoff.run(&worker),
             move || {
@@ -161,6 +177,7 @@ impl<H: MessageHandler> Reactors<H> {
         *pool_slot.lock() = Some(pool);
         Ok(Reactors {
             loops,
+            loops_accept,
             threads: Mutex::new(threads),
             next: AtomicUsize::new(0),
             pool: pool_slot,
@@ -168,11 +185,56 @@ impl<H: MessageHandler> Reactors<H> {
     }
 }
 
+/// The listening sockets of loops that accept on their own
+/// ([`Options::listener_per_loop`](crate::Options::listener_per_loop)): the
+/// server's own, and one more bound to its address with SO_REUSEPORT for
+/// each other loop. Empty when the loops do not accept on their own: not
+/// asked, not TCP, or the address cannot be shared (a socket given without
+/// SO_REUSEPORT), which is said in a warning.
+fn listener_per_loop(listener: &Arc<Listener>, control: &Control) -> Vec<Arc<Listener>> {
+    let options = &control.options;
+    if !options.listener_per_loop {
+        return Vec::new();
+    }
+    let Some(addr) = listener.local_addr().ok().and_then(|a| a.as_inet()) else {
+        log::debug!(
+            "{}: one listener per event loop is for TCP; dealing connections to the loops",
+            control.url()
+        );
+        return Vec::new();
+    };
+    let mut listeners = vec![Arc::clone(listener)];
+    for _ in 1..options.reactor_threads {
+        match bind_inet(addr, Type::STREAM, &options.listen) {
+            Ok(own) => listeners.push(Arc::new(own)),
+            Err(e) => {
+                log::warn!(
+                    "{}: cannot open a listener per event loop ({e}); \
+                     one listener deals connections to the loops instead",
+                    control.url()
+                );
+                return Vec::new();
+            }
+        }
+    }
+    listeners
+}
+
 impl<T: StreamTransport, H: MessageHandler> Running<T> for Reactors<H> {
     fn submit(&self, accepted: Accepted) -> Result<(), Accepted> {
         let n = self.next.fetch_add(1, Relaxed) % self.loops.len();
         self.loops[n].send(Command::Accept(accepted));
         Ok(())
+    }
+
+    fn begin(&self) -> bool {
+        self.loops_accept
+    }
+
+    fn room(&self) {
+        for handle in &self.loops {
+            handle.send(Command::Room);
+        }
     }
 
     fn close(&mut self) {
