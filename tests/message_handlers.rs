@@ -551,6 +551,30 @@ fn with_a_listener_per_loop_the_connection_limit_holds_and_frees() {
     server.stop();
 }
 
+/// Connections that came before serving began wait in the backlogs, then
+/// are taken in, a budget per turn, and all answered.
+#[test]
+fn with_a_listener_per_loop_a_crowd_waiting_before_serving_is_taken_in() {
+    let options = Options::new()
+        .reactor_threads(2)
+        .threads(1)
+        .listener_per_loop(true);
+    let server = socketserver::ReactorTcpServer::bind_with("127.0.0.1:0", Lines, options).unwrap();
+    let addr = server.local_addr().as_inet().unwrap();
+    let mut clients: Vec<BufReader<TcpStream>> = (0..300)
+        .map(|_| BufReader::new(support::connect(addr)))
+        .collect();
+    for client in clients.iter_mut() {
+        client.get_mut().write_all(b"abcdef\n").unwrap();
+    }
+    assert_eq!(server.handle().stats().served, 0, "nothing before serving");
+    let server = Running::start(server);
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(line(client), "6", "client {i}");
+    }
+    server.stop();
+}
+
 #[test]
 fn a_given_socket_without_reuse_port_keeps_one_listener_and_serves() {
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -277,8 +277,11 @@ impl Options {
     /// a few connections may land unevenly. TCP only: a Unix-socket server,
     /// or a socket given to [`Server::from_listener`](crate::Server::from_listener)
     /// without SO_REUSEPORT, keeps one listener that deals connections to
-    /// the loops in turn (with a warning in the second case). Default off:
-    /// one listener, connections dealt in turn.
+    /// the loops in turn (with a warning in the second case). The loops
+    /// accept from the moment serving begins and go on by themselves, so a
+    /// [`handle_request`](crate::Server::handle_request) returns once one
+    /// connection came, while the loops keep accepting. Default off: one
+    /// listener, connections dealt in turn.
     pub fn listener_per_loop(mut self, on: bool) -> Self {
         self.listener_per_loop = on;
         if on {

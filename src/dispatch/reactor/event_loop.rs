@@ -30,6 +30,9 @@ const LISTENER: Token = Token(usize::MAX - 1);
 /// How long a loop waits to accept again after accepting failed (out of
 /// descriptors, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How many connections a loop accepts in one turn before its connections
+/// get theirs.
+const ACCEPT_BUDGET: usize = 64;
 /// What one read brings at most; the loop's read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// What a connection may read in one turn of the loop before the others get
@@ -94,6 +97,11 @@ struct Accepting {
     /// Accepting has failed since the last connection accepted (the error
     /// is logged once).
     failing: bool,
+    /// The budget ran out with connections perhaps still waiting: accept
+    /// again next turn (no new edge will say so).
+    more: bool,
+    /// Serving has begun: the listener is watched.
+    listening: bool,
 }
 
 impl<H: MessageHandler> EventLoop<H> {
@@ -105,13 +113,6 @@ impl<H: MessageHandler> EventLoop<H> {
     ) -> io::Result<(Self, LoopHandle<Box<Connection<H>>>)> {
         let poll = Poll::new()?;
         let mailbox = Mailbox::new(poll.registry(), WAKE)?;
-        if let Some(listener) = &listener {
-            poll.registry().register(
-                &mut SourceFd(&listener.socket.as_raw_fd()),
-                LISTENER,
-                Interest::READABLE,
-            )?;
-        }
         let handle = mailbox.handle.clone();
         let event_loop = EventLoop {
             poll,
@@ -155,6 +156,7 @@ impl<H: MessageHandler> EventLoop<H> {
             let timeout = if !self.commands.is_empty()
                 || !self.signals.is_empty()
                 || !self.ready.is_empty()
+                || self.accepting.more
             {
                 Some(Duration::ZERO)
             } else {
@@ -212,10 +214,11 @@ impl<H: MessageHandler> EventLoop<H> {
                     self.resume(key);
                 }
             }
-            if self
-                .accepting
-                .retry_at
-                .is_some_and(|at| at <= Instant::now())
+            if self.accepting.more
+                || self
+                    .accepting
+                    .retry_at
+                    .is_some_and(|at| at <= Instant::now())
             {
                 self.accept_waiting();
             }
@@ -244,6 +247,7 @@ impl<H: MessageHandler> EventLoop<H> {
     fn command(&mut self, command: Command<Box<Connection<H>>>) {
         match command {
             Command::Accept(accepted) => self.accept(accepted),
+            Command::Listen => self.listen(),
             Command::Room => self.accept_waiting(),
             Command::Return(conn) => self.returned(conn),
             Command::Shutdown => self.begin_shutdown(),
@@ -275,8 +279,32 @@ impl<H: MessageHandler> EventLoop<H> {
         }
     }
 
-    /// A new connection: set it up, register it; then its layers (a PROXY
-    /// header, a TLS handshake) as its bytes come, or at once its handler.
+    /// Serving begins: watches the loop's own listener, if it has one, and
+    /// accepts what already waits there.
+    fn listen(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        if self.accepting.listening || self.shutdown_deadline.is_some() {
+            return;
+        }
+        let registered = self.poll.registry().register(
+            &mut SourceFd(&listener.socket.as_raw_fd()),
+            LISTENER,
+            Interest::READABLE,
+        );
+        match registered {
+            Ok(()) => {
+                self.accepting.listening = true;
+                self.accept_waiting();
+            }
+            Err(e) => log::error!(
+                "{}: an event loop cannot watch its listener: {e}",
+                self.lifecycle.control().url()
+            ),
+        }
+    }
+
     /// Accepts what waits on the loop's own listener while the server's
     /// limits allow, as the server's accept loop does for one listener:
     /// when full, it leaves the rest in the listen backlog and says so, and
@@ -285,12 +313,21 @@ impl<H: MessageHandler> EventLoop<H> {
         let Some(listener) = self.listener.clone() else {
             return;
         };
+        if !self.accepting.listening {
+            return;
+        }
         self.accepting.retry_at = None;
+        self.accepting.more = false;
         let lifecycle = Arc::clone(&self.lifecycle);
         let control = lifecycle.control();
         let in_flight = &control.counters.in_flight;
         let max = control.options.max_connections;
+        let mut budget = ACCEPT_BUDGET;
         while !control.is_shutdown() && self.shutdown_deadline.is_none() {
+            if budget == 0 {
+                self.accepting.more = true;
+                return;
+            }
             if in_flight.load(SeqCst) >= max {
                 // Announce the pause, then look once more: room freed in
                 // between is not missed.
@@ -324,6 +361,7 @@ impl<H: MessageHandler> EventLoop<H> {
                     in_flight.fetch_add(1, SeqCst);
                     control.note_arrival();
                     self.accept(accepted);
+                    budget -= 1;
                 }
                 Ok(None) => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -348,6 +386,8 @@ impl<H: MessageHandler> EventLoop<H> {
         }
     }
 
+    /// A new connection: set it up, register it; then its layers (a PROXY
+    /// header, a TLS handshake) as its bytes come, or at once its handler.
     fn accept(&mut self, accepted: Accepted) {
         let control = self.lifecycle.control();
         let Accepted { socket, peer } = accepted;
@@ -1053,12 +1093,14 @@ impl<H: MessageHandler> EventLoop<H> {
     fn begin_shutdown(&mut self) {
         // New connections are refused from here on.
         if let Some(listener) = self.listener.take() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&listener.socket.as_raw_fd()));
+            if self.accepting.listening {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&listener.socket.as_raw_fd()));
+            }
         }
-        self.accepting.retry_at = None;
+        self.accepting = Accepting::default();
         let timeout = self.lifecycle.control().options.shutdown_timeout;
         self.shutdown_deadline = Some(crate::deadline::after(timeout));
         for slot in 0..self.slots.len() {

@@ -1,6 +1,6 @@
 //! What other threads send to an event loop: [`Command`]s from the
 //! server and the pool (a new connection, a connection back from a blocking
-//! message, room under the limits, the shutdown), [`Signal`]s from connection handles, and the
+//! message, serving's start, room under the limits, the shutdown), [`Signal`]s from connection handles, and the
 //! [`Alarm`] that wakes the loop only when it sleeps.
 
 use std::io;
@@ -19,6 +19,9 @@ pub(super) enum Command<C> {
     Accept(Accepted),
     /// A connection back from the pool.
     Return(C),
+    /// Serving begins: a loop with a listener of its own starts accepting
+    /// on it.
+    Listen,
     /// Room has freed under the server's limits: a loop that accepts on
     /// its own listener takes in what waits there.
     Room,

@@ -228,6 +228,11 @@ impl<T: StreamTransport, H: MessageHandler> Running<T> for Reactors<H> {
     }
 
     fn begin(&self) -> bool {
+        if self.loops_accept {
+            for handle in &self.loops {
+                handle.send(Command::Listen);
+            }
+        }
         self.loops_accept
     }
 
