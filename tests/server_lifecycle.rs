@@ -1158,12 +1158,15 @@ fn a_handler_stuck_past_the_deadline_is_cut() {
     let running = Running::start(server);
     let (_stream, mut reader) = connect_lines(running.inet());
     started_rx.recv_timeout(STEP).unwrap();
+    let handle = running.handle.clone();
     let summary = running.stop();
-    assert_eq!(
-        (summary.in_flight, summary.cut, summary.threads_left),
-        (1, 1, 0),
-        "in flight, cut, threads left: {summary}"
-    );
+    assert_eq!((summary.in_flight, summary.cut), (1, 1), "{summary}");
+    // The cut ends the handler's read, and its thread exits. (Within the
+    // shutdown's 2 s grace as a rule; the other tests of this file start
+    // thousands of threads, so the thread is awaited, not timed.)
+    eventually("the cut handler's thread exits", || {
+        handle.stats().threads == 0
+    });
     let mut buf = [0u8; 1];
     assert_eq!(
         reader.read(&mut buf).unwrap(),
