@@ -6,7 +6,9 @@
 //! nothing: the queue holds jobs by value, and the counters are atomics.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -98,6 +100,24 @@ struct Shared<J> {
     /// A thread failed to start and nothing started since: the failure is
     /// logged once, not at every submission.
     spawn_failing: AtomicBool,
+    /// Under steady load every idle thread takes its turn at the queue, so
+    /// none waits a whole keep-alive and the pool would keep the threads of
+    /// its busiest moment for ever. So each keep-alive is also a window: the
+    /// fewest threads found idle when a job was taken during it were never
+    /// needed, and that many retire at its end, as they next go idle.
+    surplus: Surplus,
+}
+
+/// The pool's count of threads that stayed idle through a keep-alive.
+struct Surplus {
+    /// The pool's start, the origin of `window_start`.
+    epoch: Instant,
+    /// When the current window began, in nanoseconds since `epoch`.
+    window_start: AtomicU64,
+    /// The fewest threads idle after a job was taken, in this window.
+    fewest_idle: AtomicUsize,
+    /// Threads to retire as they go idle, from the last window.
+    retiring: AtomicUsize,
 }
 
 impl<J: Send + 'static> Pool<J> {
@@ -127,6 +147,12 @@ impl<J: Send + 'static> Pool<J> {
                 exited: Mutex::new(()),
                 exited_cv: Condvar::new(),
                 spawn_failing: AtomicBool::new(false),
+                surplus: Surplus {
+                    epoch: Instant::now(),
+                    window_start: AtomicU64::new(0),
+                    fewest_idle: AtomicUsize::new(usize::MAX),
+                    retiring: AtomicUsize::new(0),
+                },
             }),
         };
         let core = pool.shared.config.core;
@@ -250,12 +276,25 @@ fn spawn_worker<J: Send + 'static>(shared: &Arc<Shared<J>>) -> std::io::Result<(
 fn work<J: Send + 'static>(shared: &Shared<J>) {
     let gauges = &shared.gauges;
     loop {
+        let surplus = &shared.surplus.retiring;
+        if surplus.load(Relaxed) > 0
+            && surplus
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            if retire(shared) {
+                break;
+            }
+            // At the core already: the rest of the count is stale.
+            surplus.store(0, SeqCst);
+        }
         gauges.idle.fetch_add(1, SeqCst);
         announce_room(shared);
         let next = shared.receiver.recv_timeout(shared.config.keep_alive);
-        gauges.idle.fetch_sub(1, SeqCst);
+        let idle = gauges.idle.fetch_sub(1, SeqCst) - 1;
         match next {
             Ok(job) => {
+                count_surplus(shared, idle);
                 announce_room(shared);
                 if catch_unwind(AssertUnwindSafe(|| (shared.run)(job))).is_err() {
                     log::error!("a job panicked outside its handler");
@@ -274,6 +313,28 @@ fn work<J: Send + 'static>(shared: &Shared<J>) {
     }
     let _guard = shared.exited.lock();
     shared.exited_cv.notify_all();
+}
+
+/// Notes that `idle` threads were idle when a job was taken; at the end of
+/// a keep-alive window, marks the fewest seen for retirement. An atomic
+/// minimum and a clock read per job; the window ends under a
+/// compare-and-swap, so one thread does it.
+fn count_surplus<J>(shared: &Shared<J>, idle: usize) {
+    let surplus = &shared.surplus;
+    surplus.fewest_idle.fetch_min(idle, SeqCst);
+    let now = u64::try_from(surplus.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let window = u64::try_from(shared.config.keep_alive.as_nanos()).unwrap_or(u64::MAX);
+    let start = surplus.window_start.load(Relaxed);
+    if now.saturating_sub(start) < window
+        || surplus
+            .window_start
+            .compare_exchange(start, now, SeqCst, Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let fewest = surplus.fewest_idle.swap(idle, SeqCst);
+    surplus.retiring.store(fewest, SeqCst);
 }
 
 /// After an idle keep-alive: leaves the pool if more than the core run and no
@@ -426,6 +487,58 @@ mod tests {
         }
         assert!(wait_for(|| gauges.threads.load(SeqCst) == 1));
         assert!(wait_for(|| gauges.idle.load(SeqCst) == 1));
+    }
+
+    /// Under a steady trickle every idle thread takes its turn, so none
+    /// waits a whole keep-alive: the threads of a burst still go, as the
+    /// windows find them never needed (the soak's chat server kept 29).
+    #[test]
+    fn extra_threads_retire_under_a_steady_trickle_too() {
+        let (release_tx, release_rx) = unbounded::<()>();
+        let (started_tx, started_rx) = unbounded::<()>();
+        let gauges = Arc::new(Gauges::default());
+        let pool = Arc::new(
+            Pool::start(
+                config(1, 8, 0, 100),
+                gauges.clone(),
+                move |blocks: bool| {
+                    if blocks {
+                        started_tx.send(()).unwrap();
+                        release_rx.recv().unwrap();
+                    }
+                },
+                || {},
+            )
+            .unwrap(),
+        );
+        for _ in 0..8 {
+            let mut job = true;
+            while let Err(back) = pool.submit(job) {
+                job = back;
+                thread::yield_now();
+            }
+        }
+        for _ in 0..8 {
+            started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        for _ in 0..8 {
+            release_tx.send(()).unwrap();
+        }
+        // A quick job every 2 ms, while the pool is watched.
+        let stop = Arc::new(AtomicBool::new(false));
+        let trickle = {
+            let (pool, stop) = (Arc::clone(&pool), Arc::clone(&stop));
+            thread::spawn(move || {
+                while !stop.load(SeqCst) {
+                    let _ = pool.submit(false);
+                    thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        let shrank = wait_for(|| gauges.threads.load(SeqCst) <= 2);
+        stop.store(true, SeqCst);
+        trickle.join().unwrap();
+        assert!(shrank, "{} threads", gauges.threads.load(SeqCst));
     }
 
     #[test]
