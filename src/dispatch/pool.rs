@@ -382,6 +382,14 @@ mod tests {
         }
     }
 
+    /// Submits `job`, trying again while the pool is full.
+    fn submit_when_room<J: Send + 'static>(pool: &Pool<J>, mut job: J) {
+        while let Err(back) = pool.submit(job) {
+            job = back;
+            thread::yield_now();
+        }
+    }
+
     fn wait_for(what: impl Fn() -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -406,11 +414,7 @@ mod tests {
         )
         .unwrap();
         for n in 0..100 {
-            let mut job = n;
-            while let Err(back) = pool.submit(job) {
-                job = back;
-                thread::yield_now();
-            }
+            submit_when_room(&pool, n);
         }
         let mut seen: Vec<u32> = (0..100)
             .map(|_| done_rx.recv_timeout(Duration::from_secs(10)).unwrap())
@@ -472,11 +476,7 @@ mod tests {
         )
         .unwrap();
         for n in 0..8 {
-            let mut job = n;
-            while let Err(back) = pool.submit(job) {
-                job = back;
-                thread::yield_now();
-            }
+            submit_when_room(&pool, n);
         }
         for _ in 0..8 {
             started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -512,11 +512,7 @@ mod tests {
             .unwrap(),
         );
         for _ in 0..8 {
-            let mut job = true;
-            while let Err(back) = pool.submit(job) {
-                job = back;
-                thread::yield_now();
-            }
+            submit_when_room(&pool, true);
         }
         for _ in 0..8 {
             started_rx.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -200,10 +200,7 @@ impl<T: Transport> Serving<T> {
         let options = &self.control.options;
         let open = self.control.counters.in_flight.load(SeqCst);
         if open >= options.max_connections {
-            format!(
-                "full: {open} connections open, the most allowed (max connections): \
-                 not accepting until one closes; new clients wait in the listen backlog"
-            )
+            super::control::full_of_connections(open)
         } else {
             format!(
                 "full: every worker thread busy and the queue of {} full ({open} connections \

@@ -74,6 +74,21 @@ pub(crate) struct Control {
     dropped_by_kernel: AtomicU64,
 }
 
+/// How long to wait before accepting again after the system refused (for
+/// instance, out of file descriptors): long enough not to spin a core. The
+/// accept loop's and the reactor's own listeners' backoff.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What a server that stops accepting at `max_connections` logs, with
+/// `open` connections open: the accept loop's and the reactor's own
+/// listeners' words.
+pub(crate) fn full_of_connections(open: usize) -> String {
+    format!(
+        "full: {open} connections open, the most allowed (max connections): \
+         not accepting until one closes; new clients wait in the listen backlog"
+    )
+}
+
 /// What a [`Control`] knows of its server beyond its options.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerKind {

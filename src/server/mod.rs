@@ -41,7 +41,7 @@ use std::net::ToSocketAddrs;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::{Poll, Token, Waker};
 use parking_lot::Mutex;
@@ -60,7 +60,7 @@ pub(crate) mod stats;
 
 use accept::Serving;
 pub use control::ServerHandle;
-use control::{Control, ServerKind};
+use control::{Control, ServerKind, ACCEPT_BACKOFF};
 pub use group::ServerGroup;
 use lifecycle::Lifecycle;
 pub use options::Options;
@@ -75,9 +75,6 @@ use crate::transport::{
 
 pub(crate) const LISTENER: Token = Token(0);
 const WAKE: Token = Token(1);
-/// How long to wait before accepting again after the system refused (for
-/// instance, out of file descriptors): long enough not to spin a core.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A server: a transport `T` (what it listens on), a handler `H` (what it does
 /// with a request) and a dispatcher `D` (how it runs requests). Use it through

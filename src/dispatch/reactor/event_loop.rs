@@ -20,6 +20,7 @@ use super::mailbox::{Alarm, Command, LoopHandle, Mailbox, Notify, Signal};
 use super::timers::{Deadlines, Key};
 use crate::dispatch::Pool;
 use crate::request::{Closing, Conn, Found, Framer, FramingError, MessageHandler, Next, Timeouts};
+use crate::server::control::{full_of_connections, ACCEPT_BACKOFF};
 use crate::server::lifecycle::{panic_message, Lifecycle};
 use crate::server::stats::Counters;
 use crate::transport::{Accepted, Listener};
@@ -27,9 +28,6 @@ use crate::transport::{Accepted, Listener};
 const WAKE: Token = Token(usize::MAX);
 /// The loop's own listening socket, when it accepts on one.
 const LISTENER: Token = Token(usize::MAX - 1);
-/// How long a loop waits to accept again after accepting failed (out of
-/// descriptors, say).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How many connections a loop accepts in one turn before its connections
 /// get theirs.
 const ACCEPT_BUDGET: usize = 64;
@@ -338,10 +336,9 @@ impl<H: MessageHandler> EventLoop<H> {
                 if self.accepting.full_since.is_none() {
                     self.accepting.full_since = Some(Instant::now());
                     log::warn!(
-                        "{}: full: {} connections open, the most allowed (max connections): \
-                         not accepting until one closes; new clients wait in the listen backlog",
+                        "{}: {}",
                         control.url(),
-                        in_flight.load(SeqCst)
+                        full_of_connections(in_flight.load(SeqCst))
                     );
                 }
                 return;
