@@ -35,6 +35,20 @@ fn ticks_over_a_second(pid: u32) -> u64 {
     cpu_ticks(pid) - before
 }
 
+/// The CPU ticks of `pid`'s quietest second of up to five in a row: work
+/// queued before the measure (notices still being written under load) dies
+/// away, a poller never does.
+fn quietest_second(pid: u32, quiet: u64) -> u64 {
+    let mut fewest = u64::MAX;
+    for _ in 0..5 {
+        fewest = fewest.min(ticks_over_a_second(pid));
+        if fewest < quiet {
+            break;
+        }
+    }
+    fewest
+}
+
 fn connect(addr: &str) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(STEP)).unwrap();
@@ -507,8 +521,8 @@ crate::both_modes! {
         let addr = server.addr();
         let mut members: Vec<Member> = (0..300).map(|_| Member::join(&addr)).collect();
         members.last_mut().unwrap().ready();
-        let used = ticks_over_a_second(server.pid());
-        assert!(used < 5, "an idle room of 300 used {used} ticks of CPU in one second");
+        let used = quietest_second(server.pid(), 5);
+        assert!(used < 5, "an idle room of 300 used {used} ticks of CPU in its quietest second");
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{
-    fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+    fence, AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
 };
 use std::sync::Arc;
 use std::thread;
@@ -97,6 +97,14 @@ struct Shared<J> {
     on_room: Box<dyn Fn() + Send + Sync>,
     exited: Mutex<()>,
     exited_cv: Condvar,
+    /// Idle threads minus the jobs handed over and not yet taken: above 0,
+    /// a submission has a thread waiting for it; at or below 0, it needs a
+    /// new thread or waits in the queue. Each submission lowers it and each
+    /// thread that starts waiting raises it, so a job is never counted
+    /// against a thread that is about to take another one (the gauge of
+    /// idle threads lags by the moment between taking a job and counting
+    /// itself busy). A waiting thread leaves only while it is above 0.
+    slack: AtomicIsize,
     /// A thread failed to start and nothing started since: the failure is
     /// logged once, not at every submission.
     spawn_failing: AtomicBool,
@@ -146,6 +154,7 @@ impl<J: Send + 'static> Pool<J> {
                 on_room: Box::new(on_room),
                 exited: Mutex::new(()),
                 exited_cv: Condvar::new(),
+                slack: AtomicIsize::new(0),
                 spawn_failing: AtomicBool::new(false),
                 surplus: Surplus {
                     epoch: Instant::now(),
@@ -174,13 +183,18 @@ impl<J: Send + 'static> Pool<J> {
         // The channel also carries jobs on their way to idle threads, so it
         // holds `queue + max` at most; the queue proper is what waits beyond
         // the idle threads.
-        let waiting = sender.len();
-        let idle = self.shared.gauges.idle.load(SeqCst);
-        let room = idle > waiting || self.grow() || waiting < self.shared.config.queue + idle;
+        let slack = &self.shared.slack;
+        let before = slack.fetch_sub(1, SeqCst);
+        let queued = usize::try_from(before.saturating_neg()).unwrap_or(0);
+        let room = before > 0 || self.grow() || queued < self.shared.config.queue;
         if !room {
+            slack.fetch_add(1, SeqCst);
             return Err(job);
         }
-        sender.try_send(job).map_err(|e| e.into_inner())
+        sender.try_send(job).map_err(|e| {
+            slack.fetch_add(1, SeqCst);
+            e.into_inner()
+        })
     }
 
     /// Starts one more thread if fewer than the maximum run; true if it did.
@@ -289,8 +303,9 @@ fn work<J: Send + 'static>(shared: &Shared<J>) {
             surplus.store(0, SeqCst);
         }
         gauges.idle.fetch_add(1, SeqCst);
+        shared.slack.fetch_add(1, SeqCst);
         announce_room(shared);
-        let next = shared.receiver.recv_timeout(shared.config.keep_alive);
+        let next = wait_for_a_job(shared);
         let idle = gauges.idle.fetch_sub(1, SeqCst) - 1;
         match next {
             Ok(job) => {
@@ -313,6 +328,24 @@ fn work<J: Send + 'static>(shared: &Shared<J>) {
     }
     let _guard = shared.exited.lock();
     shared.exited_cv.notify_all();
+}
+
+/// Waits for a job; after an idle keep-alive, stops waiting only if no
+/// submission counts on this thread (the slack stays above 0 without it).
+fn wait_for_a_job<J>(shared: &Shared<J>) -> Result<J, RecvTimeoutError> {
+    loop {
+        match shared.receiver.recv_timeout(shared.config.keep_alive) {
+            Err(RecvTimeoutError::Timeout) => {
+                let left = shared
+                    .slack
+                    .fetch_update(SeqCst, SeqCst, |n| (n > 0).then(|| n - 1));
+                if left.is_ok() {
+                    return Err(RecvTimeoutError::Timeout);
+                }
+            }
+            next => return next,
+        }
+    }
 }
 
 /// Notes that `idle` threads were idle when a job was taken; at the end of
@@ -535,6 +568,48 @@ mod tests {
         stop.store(true, SeqCst);
         trickle.join().unwrap();
         assert!(shrank, "{} threads", gauges.threads.load(SeqCst));
+    }
+
+    // Every job that blocks gets its own thread while fewer than the
+    // maximum run, also when one arrives as a thread takes the one before:
+    // the pool used to count that thread idle a moment too long, and the
+    // last of a burst of long jobs waited for one of the others to end.
+    #[test]
+    fn a_burst_of_long_jobs_gets_a_thread_each() {
+        const JOBS: usize = 1000;
+        for round in 0..5 {
+            let (release_tx, release_rx) = unbounded::<()>();
+            let (started_tx, started_rx) = unbounded::<()>();
+            let gauges = Arc::new(Gauges::default());
+            let mut pool = Pool::start(
+                config(2, JOBS + 10, 16, 60_000),
+                gauges.clone(),
+                move |()| {
+                    let _ = started_tx.send(());
+                    let _ = release_rx.recv();
+                },
+                || {},
+            )
+            .unwrap();
+            for _ in 0..JOBS {
+                pool.submit(()).unwrap();
+                // Jobs as far apart as a thread takes to wake: the moment
+                // the race was in.
+                let pause = Instant::now();
+                while pause.elapsed() < Duration::from_micros(10 * (round + 1)) {}
+            }
+            for started in 0..JOBS {
+                assert!(
+                    started_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+                    "round {round}: {started} of {JOBS} jobs started; {} threads, {} queued",
+                    gauges.threads.load(SeqCst),
+                    pool.queued()
+                );
+            }
+            drop(release_tx);
+            pool.close();
+            assert!(pool.join(Instant::now() + Duration::from_secs(10)));
+        }
     }
 
     #[test]
