@@ -20,12 +20,15 @@ use support::STEP;
 struct Watched {
     child: Child,
     addr: String,
+    /// The admin listener (`/metrics`).
+    admin: String,
     stderr: Receiver<String>,
     seen: Vec<String>,
 }
 
 impl Watched {
-    /// Runs `wrapper... socketserver serve qa --bind tcp://127.0.0.1:0 ARGS`.
+    /// Runs `wrapper... socketserver serve qa --bind tcp://127.0.0.1:0
+    /// --admin tcp://127.0.0.1:0 ARGS`.
     fn start(wrapper: &[&str], args: &[&str]) -> Watched {
         let program = env!("CARGO_BIN_EXE_socketserver");
         let mut command = match wrapper.split_first() {
@@ -38,6 +41,7 @@ impl Watched {
         };
         let mut child = command
             .args(["serve", "qa", "--bind", "tcp://127.0.0.1:0"])
+            .args(["--admin", "tcp://127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -45,10 +49,18 @@ impl Watched {
             .spawn()
             .expect("start the program");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
+        let mut announced = || {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            line.trim().to_string()
+        };
+        let line = announced();
+        let admin = line
+            .strip_prefix("admin on tcp://")
+            .unwrap_or_else(|| panic!("no admin address: {line:?}"))
+            .to_string();
+        let line = announced();
         let addr = line
-            .trim()
             .strip_prefix("listening on tcp://")
             .unwrap_or_else(|| panic!("no address: {line:?}"))
             .to_string();
@@ -64,6 +76,7 @@ impl Watched {
         Watched {
             child,
             addr,
+            admin,
             stderr: rx,
             seen: Vec::new(),
         }
@@ -82,7 +95,23 @@ impl Watched {
         let mut answer = String::new();
         BufReader::new(probe).read_line(&mut answer).unwrap();
         assert!(!answer.is_empty());
+        // The probe is closed; once the server has seen it go, the busy
+        // connection is the only one open.
+        support::eventually("the probe's connection to close", || {
+            self.connections_open() == Some(1)
+        });
         stream
+    }
+
+    /// `socketserver_connections_open` of the served listener, from
+    /// `/metrics`.
+    fn connections_open(&self) -> Option<u64> {
+        let (status, page) = support::http::get(&self.admin, "/metrics");
+        assert_eq!(status, 200, "{page}");
+        page.lines()
+            .find(|line| line.starts_with("socketserver_connections_open{"))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
     }
 
     /// Waits (at most `limit`) for a line of standard error containing

@@ -241,6 +241,8 @@ impl<T: Transport> Serving<T> {
         let started = Instant::now();
         let control = &self.control;
         control.begin_shutdown();
+        // A signal that began it has said so before anything is reported.
+        super::signal::announced();
         let in_flight = control.in_flight_at_shutdown.load(SeqCst);
         // New connections are refused from here on: the listening socket
         // closes, and a connection that waited for room with it.

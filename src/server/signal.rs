@@ -51,6 +51,17 @@ pub(crate) fn shutdown_on_signal(handle: ServerHandle) -> io::Result<()> {
     Ok(())
 }
 
+/// Returns once the first signal's announcement is written, if one is being
+/// made: the handler drains the servers and then says what the shutdown
+/// waits for, and a server with nothing in progress would otherwise report
+/// and let the process exit between the two. A server calls it as its
+/// shutdown begins.
+pub(crate) fn announced() {
+    if let Some(servers) = REGISTERED.get() {
+        drop(servers.lock());
+    }
+}
+
 fn on_signal() {
     let Some(servers) = REGISTERED.get() else {
         return;
@@ -69,6 +80,7 @@ fn on_signal() {
         log::warn!("second interrupt: exiting at once");
         std::process::exit(130);
     }
+    // Held until the announcement is written: see `announced`.
     let servers = servers.lock();
     let mut waiting = 0;
     let mut longest = Duration::ZERO;
