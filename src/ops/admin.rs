@@ -73,6 +73,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+use crate::transport::gave_up_before_accept;
 
 /// What the admin and agent listeners ask of the process they report on.
 ///
@@ -461,13 +462,7 @@ impl<A: Answer> EventLoop<A> {
             match self.listener.accept() {
                 Ok((stream, _peer)) => self.admit(stream, now),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Interrupted
-                            | ErrorKind::ConnectionAborted
-                            | ErrorKind::ConnectionReset
-                    ) => {}
+                Err(e) if gave_up_before_accept(&e) => {}
                 Err(e) => {
                     // Out of descriptors or memory: the pending connections
                     // stay queued; try again shortly rather than spin.

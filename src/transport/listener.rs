@@ -131,15 +131,24 @@ impl Listener {
         })
     }
 
-    /// Accepts one connection; `None` when none is waiting.
+    /// Accepts one connection; `None` when none is waiting. A connection
+    /// its client gave up before it was taken is passed over (logged at
+    /// debug): an error is the listener's own (out of descriptors, say).
     pub fn accept(&self) -> io::Result<Option<Accepted>> {
-        match self.socket.accept() {
-            Ok((socket, peer)) => Ok(Some(Accepted {
-                socket,
-                peer: Address::from_sockaddr(&peer),
-            })),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
+        loop {
+            match self.socket.accept() {
+                Ok((socket, peer)) => {
+                    return Ok(Some(Accepted {
+                        socket,
+                        peer: Address::from_sockaddr(&peer),
+                    }))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) if gave_up_before_accept(&e) => {
+                    log::debug!("accept: a connection gone before it was taken: {e}");
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -343,6 +352,19 @@ fn finish_bind(
     // A datagram socket stays blocking for replies; the receive loop passes
     // MSG_DONTWAIT instead.
     Ok(listener)
+}
+
+/// An error of `accept(2)` that concerns one pending connection, not the
+/// listener: its client reset or gave up before it was taken (Linux's
+/// ECONNABORTED, or EPROTO for a protocol error on it), or a signal
+/// interrupted the call. The next connection may be taken at once.
+pub(crate) fn gave_up_before_accept(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    ) || e.raw_os_error() == Some(libc::EPROTO)
 }
 
 #[cfg(test)]

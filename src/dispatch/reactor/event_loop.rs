@@ -361,11 +361,6 @@ impl<H: MessageHandler> EventLoop<H> {
                     budget -= 1;
                 }
                 Ok(None) => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_connection_error(&e) => {
-                    // The client gave up before it was accepted.
-                    log::debug!("{}: accept: {e}", control.url());
-                }
                 Err(e) => {
                     // Out of descriptors, say: retry later, without
                     // spinning a core or flooding the log.
@@ -1274,13 +1269,4 @@ enum Outcome {
     Close(Closing),
     /// Already closed.
     Closed,
-}
-
-/// True for an accept error that concerns one connection (its client reset
-/// it before it was accepted), not the listener.
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    ) || e.raw_os_error() == Some(libc::EPROTO)
 }
