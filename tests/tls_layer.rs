@@ -996,8 +996,12 @@ fn no_system_roots_child() {
 /// Serves one connection on a non-blocking Unix socket with a
 /// [`TlsSession`]: answers in upper case until the peer closes. Returns what
 /// happened: the number of times a write had to wait, and the error if the
-/// session failed.
-fn poll_loop(socket: UnixStream, config: Arc<ServerConfig>) -> (usize, Option<TlsSessionError>) {
+/// session failed. Each wait is also sent to `waited`.
+fn poll_loop(
+    socket: UnixStream,
+    config: Arc<ServerConfig>,
+    waited: mpsc::Sender<()>,
+) -> (usize, Option<TlsSessionError>) {
     use mio::{Events, Interest, Poll, Token};
     socket.set_nonblocking(true).unwrap();
     let mut socket = mio::net::UnixStream::from_std(socket);
@@ -1040,6 +1044,7 @@ fn poll_loop(socket: UnixStream, config: Arc<ServerConfig>) -> (usize, Option<Tl
                     unsent.drain(..n);
                     if !session.write_to(&mut socket).unwrap().all_sent {
                         waits += 1;
+                        let _ = waited.send(());
                         poll.poll(&mut events, Some(Duration::from_millis(500)))
                             .unwrap();
                     }
@@ -1060,6 +1065,7 @@ fn poll_loop(socket: UnixStream, config: Arc<ServerConfig>) -> (usize, Option<Tl
         unsent.drain(..n);
         if !session.write_to(&mut socket).unwrap().all_sent {
             waits += 1;
+            let _ = waited.send(());
         }
     }
 }
@@ -1073,7 +1079,8 @@ fn the_session_serves_a_client_through_a_poll_loop() {
         .set_send_buffer_size(4096)
         .unwrap();
     let config = pki.server(&[b"http/1.1"]);
-    let server = thread::spawn(move || poll_loop(server_side, config));
+    let (waited, first_wait) = mpsc::channel();
+    let server = thread::spawn(move || poll_loop(server_side, config, waited));
 
     let client = TlsStream::connect(
         client_side,
@@ -1096,6 +1103,11 @@ fn the_session_serves_a_client_through_a_poll_loop() {
         }
         writer.close_notify(STEP)
     });
+    // Nothing is read until the server's writes have had to wait: the
+    // loop's path through WouldBlock is taken whatever the machine's speed.
+    first_wait
+        .recv_timeout(STEP)
+        .expect("the server's writes wait while the client does not read");
     let mut received = Vec::new();
     (&client)
         .read_to_end(&mut received)
@@ -1113,7 +1125,8 @@ fn the_session_refuses_a_garbage_client_hello_with_an_alert() {
     let pki = pki("session-garbage");
     let (server_side, mut client_side) = UnixStream::pair().unwrap();
     let config = pki.server(&[]);
-    let server = thread::spawn(move || poll_loop(server_side, config));
+    let (waited, _) = mpsc::channel();
+    let server = thread::spawn(move || poll_loop(server_side, config, waited));
     // A handshake record whose message is not a ClientHello.
     client_side
         .write_all(&[22, 3, 1, 0, 8, 2, 0, 0, 4, 1, 2, 3, 4])
