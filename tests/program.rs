@@ -769,8 +769,16 @@ mod usability {
 
         fn a_chat_client_says_why_the_server_closed(mode) {
             let mut server = serve("chat", mode, &["--bind", "tcp://127.0.0.1:0"], 1);
-            let watcher = TcpStream::connect(server.addr()).unwrap();
+            let mut watcher = TcpStream::connect(server.addr()).unwrap();
             watcher.set_read_timeout(Some(STEP)).unwrap();
+            // The watcher is in the room before the client comes: an empty
+            // /nick is refused to members only.
+            watcher.write_all(b"/nick\n").unwrap();
+            let mut reader = BufReader::new(watcher.try_clone().unwrap());
+            let mut seen = String::new();
+            while !seen.contains("(use /nick NAME)") {
+                assert_ne!(reader.read_line(&mut seen).unwrap(), 0, "{seen}");
+            }
             let mut child = program()
                 .args(["client", "chat", "--connect", server.url(), "--nick", "cli"])
                 .stdin(Stdio::piped())
@@ -779,8 +787,6 @@ mod usability {
                 .spawn()
                 .unwrap();
             // The client is in the room once the watcher sees its new name.
-            let mut seen = String::new();
-            let mut reader = BufReader::new(watcher.try_clone().unwrap());
             while !seen.contains("is now cli") {
                 assert_ne!(reader.read_line(&mut seen).unwrap(), 0, "{seen}");
             }
@@ -1120,10 +1126,17 @@ mod usability {
             bob.set_read_timeout(Some(STEP)).unwrap();
             let mut bob_reads = BufReader::new(bob.try_clone().unwrap());
             let mut bob_writes = bob;
-            bob_writes.write_all(b"/nick bob\n").unwrap();
+            // Bob is in the room before alice comes (the server's loops may
+            // take the two connections in either order): an empty /nick is
+            // refused to its sender, after the /nick before it took effect.
+            bob_writes.write_all(b"/nick bob\n/nick\n").unwrap();
+            let mut line = String::new();
+            while !line.contains("(use /nick NAME)") {
+                line.clear();
+                assert_ne!(bob_reads.read_line(&mut line).unwrap(), 0);
+            }
 
             let mut alice = OnTerminal::start(&["client", "chat", "--connect", server.url(), "--nick", "alice"]);
-            let mut line = String::new();
             while !line.contains("is now alice") {
                 line.clear();
                 assert_ne!(bob_reads.read_line(&mut line).unwrap(), 0);
