@@ -241,8 +241,6 @@ impl<T: Transport> Serving<T> {
         let started = Instant::now();
         let control = &self.control;
         control.begin_shutdown();
-        // A signal that began it has said so before anything is reported.
-        super::signal::announced();
         let in_flight = control.in_flight_at_shutdown.load(SeqCst);
         // New connections are refused from here on: the listening socket
         // closes, and a connection that waited for room with it.
@@ -251,6 +249,9 @@ impl<T: Transport> Serving<T> {
         let dropped_by_kernel = control.dropped_by_kernel();
         self.listener = None;
         self.dispatch.close();
+        // A signal that began it has said so before anything is reported
+        // (told only now: a reactor's loops, just told, take part in it).
+        super::signal::announced();
         let deadline = crate::deadline::after(control.options.shutdown_timeout);
         control.drain(deadline);
         let grace = later(Instant::now().max(deadline), CUT_GRACE);

@@ -37,8 +37,11 @@ pub(crate) struct Control {
     pub in_flight_at_shutdown: AtomicUsize,
     /// What the shutdown waits for: the requests in flight when it began,
     /// less the idle connections it closed at once (a reactor's idle
-    /// connections, which its loops close, are still counted).
+    /// connections, which its loops close, are still counted: its loops'
+    /// own count is the [`census`](Self::census)).
     pub waiting_at_shutdown: AtomicUsize,
+    /// What a reactor's event loops left waiting at the shutdown.
+    pub census: Census,
     /// Set at the shutdown deadline: queued work is dropped unstarted.
     pub cancelled: AtomicBool,
     /// Set while the accept loop waits for room in the pool or under the
@@ -103,6 +106,62 @@ pub(crate) struct ServerKind {
     pub runs_on_serving_thread: bool,
 }
 
+/// How long past the shutdown deadline a reactor's loops may take to cut
+/// what they hold, before the count of what was cut is said.
+const LOOPS_CUT_GRACE: Duration = Duration::from_secs(1);
+
+/// The connections a reactor's event loops leave waiting when the shutdown
+/// reaches them (a message or a reply in progress; the idle ones they close
+/// at once), which the first signal's announcement waits for briefly: only
+/// the loops know which of their connections are idle.
+#[derive(Default)]
+pub(crate) struct Census {
+    state: Mutex<CensusState>,
+    reported: Condvar,
+}
+
+#[derive(Default)]
+struct CensusState {
+    /// Event loops that will report; 0 for a server without them.
+    loops: usize,
+    /// Event loops that have.
+    reported: usize,
+    /// What they reported, summed.
+    waiting: usize,
+}
+
+impl Census {
+    /// `loops` event loops will report at the shutdown.
+    pub fn expect(&self, loops: usize) {
+        self.state.lock().loops = loops;
+    }
+
+    /// An event loop's count, once the shutdown reached it.
+    pub fn report(&self, waiting: usize) {
+        let mut state = self.state.lock();
+        state.reported += 1;
+        state.waiting += waiting;
+        if state.reported >= state.loops {
+            self.reported.notify_all();
+        }
+    }
+
+    /// The connections left waiting, once every loop has reported; `None`
+    /// for a server without loops, or when one has not reported by `limit`.
+    pub fn waiting(&self, limit: Instant) -> Option<usize> {
+        let mut state = self.state.lock();
+        if state.loops == 0 {
+            return None;
+        }
+        while state.reported < state.loops {
+            if self.reported.wait_until(&mut state, limit).timed_out() {
+                return None;
+            }
+        }
+        Some(state.waiting)
+    }
+}
+
 impl Control {
     pub fn new(waker: mio::Waker, options: Options, kind: ServerKind) -> Self {
         let needs_watchdog = kind.runs_on_serving_thread;
@@ -110,6 +169,7 @@ impl Control {
             shutdown: AtomicBool::new(false),
             in_flight_at_shutdown: AtomicUsize::new(0),
             waiting_at_shutdown: AtomicUsize::new(0),
+            census: Census::default(),
             cancelled: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             watching: AtomicBool::new(false),
@@ -278,14 +338,23 @@ impl Control {
     /// what is left: running connections are shut down, queued work is
     /// dropped. Returns how many connections it shut down.
     pub fn drain(&self, deadline: Instant) -> usize {
-        if self.wait_idle(deadline) {
-            return 0;
+        let cut_before = self.counters.cut.load(SeqCst);
+        if !self.wait_idle(deadline) {
+            self.cancelled.store(true, SeqCst);
+            let cut = self.registry.cut_all();
+            self.counters.cut.fetch_add(cut as u64, SeqCst);
+            if self.kind.per_message {
+                // A reactor's loops cut their own connections at their own
+                // deadline, about now.
+                self.wait_idle(crate::deadline::later(Instant::now(), LOOPS_CUT_GRACE));
+            }
         }
-        self.cancelled.store(true, SeqCst);
-        let cut = self.registry.cut_all();
-        self.counters.cut.fetch_add(cut as u64, SeqCst);
-        log::warn!("shutdown deadline passed: cut {cut} connection(s) still in progress");
-        cut
+        // Cut here, or by a reactor's loops.
+        let cut = self.counters.cut.load(SeqCst).saturating_sub(cut_before);
+        if cut > 0 {
+            log::warn!("shutdown deadline passed: cut {cut} connection(s) still in progress");
+        }
+        usize::try_from(cut).unwrap_or(usize::MAX)
     }
 
     /// Waits until no request is in flight, or `deadline` passes; true when
@@ -444,5 +513,31 @@ impl fmt::Debug for Control {
         f.debug_struct("Control")
             .field("shutdown", &self.is_shutdown())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_census_sums_every_loop_or_says_it_does_not_know() {
+        let soon = || Instant::now() + Duration::from_millis(50);
+        // No loops: the caller's own count stands.
+        assert_eq!(Census::default().waiting(soon()), None);
+
+        let census = Arc::new(Census::default());
+        census.expect(2);
+        census.report(3);
+        // One loop of two has not answered by the limit.
+        assert_eq!(census.waiting(soon()), None);
+        // The other answers from another thread while the caller waits.
+        let other = Arc::clone(&census);
+        let reporting = std::thread::spawn(move || other.report(1));
+        assert_eq!(
+            census.waiting(Instant::now() + Duration::from_secs(10)),
+            Some(4)
+        );
+        reporting.join().unwrap();
     }
 }

@@ -31,6 +31,10 @@ use super::control::ServerHandle;
 /// Signals within this time of the first are the first one again.
 pub(crate) const SAME_SIGNAL: Duration = Duration::from_millis(100);
 
+/// How long the announcement waits for a reactor's loops to say what they
+/// left waiting; past it, every open connection is counted.
+const CENSUS_WAIT: Duration = Duration::from_millis(500);
+
 /// The servers that the signal handler shuts down.
 static REGISTERED: OnceLock<Mutex<Vec<ServerHandle>>> = OnceLock::new();
 /// When the first signal was handled.
@@ -88,10 +92,14 @@ fn on_signal() {
     for server in servers.iter() {
         server.drain();
         let control = &server.0;
-        // A drain that shuts down at once knows what it left waiting; one
+        // A drain that shuts down at once knows what it left waiting (a
+        // reactor's loops say which of their connections were idle); one
         // that waits first reports what is in progress now.
         waiting += if control.is_shutdown() {
-            control.waiting_at_shutdown.load(SeqCst)
+            control
+                .census
+                .waiting(Instant::now() + CENSUS_WAIT)
+                .unwrap_or_else(|| control.waiting_at_shutdown.load(SeqCst))
         } else {
             control.counters.in_flight.load(SeqCst)
         };

@@ -1095,6 +1095,9 @@ impl<H: MessageHandler> EventLoop<H> {
         self.accepting = Accepting::default();
         let timeout = self.lifecycle.control().options.shutdown_timeout;
         self.shutdown_deadline = Some(crate::deadline::after(timeout));
+        // What the shutdown waits for here: the connections with a message
+        // on the pool, and those with a message or a reply in progress.
+        let mut waiting = self.slots.iter().filter(|slot| slot.in_pool).count();
         for slot in 0..self.slots.len() {
             let Some(key) = self.key_of(slot) else {
                 continue;
@@ -1115,8 +1118,10 @@ impl<H: MessageHandler> EventLoop<H> {
                 self.close(key, Closing::Shutdown);
             } else {
                 conn.close_when_flushed = Some(Closing::Shutdown);
+                waiting += 1;
             }
         }
+        self.lifecycle.control().census.report(waiting);
         if let Some(deadline) = self.shutdown_deadline {
             self.deadlines.push(
                 deadline,

@@ -175,6 +175,7 @@ impl<H: MessageHandler> Reactors<H> {
             .queue_length
             .set(Box::new(pool.queue_length()));
         *pool_slot.lock() = Some(pool);
+        control.census.expect(loops.len());
         Ok(Reactors {
             loops,
             loops_accept,
