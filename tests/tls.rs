@@ -277,6 +277,20 @@ both_modes! {
         let (status, _, err) = client("echo-upper", udp, &["--tls", "x"], b"");
         assert_eq!(status.code(), Some(2), "{err}");
         assert!(err.contains("--tls needs a stream URL"), "{err}");
+        // A burst and its close_notify sent at once are answered whole:
+        // the close comes after everything sent before it.
+        let burst: Vec<u8> = (0..200_000u32).map(|i| b"abcdefghij\n"[(i % 11) as usize]).collect();
+        let stream = rustls_client(&server.addr(), pki.client_config(&[])).unwrap();
+        let mut writer = stream.try_clone_writer().unwrap();
+        let to_send = burst.clone();
+        let sending = std::thread::spawn(move || -> io::Result<()> {
+            writer.write_all(&to_send)?;
+            writer.close_notify(STEP)
+        });
+        let answer = read_to_clean_end(&stream).unwrap();
+        sending.join().unwrap().unwrap();
+        assert_eq!(answer.len(), burst.len());
+        assert!(answer == burst.to_ascii_uppercase(), "the answer differs");
         // A plaintext client on the TLS listener gets no echo.
         let mut plain = TcpStream::connect(server.addr()).unwrap();
         plain.set_read_timeout(Some(STEP)).unwrap();

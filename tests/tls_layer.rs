@@ -1120,6 +1120,82 @@ fn the_session_serves_a_client_through_a_poll_loop() {
     assert!(waits > 0, "the small send buffer never filled");
 }
 
+/// Ciphertext that has arrived, read like a non-blocking socket: WouldBlock
+/// once it is all read.
+struct Arrived(io::Cursor<Vec<u8>>);
+
+impl Read for Arrived {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.read(buf)? {
+            0 if !buf.is_empty() => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+}
+
+/// A session and a rustls client past their handshake, in memory.
+fn connected_in_memory(pki: &Pki) -> (TlsSession, ClientConnection) {
+    let mut session = TlsSession::new(pki.server(&[]));
+    let mut client =
+        ClientConnection::new(pki.client(&[]), server_name("localhost").unwrap()).unwrap();
+    let mut plaintext = Vec::new();
+    for _ in 0..10 {
+        let mut to_server = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut to_server).unwrap();
+        }
+        let mut arrived = Arrived(io::Cursor::new(to_server));
+        session
+            .read_from(&mut arrived, &mut plaintext, 1 << 20)
+            .unwrap();
+        let mut to_client = Vec::new();
+        session.write_to(&mut to_client).unwrap();
+        let mut rest = &to_client[..];
+        while !rest.is_empty() {
+            client.read_tls(&mut rest).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        if !client.is_handshaking() && session.info().is_some() {
+            assert!(plaintext.is_empty());
+            return (session, client);
+        }
+    }
+    panic!("no handshake in 10 rounds");
+}
+
+// A client that sends a burst and its close_notify at once: a reader taking
+// the plaintext a little at a time gets all of it before it hears of the
+// close. (The close was reported with the first piece, and a reader that
+// stopped there, the reactor's included, lost the rest.)
+#[test]
+fn everything_before_a_close_notify_is_read_before_the_close() {
+    let pki = pki("close-after-a-burst");
+    let (mut session, mut client) = connected_in_memory(&pki);
+    let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    client.writer().write_all(&sent).unwrap();
+    client.send_close_notify();
+    let mut wire = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut wire).unwrap();
+    }
+    let mut arrived = Arrived(io::Cursor::new(wire));
+    let mut received = Vec::new();
+    for _ in 0..1000 {
+        let report = session
+            .read_from(&mut arrived, &mut received, 4096)
+            .unwrap();
+        assert!(report.plaintext <= 4096);
+        if let Some(close) = report.peer_closed {
+            assert_eq!(close, PeerClose::Notified);
+            assert!(report.drained);
+            assert_eq!(received.len(), sent.len(), "the close came before the data");
+            assert_eq!(received, sent);
+            return;
+        }
+    }
+    panic!("no close after {} bytes", received.len());
+}
+
 #[test]
 fn the_session_refuses_a_garbage_client_hello_with_an_alert() {
     let pki = pki("session-garbage");

@@ -105,7 +105,8 @@ pub struct ReadReport {
     /// edge-triggered loop must then call again without waiting for an
     /// event.
     pub drained: bool,
-    /// The peer will send nothing more.
+    /// The peer will send nothing more, and everything it sent before is
+    /// in the caller's buffer: set only with [`drained`](Self::drained).
     pub peer_closed: Option<PeerClose>,
 }
 
@@ -245,7 +246,11 @@ impl TlsSession {
             }
         }
         report.plaintext += self.take_plaintext(plaintext, max - report.plaintext);
-        report.peer_closed = self.peer_closed();
+        // The close comes after everything the peer sent before it: while
+        // plaintext is left for the next call, it is not said.
+        if report.drained {
+            report.peer_closed = self.peer_closed();
+        }
         Ok(report)
     }
 
