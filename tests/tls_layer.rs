@@ -1134,10 +1134,12 @@ impl Read for Arrived {
 }
 
 /// A session and a rustls client past their handshake, in memory.
-fn connected_in_memory(pki: &Pki) -> (TlsSession, ClientConnection) {
-    let mut session = TlsSession::new(pki.server(&[]));
-    let mut client =
-        ClientConnection::new(pki.client(&[]), server_name("localhost").unwrap()).unwrap();
+fn connected_in_memory(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> (TlsSession, ClientConnection) {
+    let mut session = TlsSession::new(server);
+    let mut client = ClientConnection::new(client, server_name("localhost").unwrap()).unwrap();
     let mut plaintext = Vec::new();
     for _ in 0..10 {
         let mut to_server = Vec::new();
@@ -1169,10 +1171,16 @@ fn connected_in_memory(pki: &Pki) -> (TlsSession, ClientConnection) {
 // stopped there, the reactor's included, lost the rest.)
 #[test]
 fn everything_before_a_close_notify_is_read_before_the_close() {
-    let pki = pki("close-after-a-burst");
-    let (mut session, mut client) = connected_in_memory(&pki);
     let sent: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-    client.writer().write_all(&sent).unwrap();
+    burst_then_close(&sent, 4096);
+}
+
+/// Sends `sent` and a close_notify from a client at once, reads them on
+/// the server `limit` bytes of plaintext at a time, and checks that the
+/// close comes last, with everything before it.
+fn burst_then_close(sent: &[u8], limit: usize) {
+    let (mut session, mut client) = connected_in_memory(shared_config(), shared_client());
+    client.writer().write_all(sent).unwrap();
     client.send_close_notify();
     let mut wire = Vec::new();
     while client.wants_write() {
@@ -1180,20 +1188,20 @@ fn everything_before_a_close_notify_is_read_before_the_close() {
     }
     let mut arrived = Arrived(io::Cursor::new(wire));
     let mut received = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..=sent.len() / limit + 2 {
         let report = session
-            .read_from(&mut arrived, &mut received, 4096)
+            .read_from(&mut arrived, &mut received, limit)
             .unwrap();
-        assert!(report.plaintext <= 4096);
+        assert!(report.plaintext <= limit);
         if let Some(close) = report.peer_closed {
             assert_eq!(close, PeerClose::Notified);
             assert!(report.drained);
             assert_eq!(received.len(), sent.len(), "the close came before the data");
-            assert_eq!(received, sent);
+            assert!(received == sent, "the data differs");
             return;
         }
     }
-    panic!("no close after {} bytes", received.len());
+    panic!("no close after {} bytes of {}", received.len(), sent.len());
 }
 
 #[test]
@@ -1386,6 +1394,17 @@ fn shared_client() -> Arc<ClientConfig> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any burst, read any number of bytes at a time: the close comes after
+    /// all of it.
+    #[test]
+    fn any_burst_is_read_whole_before_its_close(
+        length in 0usize..60_000,
+        limit in 1usize..20_000,
+    ) {
+        let sent: Vec<u8> = (0..length).map(|i| (i % 253) as u8).collect();
+        burst_then_close(&sent, limit);
+    }
 
     /// Any bytes as a first flight: an error (with an alert queued), or a
     /// session still waiting; never a panic.

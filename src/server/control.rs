@@ -336,7 +336,8 @@ impl Control {
 
     /// Waits until no request is in flight, or `deadline` passes; then cuts
     /// what is left: running connections are shut down, queued work is
-    /// dropped. Returns how many connections it shut down.
+    /// dropped (a reactor's loops cut their own). Says, and returns, how
+    /// many were cut meanwhile.
     pub fn drain(&self, deadline: Instant) -> usize {
         let cut_before = self.counters.cut.load(SeqCst);
         if !self.wait_idle(deadline) {
