@@ -73,7 +73,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
-use crate::transport::gave_up_before_accept;
+use crate::transport::listener::gave_up_before_accept;
 
 /// What the admin and agent listeners ask of the process they report on.
 ///

@@ -30,8 +30,7 @@ pub(crate) mod url;
 
 pub use address::Address;
 pub(crate) use listener::{
-    bind_inet, bind_unix, gave_up_before_accept, Accepted, Datagram, ListenOptions, Listener,
-    MAX_DATAGRAM,
+    bind_inet, bind_unix, Accepted, Datagram, ListenOptions, Listener, MAX_DATAGRAM,
 };
 pub use url::{ParseUrlError, SocketUrl};
 
