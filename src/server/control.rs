@@ -353,7 +353,10 @@ impl Control {
         // Cut here, or by a reactor's loops.
         let cut = self.counters.cut.load(SeqCst).saturating_sub(cut_before);
         if cut > 0 {
-            log::warn!("shutdown deadline passed: cut {cut} connection(s) still in progress");
+            log::warn!(
+                "{}: shutdown deadline passed: cut {cut} connection(s) still in progress",
+                self.url()
+            );
         }
         usize::try_from(cut).unwrap_or(usize::MAX)
     }
