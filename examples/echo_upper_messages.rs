@@ -33,8 +33,10 @@ fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9100".into());
     let server = ReactorTcpServer::bind(addr, EchoUpper)?;
-    println!("listening on {}", server.url());
+    // The handler first: a signal sent as soon as the line is read is
+    // a graceful shutdown, never the default action.
     server.shutdown_on_ctrl_c()?;
+    println!("listening on {}", server.url());
     let summary = server.serve_forever()?;
     println!("{summary}");
     Ok(())

@@ -34,8 +34,10 @@ fn main() -> ExitCode {
 fn serve(addr: &str) -> io::Result<()> {
     let server = ThreadingUdpServer::bind(addr, EchoUpper)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    println!("listening on {}", server.url());
+    // The handler first: a signal sent as soon as the line is read is
+    // a graceful shutdown, never the default action.
     server.shutdown_on_ctrl_c()?;
+    println!("listening on {}", server.url());
     let summary = server.serve_forever()?;
     println!("{summary}");
     Ok(())

@@ -54,8 +54,10 @@ fn serve(addr: &str) -> io::Result<()> {
     let options = Options::new().idle_timeout(Some(std::time::Duration::from_secs(300)));
     let server = ThreadingTcpServer::bind_with(addr, LineCounter::default(), options)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    println!("listening on {}", server.url());
+    // The handler first: a signal sent as soon as the line is read is
+    // a graceful shutdown, never the default action.
     server.shutdown_on_ctrl_c()?;
+    println!("listening on {}", server.url());
     server.serve_forever()?;
     Ok(())
 }

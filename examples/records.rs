@@ -75,8 +75,10 @@ fn serve(addr: &str, path: &Path) -> io::Result<()> {
     };
     let server = ThreadingTcpServer::bind(addr, records)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    println!("listening on {}", server.url());
+    // The handler first: a signal sent as soon as the line is read is
+    // a graceful shutdown, never the default action.
     server.shutdown_on_ctrl_c()?;
+    println!("listening on {}", server.url());
     server.serve_forever()?;
     Ok(())
 }

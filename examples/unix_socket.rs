@@ -41,8 +41,10 @@ fn main() -> ExitCode {
 fn serve(path: &str) -> io::Result<()> {
     let server = ThreadingUnixStreamServer::bind(path, Reverse)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {path}: {e}")))?;
-    println!("listening on {}", server.url());
+    // The handler first: a signal sent as soon as the line is read is
+    // a graceful shutdown, never the default action.
     server.shutdown_on_ctrl_c()?;
+    println!("listening on {}", server.url());
     server.serve_forever()?;
     Ok(())
 }
