@@ -247,6 +247,11 @@ impl<T: Transport> Serving<T> {
         self.pending = None;
         // The kernel's count is read while the socket is still open.
         let dropped_by_kernel = control.dropped_by_kernel();
+        // The socket file goes now, not when the last reply in flight lets
+        // go of the socket.
+        if let Some(listener) = &self.listener {
+            listener.remove_socket_file();
+        }
         self.listener = None;
         self.dispatch.close();
         // A signal that began it has said so before anything is reported

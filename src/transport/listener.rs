@@ -8,6 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -62,6 +63,8 @@ pub struct Datagram {
 pub struct Listener {
     pub socket: Socket,
     unix_path: Option<PathBuf>,
+    /// The socket file at `unix_path` is gone (see `remove_socket_file`).
+    file_removed: AtomicBool,
     /// Packet buffers to reuse (at most `SPARE_BUFFERS`, room made at
     /// once): a lock held for a push or a pop, cheaper than a channel.
     spare: Mutex<Vec<Vec<u8>>>,
@@ -78,6 +81,7 @@ impl Listener {
         Listener {
             socket,
             unix_path,
+            file_removed: AtomicBool::new(false),
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -237,13 +241,25 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
+impl Listener {
+    /// Removes the Unix socket file this listener created, once: when its
+    /// server closes (a datagram request still replying holds the socket a
+    /// little longer, and the file must not wait for it), or at the latest
+    /// when the listener is dropped.
+    pub fn remove_socket_file(&self) {
         if let Some(path) = &self.unix_path {
-            if let Err(e) = fs::remove_file(path) {
-                log::debug!("cannot remove {}: {e}", path.display());
+            if !self.file_removed.swap(true, Ordering::SeqCst) {
+                if let Err(e) = fs::remove_file(path) {
+                    log::debug!("cannot remove {}: {e}", path.display());
+                }
             }
         }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.remove_socket_file();
     }
 }
 
@@ -432,6 +448,29 @@ mod tests {
         );
         drop(listener);
         assert!(path.exists(), "the file belongs to whoever made it");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_socket_file_goes_when_asked_while_replies_still_hold_the_socket() {
+        let dir = std::env::temp_dir().join(format!("socketserver-file-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("d.sock");
+        let listener = Arc::new(bind_unix(&path, Type::DGRAM, &ListenOptions::default()).unwrap());
+        let replying = Arc::clone(&listener);
+        assert!(path.exists());
+        listener.remove_socket_file();
+        assert!(!path.exists(), "the file went with the server's close");
+        // The socket itself stays usable for the replies still being sent.
+        let peer = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        peer.connect(&path).unwrap_err();
+        assert!(replying.local_addr().is_ok());
+        // Removed once: a file bound there meanwhile is not the listener's.
+        let other = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        drop(listener);
+        drop(replying);
+        assert!(path.exists(), "another socket's file is left alone");
+        drop(other);
         fs::remove_dir_all(&dir).unwrap();
     }
 
